@@ -1,0 +1,36 @@
+# Every knob kono-infra has, with its default. Override per host in inventory.py, per group in
+# group_data/<group>.py, or for one run with `--data name=value`. No secrets here: see README.md.
+
+# --- Hosts and users --------------------------------------------------------------------------
+admin_user = "ubuntu"              # the cloud image's sudo user; bootstrap connects as it ("admin" on Debian)
+deploy_user = "kono"               # unprivileged user deploy connects as: docker group, no sudo rights
+deploy_authorized_keys = []        # SSH public keys (strings) allowed to log in as deploy_user; at least one
+ssh_user = deploy_user             # whom pyinfra connects as; bootstrap overrides it with --user <admin_user>
+project_dir = "/srv/kono"          # the compose project on the host, owned by deploy_user
+compose_project = "kono"           # fixed compose project name; volumes carry it, so never change it
+
+# --- Docker Engine (bootstrap) ----------------------------------------------------------------
+docker_source = "docker"           # "docker": Docker's apt repository; "distro": the distribution's docker.io
+docker_apt_url = "https://download.docker.com/linux"   # Docker's repository, + /<debian|ubuntu>
+docker_compose_distro_package = None   # "distro" compose v2 package; None picks by OS (Debian: docker-compose)
+docker_log_max_size = "10m"        # json-file log rotation: size of one container log file
+docker_log_max_file = 3            # json-file log rotation: files kept per container
+docker_live_restore = True         # containers keep running while dockerd restarts or upgrades
+
+# --- Images (official ones, pinned by tag) ----------------------------------------------------
+mysql_image = "mysql:8.4"          # db_production and db_dev
+node_image = "node:22-slim"        # api
+nginx_image = "nginx:1.27"         # nginx
+maintainer_base_image = "ubuntu:24.04"  # base of the maintainer image (sshd, git, mysql client)
+
+# --- Ports ------------------------------------------------------------------------------------
+http_port = 80                     # nginx, on every address of the host
+maintainer_ssh_port = 8022         # the maintainer container's sshd, on every address of the host
+db_dev_port = 3307                 # db_dev on the host's 127.0.0.1 only (production DB is never published)
+api_port = 3000                    # the api inside the compose network (not published)
+
+# --- Stack ------------------------------------------------------------------------------------
+server_name = "_"                  # nginx server_name ("_" answers any name)
+db_production_name = "kono"        # database created in db_production on first start
+db_dev_name = "dev"                # database created in db_dev on first start
+compose_wait_timeout = 300         # seconds `compose up --wait` waits for every service to be healthy

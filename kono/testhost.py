@@ -1,0 +1,324 @@
+"""A local throwaway server: Debian 13 booted with ``systemd-nspawn -b``, reachable over real SSH.
+
+It is a stand-in for a fresh cloud host (a sudo user ``admin`` with NOPASSWD, sshd, systemd),
+used by the tests and by the demo alike. It knows nothing of the kono stack.
+
+Needs root (nspawn, a bridge, iptables) and the Debian packages listed in ``HOST_PACKAGES``.
+See ``../shared/test-host.md`` for why each flag is there.
+
+Example::
+
+    with Lab() as lab:
+        host = lab.boot()
+        host.ssh("true")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HOST_PACKAGES = "mmdebstrap systemd-container iptables iproute2 openssh-client"
+CACHE_DIR = Path(os.environ.get("KONO_CACHE", "/var/cache/kono-infra"))
+MIRROR = os.environ.get("KONO_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+SUITE = "trixie"
+BRIDGE = "br-kono"
+SUBNET = "10.231.0"  # one /24 for every throwaway host on this machine; .1 is the bridge
+ADMIN_USER = "admin"
+LOCK_DIR = Path("/run/kono-testhost")  # one file per address in use, holding the owner's PID
+
+HOST_ROOTFS_ARGS = [
+    "--variant=minbase",
+    "--include=systemd-sysv,dbus,openssh-server,sudo,iproute2,iputils-ping,ca-certificates,"
+    "netbase,curl,gnupg,less,procps,python3",
+    "--customize-hook=chroot \"$1\" systemctl mask systemd-modules-load.service",
+    "--customize-hook=chroot \"$1\" systemctl enable systemd-networkd ssh",
+    "--customize-hook=rm -f \"$1\"/etc/ssh/ssh_host_*",
+]
+
+NSPAWN_ARGS = [
+    "--register=no",
+    "--keep-unit",
+    "--capability=all",
+    "--system-call-filter=@keyring bpf",
+]
+NSPAWN_REBOOT_EXIT = 133
+
+
+def run(*cmd: str | Path, **kwargs) -> subprocess.CompletedProcess:
+    kwargs.setdefault("check", True)
+    return subprocess.run([str(c) for c in cmd], **kwargs)
+
+
+def cached_rootfs(name: str, mmdebstrap_args: list[str]) -> Path:
+    """A Debian ``SUITE`` root filesystem as a tar, built once with mmdebstrap and kept in CACHE_DIR.
+
+    The file name carries a digest of the recipe, so changing the recipe builds a new one.
+    """
+    recipe = "\n".join([SUITE, MIRROR, *mmdebstrap_args])
+    digest = hashlib.sha256(recipe.encode()).hexdigest()[:12]
+    target = CACHE_DIR / f"{name}-{SUITE}-{digest}.tar"
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two runs building the same tar wait for each other
+        if not target.exists():
+            partial = target.with_suffix(".partial")
+            run("mmdebstrap", "--quiet", "--format=tar", *mmdebstrap_args, SUITE, partial, MIRROR,
+                stdout=subprocess.DEVNULL)
+            partial.rename(target)
+    return target
+
+
+def _nameserver() -> str:
+    for line in Path("/etc/resolv.conf").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "nameserver":
+            return parts[1]
+    raise RuntimeError("no nameserver in /etc/resolv.conf: the test host would have no DNS")
+
+
+def _die_with_parent() -> None:
+    # nspawn gets SIGTERM (a clean poweroff) if the thread supervising it dies with our process.
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    os.setsid()
+
+
+@dataclass
+class TestHost:
+    """One booted throwaway host."""
+
+    name: str
+    address: str
+    root: Path
+    lab: Lab
+    console: Path
+    _proc: subprocess.Popen | None = None
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _supervisor: threading.Thread | None = None
+    boots: int = 0
+
+    def ssh_args(self, user: str = ADMIN_USER, port: int = 22) -> list[str]:
+        return [
+            "ssh", "-i", str(self.lab.key), "-p", str(port),
+            "-o", f"UserKnownHostsFile={self.lab.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+            "-o", "LogLevel=ERROR",
+            f"{user}@{self.address}",
+        ]
+
+    def ssh(self, command: str, user: str = ADMIN_USER, check: bool = True, timeout: float = 300,
+            input: str | bytes | None = None) -> subprocess.CompletedProcess:
+        """Run a shell command on the host over SSH; returns text output."""
+        text = not isinstance(input, bytes)
+        return subprocess.run(
+            [*self.ssh_args(user), command], input=input, capture_output=True, text=text,
+            check=check, timeout=timeout,
+        )
+
+    def wait_for_ssh(self, deadline: float = 120) -> None:
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            if self._proc is not None and self._proc.poll() not in (None, NSPAWN_REBOOT_EXIT):
+                raise RuntimeError(f"{self.name}: nspawn exited; console: {self.console_tail()}")
+            if self.ssh("true", check=False, timeout=15).returncode == 0:
+                return
+            time.sleep(1)
+        raise TimeoutError(f"{self.name} ({self.address}) never answered SSH; console: {self.console_tail()}")
+
+    def console_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.console.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no console log)"
+
+    def reboot(self) -> None:
+        """Reboot from inside, as an operator would, and wait until SSH answers again."""
+        boots = self.boots
+        self.ssh("sudo systemctl reboot", check=False, timeout=30)
+        end = time.monotonic() + 120
+        while self.boots == boots and time.monotonic() < end:
+            time.sleep(0.5)
+        if self.boots == boots:
+            raise TimeoutError(f"{self.name} did not reboot; console: {self.console_tail()}")
+        self.wait_for_ssh()
+
+    def _start(self) -> None:
+        cmd = [
+            "systemd-nspawn", "-D", str(self.root), "-M", self.name, "-b",
+            f"--network-bridge={BRIDGE}", *NSPAWN_ARGS,
+        ]
+        env = {**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
+        ready = threading.Event()
+
+        def supervise() -> None:
+            # nspawn exits with 133 when the guest reboots: start it again, as a hypervisor would.
+            with open(self.console, "ab") as console:
+                while True:
+                    self._proc = subprocess.Popen(
+                        cmd, env=env, stdin=subprocess.DEVNULL, stdout=console, stderr=console,
+                        preexec_fn=_die_with_parent,
+                    )
+                    self.boots += 1
+                    ready.set()
+                    code = self._proc.wait()
+                    if self._stopping.is_set() or code != NSPAWN_REBOOT_EXIT:
+                        return
+
+        self._supervisor = threading.Thread(target=supervise, name=f"nspawn-{self.name}", daemon=True)
+        self._supervisor.start()
+        ready.wait(10)
+
+    def stop(self) -> None:
+        """Power off (SIGTERM to nspawn itself), wait for it to exit, then delete the root filesystem."""
+        self._stopping.set()
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=10)
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.lab.release_address(self.address)
+
+
+class Lab:
+    """Everything one run needs: an SSH key pair, a known_hosts file, the bridge, and its hosts."""
+
+    def __init__(self, workdir: Path | None = None) -> None:
+        if os.geteuid() != 0:
+            raise PermissionError("the throwaway test host needs root (systemd-nspawn, a bridge, iptables)")
+        # The root filesystem must sit on ext4 (as /tmp does) for Docker's overlay2 inside it.
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="kono-lab-", dir="/tmp"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.key = self.workdir / "id_ed25519"
+        self.known_hosts = self.workdir / "known_hosts"
+        self.known_hosts.touch()
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kono-lab", "-f", self.key)
+        self.public_key = self.key.with_suffix(".pub").read_text().strip()
+        self.hosts: list[TestHost] = []
+        self._made_bridge = False
+        self._made_nat_rule = False
+        self._rootfs = cached_rootfs("host", HOST_ROOTFS_ARGS)
+        self._network_up()
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- network -----------------------------------------------------------------------------
+    def _network_up(self) -> None:
+        if run("ip", "link", "show", BRIDGE, check=False, capture_output=True).returncode != 0:
+            run("ip", "link", "add", BRIDGE, "type", "bridge")
+            run("ip", "addr", "add", f"{SUBNET}.1/24", "dev", BRIDGE)
+            self._made_bridge = True
+        run("ip", "link", "set", BRIDGE, "up")
+        Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+        nat = ["-t", "nat", "POSTROUTING", "-s", f"{SUBNET}.0/24", "!", "-o", BRIDGE, "-j", "MASQUERADE"]
+        if run("iptables", nat[0], nat[1], "-C", *nat[2:], check=False, capture_output=True).returncode:
+            run("iptables", nat[0], nat[1], "-A", *nat[2:])
+            self._made_nat_rule = True
+
+    def _network_down(self) -> None:
+        # Leave the bridge to another run that still has hosts on it.
+        if self._made_bridge and not any(Path(f"/sys/class/net/{BRIDGE}/brif").iterdir()):
+            run("ip", "link", "del", BRIDGE, check=False)
+            if self._made_nat_rule:
+                run("iptables", "-t", "nat", "-D", "POSTROUTING", "-s", f"{SUBNET}.0/24", "!", "-o",
+                    BRIDGE, "-j", "MASQUERADE", check=False)
+
+    def claim_address(self) -> str:
+        LOCK_DIR.mkdir(parents=True, exist_ok=True)
+        for n in range(10, 250):
+            lock = LOCK_DIR / f"{SUBNET}.{n}"
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                owner = int(lock.read_text())
+                try:
+                    os.kill(owner, 0)
+                    continue  # in use by a live run
+                except ProcessLookupError:
+                    lock.unlink()  # left behind by a run that died
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                continue
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            return f"{SUBNET}.{n}"
+        raise RuntimeError(f"no free address left in {SUBNET}.0/24")
+
+    def release_address(self, address: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (LOCK_DIR / address).unlink()
+
+    # -- hosts -------------------------------------------------------------------------------
+    def boot(self, name: str | None = None) -> TestHost:
+        address = self.claim_address()
+        name = name or f"kono-{address.rsplit('.', 1)[1]}"
+        root = self.workdir / name
+        root.mkdir()
+        host = TestHost(name=name, address=address, root=root, lab=self,
+                        console=self.workdir / f"{name}.console.log")
+        self.hosts.append(host)
+        run("tar", "-C", root, "-xf", self._rootfs)
+        self._prepare(host)
+        host._start()
+        host.wait_for_ssh()
+        return host
+
+    def _prepare(self, host: TestHost) -> None:
+        """Make the unpacked rootfs look like a new cloud instance: fresh host keys, a sudo user."""
+        root = host.root
+        run("chroot", root, "ssh-keygen", "-A", capture_output=True)
+        run("chroot", root, "useradd", "-m", "-s", "/bin/bash", "-G", "sudo", ADMIN_USER)
+        sudoers = root / "etc/sudoers.d/90-cloud-init-users"
+        sudoers.write_text(f"{ADMIN_USER} ALL=(ALL) NOPASSWD:ALL\n")
+        sudoers.chmod(0o440)
+        ssh_dir = root / "home" / ADMIN_USER / ".ssh"
+        ssh_dir.mkdir(mode=0o700)
+        (ssh_dir / "authorized_keys").write_text(self.public_key + "\n")
+        run("chroot", root, "chown", "-R", f"{ADMIN_USER}:{ADMIN_USER}", f"/home/{ADMIN_USER}/.ssh")
+        # logind stopping a user's manager can hang ~2 min inside nspawn, and logins wait on it.
+        (root / "var/lib/systemd/linger").mkdir(parents=True, exist_ok=True)
+        (root / "var/lib/systemd/linger" / ADMIN_USER).touch()
+        logind = root / "etc/systemd/logind.conf.d"
+        logind.mkdir(parents=True, exist_ok=True)
+        (logind / "kono-testhost.conf").write_text("[Login]\nUserStopDelaySec=infinity\n")
+        (root / "etc/hostname").write_text(host.name + "\n")
+        (root / "etc/machine-id").write_text("")
+        nameserver = _nameserver()
+        (root / "etc/systemd/network/10-host0.network").write_text(
+            f"[Match]\nName=host0\n\n[Network]\nAddress={host.address}/24\n"
+            f"Gateway={SUBNET}.1\nDNS={nameserver}\n"
+        )
+        resolv = root / "etc/resolv.conf"
+        resolv.unlink(missing_ok=True)
+        resolv.write_text(f"nameserver {nameserver}\n")
+        with open(self.known_hosts, "a") as known:
+            for pub in sorted((root / "etc/ssh").glob("ssh_host_*_key.pub")):
+                keytype, key = pub.read_text().split()[:2]
+                known.write(f"{host.address} {keytype} {key}\n")
+
+    def close(self) -> None:
+        for host in self.hosts:
+            host.stop()
+        self.hosts.clear()
+        self._network_down()
+        shutil.rmtree(self.workdir, ignore_errors=True)
