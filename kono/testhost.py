@@ -109,14 +109,7 @@ class TestHost:
     boots: int = 0
 
     def ssh_args(self, user: str = ADMIN_USER, port: int = 22) -> list[str]:
-        return [
-            "ssh", "-i", str(self.lab.key), "-p", str(port),
-            "-o", f"UserKnownHostsFile={self.lab.known_hosts}",
-            "-o", "StrictHostKeyChecking=yes",
-            "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
-            "-o", "LogLevel=ERROR",
-            f"{user}@{self.address}",
-        ]
+        return ["ssh", "-F", str(self.lab.ssh_config), "-p", str(port), f"{user}@{self.address}"]
 
     def ssh(self, command: str, user: str = ADMIN_USER, check: bool = True, timeout: float = 300,
             input: str | bytes | None = None) -> subprocess.CompletedProcess:
@@ -187,7 +180,7 @@ class TestHost:
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=60)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=30)
@@ -211,6 +204,13 @@ class Lab:
         self.known_hosts.touch()
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kono-lab", "-f", self.key)
         self.public_key = self.key.with_suffix(".pub").read_text().strip()
+        # For ssh, scp and testinfra: the lab's key, and strict checking against the lab's known_hosts.
+        self.ssh_config = self.workdir / "ssh_config"
+        self.ssh_config.write_text(
+            f"Host {SUBNET}.*\n  IdentityFile {self.key}\n  IdentitiesOnly yes\n"
+            f"  UserKnownHostsFile {self.known_hosts}\n  StrictHostKeyChecking yes\n"
+            "  BatchMode yes\n  ConnectTimeout 5\n  LogLevel ERROR\n"
+        )
         self.hosts: list[TestHost] = []
         self._made_bridge = False
         self._made_nat_rule = False
@@ -302,6 +302,8 @@ class Lab:
         logind.mkdir(parents=True, exist_ok=True)
         (logind / "kono-testhost.conf").write_text("[Login]\nUserStopDelaySec=infinity\n")
         (root / "etc/hostname").write_text(host.name + "\n")
+        with open(root / "etc/hosts", "a") as hosts:
+            hosts.write(f"127.0.1.1 {host.name}\n")
         (root / "etc/machine-id").write_text("")
         nameserver = _nameserver()
         (root / "etc/systemd/network/10-host0.network").write_text(

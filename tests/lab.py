@@ -70,8 +70,13 @@ class Run:
 
 def pyinfra(inventory: Path, deploy_file: str, *args: str, check: bool = True,
             timeout: float = 900) -> Run:
-    """Run the real pyinfra CLI from the repository root, non-interactively."""
-    cmd = [PYINFRA, "-y", *args, str(inventory), deploy_file]
+    """Run the real pyinfra CLI from the repository root, non-interactively.
+
+    ``-y`` (execute without asking) is added unless ``--dry`` plans only: a plan without ``-y``
+    also detects which operations would change.
+    """
+    yes = [] if "--dry" in args else ["-y"]
+    cmd = [PYINFRA, *yes, *args, str(inventory), deploy_file]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL,
                           timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     run = Run(cmd, proc.returncode, proc.stdout, proc.stderr)

@@ -4,6 +4,9 @@
 const fs = require('fs');
 const http = require('http');
 
+// As PID 1 node would ignore SIGTERM, and `docker stop` or a reboot would wait for the kill timeout.
+for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => process.exit(0));
+
 const app = '/srv/api/server.js';
 if (fs.existsSync(app)) {
   require(app);

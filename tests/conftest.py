@@ -1,0 +1,102 @@
+"""Fixtures: one lab per test session, and one host taken from fresh to a deployed stack.
+
+The provisioned host is reached only as a user would: the pyinfra CLI, ssh, curl, mysql, testinfra and
+the docker SDK, all over the lab's bridge with strict host key checking.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import testinfra
+
+from kono.status import docker_client
+from kono.testhost import ADMIN_USER, Lab, TestHost
+from tests import lab as lab_tools
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "e2e: boots a throwaway host and runs the real pyinfra CLI (slow)")
+
+
+@pytest.fixture(scope="session")
+def lab():
+    with Lab() as lab:
+        yield lab
+
+
+@dataclass
+class Provisioned:
+    lab: Lab
+    host: TestHost
+    inventory: Path
+    bootstrap: lab_tools.Run
+    first_deploy: lab_tools.Run
+    deploy_window: tuple[int, int]  # host clock (epoch seconds) around the sudo-less first deploy
+
+    def testinfra(self, user: str = "kono"):
+        return testinfra.get_host(f"ssh://{user}@{self.host.address}", ssh_config=str(self.lab.ssh_config))
+
+    def docker(self):
+        return docker_client(self.host.address, "kono", key_filename=str(self.lab.key),
+                             known_hosts=str(self.lab.known_hosts))
+
+    def deploy(self, *args: str, **kwargs) -> lab_tools.Run:
+        return lab_tools.deploy(self.inventory, *args, **kwargs)
+
+    def wait_healthy(self, timeout: float = 240) -> dict:
+        end = time.monotonic() + timeout
+        while True:
+            client = self.docker()
+            try:
+                state = {c.labels["com.docker.compose.service"]:
+                         (c.status, c.attrs["State"].get("Health", {}).get("Status", ""))
+                         for c in client.containers.list(all=True)}
+            finally:
+                client.close()
+            if len(state) == 5 and all(s == ("running", "healthy") for s in state.values()):
+                return state
+            if time.monotonic() > end:
+                raise AssertionError(f"stack not healthy after {timeout}s: {state}")
+            time.sleep(3)
+
+
+def _without_sudo_rights(host: TestHost) -> tuple[Path, Path]:
+    """Take every sudo right from the admin user (the deploy user never had one), from outside."""
+    rules = host.root / "etc/sudoers.d/90-cloud-init-users"
+    parked = host.lab.workdir / f"{host.name}.sudoers"
+    shutil.move(rules, parked)
+    subprocess.run(["chroot", host.root, "gpasswd", "-d", ADMIN_USER, "sudo"], check=True,
+                   capture_output=True)
+    return rules, parked
+
+
+def _restore_sudo_rights(host: TestHost, rules: Path, parked: Path) -> None:
+    subprocess.run(["chroot", host.root, "gpasswd", "-a", ADMIN_USER, "sudo"], check=True,
+                   capture_output=True)
+    shutil.move(parked, rules)
+
+
+@pytest.fixture(scope="session")
+def provisioned(lab) -> Provisioned:
+    """Fresh host -> bootstrap -> (test doubles loaded) -> every sudo right removed -> deploy."""
+    host = lab.boot()
+    inventory = lab_tools.write_inventory(lab, [host], lab.workdir / "inventory.py")
+    bootstrap = lab_tools.bootstrap(inventory)
+    lab_tools.load_standins(host)
+    rules, parked = _without_sudo_rights(host)
+    try:
+        for user in (ADMIN_USER, "kono"):
+            assert host.ssh("sudo -n true", user=user, check=False).returncode != 0, user
+        time.sleep(1.1)  # keep the checks' own sudo attempts out of the deploy's window
+        started = int(host.ssh("date +%s", user="kono").stdout)
+        first = lab_tools.deploy(inventory, "-vv")
+        ended = int(host.ssh("date +%s", user="kono").stdout) + 1
+    finally:
+        _restore_sudo_rights(host, rules, parked)
+    return Provisioned(lab, host, inventory, bootstrap, first, (started, ended))

@@ -1,0 +1,42 @@
+"""Settings: every knob checked before anything runs, with a message naming the key."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from kono.settings import SettingsError, load
+from tests.lab import group_defaults
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDhx7mzSuwLbv5Q0jcW2a1rW4yUBnbprqZhYOoN0SaHl ops@laptop"
+
+
+def data(**overrides):
+    return SimpleNamespace(**{**group_defaults(), "deploy_authorized_keys": [KEY], **overrides})
+
+
+def test_defaults_with_a_key_are_valid():
+    settings = load(data())
+    assert settings.project_dir == "/srv/kono"
+    assert settings.docker_source == "docker"
+    assert settings.mysql_image == "mysql:8.4"
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("deploy_authorized_keys", [], "non-empty list of SSH public keys"),
+    ("deploy_authorized_keys", ["not a key"], "SSH public key line"),
+    ("docker_source", "snap", "one of docker, distro"),
+    ("http_port", 70000, "port number from 1 to 65535"),
+    ("http_port", "80", "port number"),
+    ("maintainer_ssh_port", 80, "not already used by http_port"),
+    ("project_dir", "srv/kono", "absolute path"),
+    ("project_dir", "/", "absolute path"),
+    ("deploy_user", "Kono Admin", "Linux user name"),
+    ("mysql_image", "MySQL 8", "image reference"),
+    ("compose_project", "Kono!", "compose project name"),
+    ("docker_live_restore", "yes", "True or False"),
+    ("server_name", "bad;name", "nginx server names"),
+])
+def test_bad_input_names_the_key_and_what_was_expected(key, value, expected):
+    with pytest.raises(SettingsError) as error:
+        load(data(**{key: value}))
+    assert str(error.value).startswith(f"{key}") and expected in str(error.value)
