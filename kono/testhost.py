@@ -237,8 +237,19 @@ class Lab:
             self._made_nat_rule = True
 
     def _network_down(self) -> None:
-        # Leave the bridge to another run that still has hosts on it.
-        if self._made_bridge and not any(Path(f"/sys/class/net/{BRIDGE}/brif").iterdir()):
+        if not self._made_bridge:
+            return
+        # Leave the bridge to another run that still has hosts on it. A stopped host's veth may
+        # take a moment to go away.
+        ports = Path(f"/sys/class/net/{BRIDGE}/brif")
+
+        def in_use() -> bool:
+            return ports.exists() and any(ports.iterdir())
+
+        end = time.monotonic() + 10
+        while in_use() and time.monotonic() < end:
+            time.sleep(0.2)
+        if not in_use():
             run("ip", "link", "del", BRIDGE, check=False)
             if self._made_nat_rule:
                 run("iptables", "-t", "nat", "-D", "POSTROUTING", "-s", f"{SUBNET}.0/24", "!", "-o",

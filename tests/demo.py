@@ -33,7 +33,7 @@ def main() -> int:
         say("booting a fresh Debian 13 server (systemd-nspawn)")
         host = lab.boot()
         inventory = lab_tools.write_inventory(lab, [host], lab.workdir / "inventory.py")
-        say(f"server {host.address} is up; bootstrap (Docker, deploy user), as {'admin'} with sudo")
+        say(f"server {host.address} is up; bootstrap (Docker, deploy user), as admin with sudo")
         lab_tools.bootstrap(inventory)
         say("building local test doubles of the official images inside it (no registry here)")
         lab_tools.load_standins(host)
