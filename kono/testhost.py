@@ -186,6 +186,8 @@ class TestHost:
                 proc.wait(timeout=30)
         if self._supervisor is not None:
             self._supervisor.join(timeout=10)
+        # The host side of its veth can outlive the guest's network namespace for a long while.
+        run("ip", "link", "del", f"vb-{self.name}", check=False, capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
         self.lab.release_address(self.address)
 
