@@ -2,12 +2,14 @@
 #     pyinfra inventory.py deploy.py
 from pyinfra import host
 
-from kono.secrets import place_secrets
+from kono.secrets import maintainer_passwords, place_secrets
 from kono.settings import load
 from kono.stack import bring_up, push_project
 
-settings = load(host.data)  # checks every knob first: bad input stops here, before any change
+# Everything the operator declared or supplied is checked first: bad input stops here, before any change.
+settings = load(host.data)
+passwords = maintainer_passwords(settings)
 
-place_secrets(settings)
+place_secrets(settings, passwords)
 push_project(settings)
 bring_up(settings)

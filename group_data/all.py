@@ -29,6 +29,20 @@ maintainer_ssh_port = 8022         # the maintainer container's sshd, on every a
 db_dev_port = 3307                 # db_dev on the host's 127.0.0.1 only (production DB is never published)
 api_port = 3000                    # the api inside the compose network (not published)
 
+# --- Maintainer container ---------------------------------------------------------------------
+maintainer_users = {               # login -> SSH public keys; each user is in the container's sudo group
+    "sysop": [],
+    "wheel": [],
+}
+# Their sudo passwords come from the operator, never from here: see README.md, "Secrets".
+maintainer_password_dir = "secrets"  # git-ignored local directory holding maintainer_password_<user>
+
+# --- Code the maintainer deploys (git URLs; None until there is one) --------------------------
+api_repo = None                    # the API's repository, cloned into api_build by `kono-deploy`
+api_branch = "main"                # the API's branch to deploy
+app_repo = None                    # the web app's repository, built into app_build (served at /)
+app_branch = "main"                # the web app's branch to deploy
+
 # --- Stack ------------------------------------------------------------------------------------
 server_name = "_"                  # nginx server_name ("_" answers any name)
 db_production_name = "kono"        # database created in db_production on first start

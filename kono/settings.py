@@ -12,7 +12,7 @@ Example::
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from pyinfra.api.exceptions import PyinfraError
@@ -28,6 +28,8 @@ SSH_PUBLIC_KEY = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-\S+
 SERVER_NAME = re.compile(r"^[A-Za-z0-9._*~-]+( [A-Za-z0-9._*~-]+)*$")
 DB_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 LOG_SIZE = re.compile(r"^[0-9]+[kmg]$")
+GIT_URL = re.compile(r"^(https?|git|ssh|file)://[^\s'\"\\]+$|^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s'\"\\]+$")
+GIT_BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 DOCKER_SOURCES = ("docker", "distro")
 PUBLISHED_PORTS = ("http_port", "maintainer_ssh_port", "db_dev_port")
 
@@ -61,6 +63,12 @@ class Settings:
     db_production_name: str
     db_dev_name: str
     compose_wait_timeout: int
+    maintainer_users: tuple[tuple[str, tuple[str, ...]], ...]  # ((login, (public key, ...)), ...)
+    maintainer_password_dir: str
+    api_repo: str | None
+    api_branch: str
+    app_repo: str | None
+    app_branch: str
 
 
 def _check(data: Any, key: str, kind: type | tuple[type, ...], expected: str, test=lambda v: True):
@@ -85,11 +93,7 @@ def load(data: Any) -> Settings:
     keys = _check(data, "deploy_authorized_keys", (list, tuple),
                   "a non-empty list of SSH public keys (\"ssh-ed25519 AAAA... comment\")",
                   lambda v: len(v) > 0)
-    for index, key in enumerate(keys):
-        if not isinstance(key, str) or not SSH_PUBLIC_KEY.match(key.strip()):
-            raise SettingsError(
-                f"deploy_authorized_keys[{index}]: expected an SSH public key line "
-                f"(\"ssh-ed25519 AAAA... comment\"), got {str(key)[:40]!r}")
+    _check_keys("deploy_authorized_keys", keys)
 
     image = ("an image reference like \"mysql:8.4\"", _matches(IMAGE_REF))
     user = ("a Linux user name (lowercase letters, digits, _ or -)", _matches(USER_NAME))
@@ -128,9 +132,46 @@ def load(data: Any) -> Settings:
                            _matches(DB_NAME)),
         compose_wait_timeout=_check(data, "compose_wait_timeout", int, "seconds, a whole number >= 10",
                                     lambda v: v >= 10),
+        maintainer_users=_maintainer_users(data),
+        maintainer_password_dir=_check(data, "maintainer_password_dir", str, "a local directory path",
+                                       lambda v: v.strip() != ""),
+        api_repo=_optional_git_url(data, "api_repo"),
+        api_branch=_check(data, "api_branch", str, "a git branch name", _matches(GIT_BRANCH)),
+        app_repo=_optional_git_url(data, "app_repo"),
+        app_branch=_check(data, "app_branch", str, "a git branch name", _matches(GIT_BRANCH)),
     )
     _check_distinct_ports(settings)
     return settings
+
+
+def _check_keys(key: str, keys: Any) -> None:
+    for index, line in enumerate(keys):
+        if not isinstance(line, str) or not SSH_PUBLIC_KEY.match(line.strip()):
+            raise SettingsError(
+                f"{key}[{index}]: expected an SSH public key line "
+                f"(\"ssh-ed25519 AAAA... comment\"), got {str(line)[:40]!r}")
+
+
+def _maintainer_users(data: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    users = _check(data, "maintainer_users", dict,
+                   "a non-empty mapping of login name to a list of SSH public keys",
+                   lambda v: len(v) > 0)
+    for login, keys in users.items():
+        if not isinstance(login, str) or not USER_NAME.match(login) or login == "root":
+            raise SettingsError(f"maintainer_users: expected login names like \"sysop\" (not root), "
+                                f"got {login!r}")
+        if not isinstance(keys, (list, tuple)):
+            raise SettingsError(f"maintainer_users[{login!r}]: expected a list of SSH public keys, "
+                                f"got {keys!r}")
+        _check_keys(f"maintainer_users[{login!r}]", keys)
+    return tuple((login, tuple(k.strip() for k in keys)) for login, keys in users.items())
+
+
+def _optional_git_url(data: Any, key: str) -> str | None:
+    if getattr(data, key, None) is None:
+        return None
+    return _check(data, key, str, "a git URL (https://, ssh://, git://, file:// or user@host:path)",
+                  _matches(GIT_URL))
 
 
 def _optional_package(data: Any) -> str | None:
@@ -149,5 +190,3 @@ def _check_distinct_ports(settings: Settings) -> None:
             raise SettingsError(f"{key}: expected a port not already used by {seen[port]}, got {port}")
         seen[port] = key
 
-
-KNOBS = tuple(f.name for f in fields(Settings))

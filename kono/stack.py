@@ -23,19 +23,26 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 
-from kono.secrets import SECRETS, compose_name, secret_path
+from kono.secrets import PASSWORD_HASHES, compose_name, secret_path
 from kono.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "templates"
 FILES = REPO / "files"
 SERVICES = ("db_production", "db_dev", "api", "maintainer", "nginx")
-EXECUTABLE = (".sh",)
+# Each service gets only the secrets it needs: (env, name) under config/.
+SERVICE_SECRETS = {
+    "db_production": [("production", "db_root_password"), ("production", "db_api_password"),
+                      ("production", "db_unauthorized_api_password")],
+    "db_dev": [("dev", "db_root_password"), ("dev", "db_dev_password")],
+    "api": [("production", "db_api_password"), ("production", "api_key")],
+    "maintainer": [PASSWORD_HASHES],
+}
 APPLIED = ".kono/applied"  # digest of the project as of the last successful `up`
 
 # Digest of all project files but our own bookkeeping, in a stable order. Runs on the host.
 PROJECT_DIGEST = (
-    "find . -path ./.kono -prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum "
+    "find . \\( -path ./.kono -o -path ./.env \\) -prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum "
     "| sha256sum | cut -c1-64"
 )
 
@@ -61,14 +68,30 @@ def project_files(settings: Settings) -> dict[str, str]:
     """Every file of the compose project: {path relative to project_dir: content}. Holds no secret."""
     nginx = {"nginx/default.conf": _render("nginx.conf.j2", s=settings)}
     api = _static("api")
-    maintainer = _static("maintainer")
+    keys = {f"maintainer/keys/{login}": "".join(key + "\n" for key in public_keys)
+            for login, public_keys in settings.maintainer_users}
     # A label per service with the digest of the files it mounts: compose recreates a service when
     # its configuration changes, and a bind-mounted file's content is not part of that otherwise.
-    inputs = {"api": _digest(api), "nginx": _digest(nginx)}
-    secrets = {env: [(compose_name(env, n), secret_path(env, n)) for n in names]
-               for env, names in SECRETS.items()}
-    compose = _render("compose.yaml.j2", s=settings, inputs=inputs, secrets=secrets)
-    return {"compose.yaml": compose, **nginx, **api, **maintainer}
+    inputs = {"api": _digest(api), "nginx": _digest(nginx), "maintainer": _digest(keys)}
+    compose = _render(
+        "compose.yaml.j2", s=settings, inputs=inputs,
+        service_secrets={service: [compose_name(*secret) for secret in secrets]
+                         for service, secrets in SERVICE_SECRETS.items()},
+        secret_files={compose_name(*secret): secret_path(*secret)
+                      for secrets in SERVICE_SECRETS.values() for secret in secrets},
+    )
+    return {"compose.yaml": compose, **nginx, **api, **keys, **_static("maintainer"),
+            **_static("db/production")}
+
+
+def secrets_env() -> str:
+    """Shell that writes .env: per service, a digest of its secret files, which compose puts in a
+    label so that a changed secret recreates exactly the services that use it."""
+    lines = []
+    for service, secrets in SERVICE_SECRETS.items():
+        paths = " ".join(shlex.quote(secret_path(*secret)) for secret in secrets)
+        lines.append(f"echo KONO_SECRETS_{service.upper()}=$(cat {paths} | sha256sum | cut -c1-16)")
+    return "{ " + "; ".join(lines) + "; } > .env"
 
 
 class FileDigests(FactBase):
@@ -116,7 +139,7 @@ def project_tree(directory: str, files: dict[str, str]):
             made.add(parent)
             yield f"mkdir -p {shlex.quote(parent)}"
         yield FileUploadCommand(io.BytesIO(content.encode()), dest)
-        yield f"chmod {'0755' if path.endswith(EXECUTABLE) else '0644'} {shlex.quote(dest)}"
+        yield f"chmod 0644 {shlex.quote(dest)}"
 
 
 class StackState(FactBase):
@@ -174,7 +197,7 @@ def compose_up(directory: str, wait_timeout: int):
         host.noop("the stack is up to date, running and healthy")
         return
     yield (
-        f"cd {shlex.quote(directory)} && docker compose config --quiet && "
+        f"cd {shlex.quote(directory)} && {secrets_env()} && docker compose config --quiet && "
         f"digest=$({PROJECT_DIGEST}) && "
         f"docker compose up --detach --build --remove-orphans --wait --wait-timeout {int(wait_timeout)} "
         f"&& mkdir -p .kono && echo \"$digest\" > {APPLIED}"

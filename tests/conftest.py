@@ -30,6 +30,13 @@ def lab():
         yield lab
 
 
+@pytest.fixture(scope="session")
+def git_server(lab):
+    server = lab_tools.GitServer(lab.workdir)
+    yield server
+    server.close()
+
+
 @dataclass
 class Provisioned:
     lab: Lab
@@ -38,6 +45,14 @@ class Provisioned:
     bootstrap: lab_tools.Run
     first_deploy: lab_tools.Run
     deploy_window: tuple[int, int]  # host clock (epoch seconds) around the sudo-less first deploy
+    passwords: dict[str, str]  # maintainer login -> sudo password, as the operator gave them
+    git: lab_tools.GitServer
+
+    def maintainer(self, command: str, login: str = "sysop", check: bool = True, input: str | None = None,
+                   timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run a command in the maintainer container, logged in over SSH on port 8022 with a key."""
+        return subprocess.run([*self.host.ssh_args(login, port=8022), command], input=input, text=True,
+                              capture_output=True, check=check, timeout=timeout)
 
     def testinfra(self, user: str = "kono"):
         return testinfra.get_host(f"ssh://{user}@{self.host.address}", ssh_config=str(self.lab.ssh_config))
@@ -83,10 +98,13 @@ def _restore_sudo_rights(host: TestHost, rules: Path, parked: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def provisioned(lab) -> Provisioned:
+def provisioned(lab, git_server) -> Provisioned:
     """Fresh host -> bootstrap -> (test doubles loaded) -> every sudo right removed -> deploy."""
     host = lab.boot()
-    inventory = lab_tools.write_inventory(lab, [host], lab.workdir / "inventory.py")
+    passwords = {login: f"{login}-first-Pa55" for login in lab_tools.MAINTAINERS}
+    lab_tools.write_maintainer_passwords(lab, passwords)
+    inventory = lab_tools.write_inventory(lab, [host], lab.workdir / "inventory.py",
+                                          api_repo=git_server.repo("api"), app_repo=git_server.repo("app"))
     bootstrap = lab_tools.bootstrap(inventory)
     lab_tools.load_standins(host)
     rules, parked = _without_sudo_rights(host)
@@ -99,4 +117,5 @@ def provisioned(lab) -> Provisioned:
         ended = int(host.ssh("date +%s", user="kono").stdout) + 1
     finally:
         _restore_sudo_rights(host, rules, parked)
-    return Provisioned(lab, host, inventory, bootstrap, first, (started, ended))
+    lab_tools.pin_maintainer_host_key(host)
+    return Provisioned(lab, host, inventory, bootstrap, first, (started, ended), passwords, git_server)

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from kono.testhost import Lab, TestHost, cached_rootfs
+from kono.testhost import SUBNET, Lab, TestHost, cached_rootfs
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = Path(__file__).resolve().parent / "images"
+SAMPLE = Path(__file__).resolve().parent / "sample"
+MAINTAINERS = ("sysop", "wheel")
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")
 BASE_IMAGE = "kono-testdouble/debian:trixie"
 # Stand-in directory -> the group_data knob whose default (official) tag it is built under.
@@ -32,11 +38,16 @@ def group_defaults() -> dict:
 
 
 def write_inventory(lab: Lab, hosts: list[TestHost], path: Path, **data) -> Path:
-    """An inventory like an operator's, for the lab's hosts; ``data`` overrides knobs per run."""
+    """An inventory like an operator's, for the lab's hosts; ``data`` overrides knobs per run.
+
+    Maintainer passwords are read from ``<lab>/secrets`` (see ``write_maintainer_passwords``).
+    """
     host_data = {
         "admin_user": "admin",
         "deploy_authorized_keys": [lab.public_key],
         "docker_source": "distro",  # Docker's own repository is unreachable here
+        "maintainer_users": {login: [lab.public_key] for login in MAINTAINERS},
+        "maintainer_password_dir": str(lab.workdir / "secrets"),
         "ssh_key": str(lab.key),
         "ssh_known_hosts_file": str(lab.known_hosts),
         "ssh_strict_host_key_checking": "yes",
@@ -69,7 +80,7 @@ class Run:
 
 
 def pyinfra(inventory: Path, deploy_file: str, *args: str, check: bool = True,
-            timeout: float = 900) -> Run:
+            timeout: float = 900, env: dict[str, str] | None = None) -> Run:
     """Run the real pyinfra CLI from the repository root, non-interactively.
 
     ``-y`` (execute without asking) is added unless ``--dry`` plans only: a plan without ``-y``
@@ -78,7 +89,7 @@ def pyinfra(inventory: Path, deploy_file: str, *args: str, check: bool = True,
     yes = [] if "--dry" in args else ["-y"]
     cmd = [PYINFRA, *yes, *args, str(inventory), deploy_file]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     run = Run(cmd, proc.returncode, proc.stdout, proc.stderr)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{run.output[-6000:]}")
@@ -111,3 +122,83 @@ def load_standins(host: TestHost, user: str = "kono") -> None:
 
     with ThreadPoolExecutor(len(STANDINS)) as pool:
         list(pool.map(build, STANDINS))
+
+
+def write_maintainer_passwords(lab: Lab, passwords: dict[str, str]) -> None:
+    """The operator's local password files (git-ignored in a real checkout), one per login."""
+    folder = lab.workdir / "secrets"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for login, password in passwords.items():
+        path = folder / f"maintainer_password_{login}"
+        path.write_text(password + "\n")
+        path.chmod(0o600)
+
+
+def pin_maintainer_host_key(host: TestHost, port: int = 8022) -> None:
+    """Add the maintainer container's host key to the lab's known_hosts, read over the trusted
+    channel (SSH to the host itself), as an operator would before first logging in."""
+    key = host.ssh("docker exec kono-maintainer-1 cat /var/lib/kono-ssh/etc/ssh/ssh_host_ed25519_key.pub",
+                   user="kono").stdout.split()[:2]
+    with open(host.lab.known_hosts, "a") as known:
+        known.write(f"[{host.address}]:{port} {' '.join(key)}\n")
+
+
+class GitServer:
+    """Bare repositories of the sample API and app, served read-only by `git daemon` on the lab's
+    bridge address, where the maintainer container clones from."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.root = workdir / "git"
+        self.root.mkdir()
+        self.port = _free_port(f"{SUBNET}.1")
+        self.url = f"git://{SUBNET}.1:{self.port}"
+        self._proc = subprocess.Popen(
+            ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={self.root}",
+             f"--listen={SUBNET}.1", f"--port={self.port}", str(self.root)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex((f"{SUBNET}.1", self.port)) == 0:
+                    break
+            time.sleep(0.1)
+        for name in ("api", "app"):
+            work = workdir / f"{name}-work"
+            shutil.copytree(SAMPLE / name, work)
+            _git(work, "init", "--quiet", "--initial-branch=main")
+            self.commit(name, "first version")
+            subprocess.run(["git", "clone", "--quiet", "--bare", work, self.root / f"{name}.git"], check=True)
+            _git(work, "remote", "add", "origin", self.root / f"{name}.git")
+
+    def repo(self, name: str) -> str:
+        return f"{self.url}/{name}.git"
+
+    def commit(self, name: str, message: str, edit: tuple[str, str, str] | None = None,
+               push: bool = False) -> None:
+        """Commit the sample ``name`` (optionally after replacing old->new in one file) and push it."""
+        work = self.root.parent / f"{name}-work"
+        if edit:
+            path, old, new = edit
+            text = (work / path).read_text()
+            assert old in text, f"{old!r} not in {path}"
+            (work / path).write_text(text.replace(old, new))
+        _git(work, "add", "--all", "--force")
+        _git(work, "commit", "--quiet", "-m", message)
+        if push:
+            _git(work, "push", "--quiet", "origin", "main")
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGTERM)
+            self._proc.wait(timeout=10)
+
+
+def _git(work: Path, *args) -> None:
+    subprocess.run(["git", "-C", str(work), "-c", "user.name=kono tests", "-c", "user.email=tests@kono.invalid",
+                    *[str(a) for a in args]], check=True, capture_output=True)
+
+
+def _free_port(address: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((address, 0))
+        return probe.getsockname()[1]

@@ -61,6 +61,7 @@ def test_deploy_used_no_sudo_at_all(provisioned):
 
 
 def test_second_deploy_reports_zero_changes(provisioned):
+    provisioned.wait_healthy()
     run = provisioned.deploy("--json")
     totals = run.json["results"]["totals"]
     assert totals["error"] == 0
@@ -68,6 +69,7 @@ def test_second_deploy_reports_zero_changes(provisioned):
 
 
 def test_a_container_stopped_by_hand_is_started_by_the_next_deploy(provisioned):
+    provisioned.wait_healthy()
     client = provisioned.docker()
     try:
         api = client.containers.get("kono-api-1")

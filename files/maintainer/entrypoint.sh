@@ -1,7 +1,35 @@
 #!/bin/sh
-# Prepares sshd, then runs it in the foreground.
+# Creates the maintainer users (sudo group, SSH keys from /etc/kono/keys/<login>), applies their
+# password hashes with chpasswd -e, then runs sshd in the foreground.
 set -eu
-# Host keys live in the container, made on its first start.
-ssh-keygen -A >/dev/null
-mkdir -p /run/sshd
+
+mkdir -p /var/lib/kono-ssh/etc/ssh /run/sshd /etc/kono
+ssh-keygen -A -f /var/lib/kono-ssh >/dev/null
+
+for login in $MAINTAINER_USERS; do
+  id -u "$login" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash --groups sudo "$login"
+  install -d -m 0700 -o "$login" -g "$login" "/home/$login/.ssh"
+  if [ -f "/etc/kono/keys/$login" ]; then
+    install -m 0600 -o "$login" -g "$login" "/etc/kono/keys/$login" "/home/$login/.ssh/authorized_keys"
+  else
+    rm -f "/home/$login/.ssh/authorized_keys"
+  fi
+done
+echo "AllowUsers $MAINTAINER_USERS" > /etc/kono/sshd_allow.conf
+
+# Hashes only, by file: no password or hash on any command line.
+chpasswd -e < /run/secrets/production_maintainer_password_hashes
+
+# Shared code and asset volumes: writable by the sudo group, so kono-deploy needs no sudo.
+for dir in /srv/api /srv/app /srv/static /srv/src; do
+  mkdir -p "$dir" && chgrp sudo "$dir" && chmod 2775 "$dir"
+done
+
+# What kono-deploy needs, for SSH sessions (which do not inherit this environment).
+cat > /etc/kono/deploy.env <<ENV
+API_REPO='$API_REPO'
+API_BRANCH='$API_BRANCH'
+APP_REPO='$APP_REPO'
+APP_BRANCH='$APP_BRANCH'
+ENV
 exec "$@"

@@ -15,10 +15,10 @@ if [ "${1:-}" = "mysqld" ]; then
     : "${MYSQL_ROOT_PASSWORD:?MYSQL_ROOT_PASSWORD or MYSQL_ROOT_PASSWORD_FILE is required}"
     echo "[Entrypoint] initialising database files"
     mariadb-install-db --user=mysql --datadir=/var/lib/mysql --skip-test-db >/dev/null
-    mariadbd --user=mysql --skip-networking --socket=/run/mysqld/init.sock &
+    mariadbd --user=mysql --skip-networking --socket=/run/mysqld/mysqld.sock &
     pid=$!
-    for _ in $(seq 60); do mariadb-admin --socket=/run/mysqld/init.sock ping --silent && break; sleep 1; done
-    sql() { mariadb --protocol=socket --socket=/run/mysqld/init.sock -uroot "$@"; }
+    for _ in $(seq 60); do mariadb-admin --socket=/run/mysqld/mysqld.sock ping --silent && break; sleep 1; done
+    sql() { mariadb --protocol=socket --socket=/run/mysqld/mysqld.sock -uroot "$@"; }
     sql <<SQL
 ALTER USER 'root'@'localhost' IDENTIFIED BY '${MYSQL_ROOT_PASSWORD//\'/\'\'}';
 CREATE USER 'root'@'%' IDENTIFIED BY '${MYSQL_ROOT_PASSWORD//\'/\'\'}';
@@ -40,7 +40,7 @@ SQL
       esac
     done
     unset MYSQL_PWD
-    mariadb-admin --socket=/run/mysqld/init.sock -uroot --password="$MYSQL_ROOT_PASSWORD" shutdown
+    mariadb-admin --socket=/run/mysqld/mysqld.sock -uroot --password="$MYSQL_ROOT_PASSWORD" shutdown
     wait "$pid" || true
     echo "[Entrypoint] initialisation done"
   fi

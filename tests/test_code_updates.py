@@ -1,0 +1,69 @@
+"""Code updates without host access: the maintainer pulls, the services pick the change up."""
+
+import json
+import time
+import urllib.request
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def get(provisioned, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://{provisioned.host.address}{path}", timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def eventually(check, timeout: float = 60):
+    end = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > end:
+            return result
+        time.sleep(0.5)
+
+
+def api_version(provisioned):
+    status, body = get(provisioned, "/api/health")
+    return json.loads(body).get("version") if status == 200 else None
+
+
+def test_maintainer_deploys_the_api_and_the_app_and_new_commits_replace_them(provisioned):
+    out = provisioned.maintainer("kono-deploy").stdout
+    assert "api:" in out and "app:" in out
+    assert eventually(lambda: api_version(provisioned) == "v1"), get(provisioned, "/api/health")
+    status, page = get(provisioned, "/")
+    assert status == 200 and b"kono sample app v1" in page
+
+    provisioned.git.commit("api", "v2", edit=("server.js", "'v1'", "'v2'"), push=True)
+    provisioned.maintainer("kono-deploy api")
+    assert eventually(lambda: api_version(provisioned) == "v2"), get(provisioned, "/api/health")
+
+    provisioned.git.commit("app", "v2", edit=("index.html", "app v1", "app v2"), push=True)
+    provisioned.maintainer("kono-deploy app", login="wheel")
+    status, page = get(provisioned, "/")
+    assert status == 200 and b"kono sample app v2" in page
+
+
+def test_the_api_reads_db_production_with_the_api_users_credentials(provisioned):
+    provisioned.maintainer("kono-deploy api")
+    assert eventually(lambda: api_version(provisioned) is not None)
+    api_password = provisioned.host.ssh("cat /srv/kono/config/production/db_api_password", user="kono").stdout
+    provisioned.host.ssh(
+        "docker exec -i kono-maintainer-1 sh -c 'read -r MYSQL_PWD; export MYSQL_PWD; "
+        "exec mysql -h db_production -u api kono'", user="kono",
+        input=api_password.strip() + "\nCREATE TABLE IF NOT EXISTS greetings (id INT AUTO_INCREMENT PRIMARY KEY, "
+        "message VARCHAR(64)); INSERT INTO greetings (message) VALUES ('hello from db_production');\n")
+    status, body = get(provisioned, "/api/greeting")
+    assert status == 200, body
+    assert json.loads(body)["message"] == "hello from db_production"
+
+
+def test_api_and_nginx_logs_are_readable_in_the_maintainer(provisioned):
+    get(provisioned, "/api/health?from=logs-test")
+    assert eventually(lambda: "/api/health?from=logs-test" in provisioned.maintainer(
+        "cat /var/log/api/api.log").stdout, timeout=10)
+    assert "/api/health?from=logs-test" in provisioned.maintainer("cat /var/log/nginx/access.log").stdout
