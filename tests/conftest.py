@@ -32,9 +32,8 @@ def lab():
 
 @pytest.fixture(scope="session")
 def git_server(lab):
-    server = lab_tools.GitServer(lab.workdir)
-    yield server
-    server.close()
+    with lab_tools.GitServer(lab.workdir) as server:
+        yield server
 
 
 @dataclass

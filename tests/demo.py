@@ -9,6 +9,7 @@ and the official images are replaced by local test doubles (tests/images/). Ctrl
 from __future__ import annotations
 
 import argparse
+import secrets
 import signal
 import subprocess
 import sys
@@ -29,10 +30,14 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # tear down on SIGTERM as on Ctrl-C
 
     started = time.monotonic()
-    with Lab() as lab:
+    with Lab() as lab, lab_tools.GitServer(lab.workdir) as git:  # git: the sample API and app
         say("booting a fresh Debian 13 server (systemd-nspawn)")
         host = lab.boot()
-        inventory = lab_tools.write_inventory(lab, [host], lab.workdir / "inventory.py")
+        # The operator's maintainer passwords: random for the demo, in the lab's git-ignored secrets dir.
+        passwords = {login: secrets.token_urlsafe(12) for login in lab_tools.MAINTAINERS}
+        lab_tools.write_maintainer_passwords(lab, passwords)
+        inventory = lab_tools.write_inventory(lab, [host], lab.workdir / "inventory.py",
+                                              api_repo=git.repo("api"), app_repo=git.repo("app"))
         say(f"server {host.address} is up; bootstrap (Docker, deploy user), as admin with sudo")
         lab_tools.bootstrap(inventory)
         say("building local test doubles of the official images inside it (no registry here)")
@@ -43,10 +48,15 @@ def main() -> int:
         print(f"    changes: {lab_tools.deploy(inventory, '--json').changes}")
         subprocess.run([sys.executable, "-m", "kono.status", str(inventory)], cwd=lab_tools.REPO,
                        check=False)
+        lab_tools.pin_maintainer_host_key(host)
+        say("the maintainer pulls the sample API and app over SSH: kono-deploy")
+        subprocess.run([*host.ssh_args("sysop", port=8022), "kono-deploy"], check=True)
         say(f"ready in {time.monotonic() - started:.0f}s")
         print(f"""
-    nginx:        curl http://{host.address}/healthz   and   curl http://{host.address}/api/health
-    maintainer:   ssh -F {lab.ssh_config} -p 8022 <user>@{host.address}
+    nginx:        curl http://{host.address}/   curl http://{host.address}/api/health
+    maintainer:   ssh -F {lab.ssh_config} -p 8022 sysop@{host.address}      (or wheel@)
+                  inside: kono-deploy, sudo -i, tail /var/log/api/api.log /var/log/nginx/access.log
+    sudo passwords: {', '.join(f'{k}: {v}' for k, v in passwords.items())}   (demo only; files in {lab.workdir / 'secrets'})
     the host:     ssh -F {lab.ssh_config} kono@{host.address}   (deploy user; admin@ has sudo)
     redeploy:     .venv/bin/pyinfra {inventory} deploy.py
     status:       .venv/bin/python -m kono.status {inventory}

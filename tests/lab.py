@@ -187,6 +187,12 @@ class GitServer:
         if push:
             _git(work, "push", "--quiet", "origin", "main")
 
+    def __enter__(self) -> GitServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         if self._proc.poll() is None:
             os.killpg(self._proc.pid, signal.SIGTERM)
