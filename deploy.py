@@ -2,6 +2,7 @@
 #     pyinfra inventory.py deploy.py
 from pyinfra import host
 
+from kono.deploy_run import begin_deploy, finish_deploy
 from kono.secrets import maintainer_passwords, place_secrets
 from kono.settings import load
 from kono.stack import bring_up, push_project
@@ -10,6 +11,8 @@ from kono.stack import bring_up, push_project
 settings = load(host.data)
 passwords = maintainer_passwords(settings)
 
+begin_deploy(settings)
 place_secrets(settings, passwords)
 push_project(settings)
 bring_up(settings)
+finish_deploy(settings)

@@ -63,6 +63,7 @@ class Settings:
     db_production_name: str
     db_dev_name: str
     compose_wait_timeout: int
+    deploy_lock_wait: int
     maintainer_users: tuple[tuple[str, tuple[str, ...]], ...]  # ((login, (public key, ...)), ...)
     maintainer_password_dir: str
     api_repo: str | None
@@ -132,6 +133,8 @@ def load(data: Any) -> Settings:
                            _matches(DB_NAME)),
         compose_wait_timeout=_check(data, "compose_wait_timeout", int, "seconds, a whole number >= 10",
                                     lambda v: v >= 10),
+        deploy_lock_wait=_check(data, "deploy_lock_wait", int, "seconds, a whole number >= 0",
+                                lambda v: v >= 0),
         maintainer_users=_maintainer_users(data),
         maintainer_password_dir=_check(data, "maintainer_password_dir", str, "a local directory path",
                                        lambda v: v.strip() != ""),

@@ -38,6 +38,8 @@ SERVICE_SECRETS = {
     "api": [("production", "db_api_password"), ("production", "api_key")],
     "maintainer": [PASSWORD_HASHES],
 }
+COMPOSE_FILE = "compose.yaml"
+STAGED_COMPOSE_FILE = ".kono/compose.yaml.new"
 APPLIED = ".kono/applied"  # digest of the project as of the last successful `up`
 
 # Digest of all project files but our own bookkeeping, in a stable order. Runs on the host.
@@ -80,7 +82,7 @@ def project_files(settings: Settings) -> dict[str, str]:
         secret_files={compose_name(*secret): secret_path(*secret)
                       for secrets in SERVICE_SECRETS.values() for secret in secrets},
     )
-    return {"compose.yaml": compose, **nginx, **api, **keys, **_static("maintainer"),
+    return {COMPOSE_FILE: compose, **nginx, **api, **keys, **_static("maintainer"),
             **_static("db/production")}
 
 
@@ -138,6 +140,16 @@ def project_tree(directory: str, files: dict[str, str]):
         if parent != directory and parent not in made:
             made.add(parent)
             yield f"mkdir -p {shlex.quote(parent)}"
+        if path == COMPOSE_FILE:
+            # Checked by compose itself before it replaces the live one: a broken template fails the
+            # deploy with compose's own message and leaves the project as it was.
+            staged = posixpath.join(directory, STAGED_COMPOSE_FILE)
+            yield f"mkdir -p {shlex.quote(posixpath.dirname(staged))}"
+            yield FileUploadCommand(io.BytesIO(content.encode()), staged)
+            yield (f"cd {shlex.quote(directory)} && if docker compose --project-directory . "
+                   f"-f {STAGED_COMPOSE_FILE} config --quiet; then chmod 0644 {STAGED_COMPOSE_FILE} "
+                   f"&& mv {STAGED_COMPOSE_FILE} {COMPOSE_FILE}; else rm -f {STAGED_COMPOSE_FILE}; exit 1; fi")
+            continue
         yield FileUploadCommand(io.BytesIO(content.encode()), dest)
         yield f"chmod 0644 {shlex.quote(dest)}"
 

@@ -63,6 +63,15 @@ class Provisioned:
     def deploy(self, *args: str, **kwargs) -> lab_tools.Run:
         return lab_tools.deploy(self.inventory, *args, **kwargs)
 
+    def snapshot(self) -> str:
+        """Everything a deploy could change: project files (path, mode, owner, digest), containers.
+        Leaves out the deploy lock and the record of the run in progress (kono/deploy_run.py)."""
+        return self.host.ssh(
+            "cd /srv/kono && find . -path './.kono/deploy.*' -prune -o -printf '%p %m %u ' -exec sh -c "
+            "'[ -f \"$1\" ] && sha256sum < \"$1\" || echo dir' _ {} \\; | sort; "
+            "docker ps -a --format '{{.ID}} {{.Names}} {{.State}}' | sort",
+            user="kono").stdout
+
     def wait_healthy(self, timeout: float = 240) -> dict:
         end = time.monotonic() + timeout
         while True:

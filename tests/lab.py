@@ -80,7 +80,7 @@ class Run:
 
 
 def pyinfra(inventory: Path, deploy_file: str, *args: str, check: bool = True,
-            timeout: float = 900, env: dict[str, str] | None = None) -> Run:
+            timeout: float = 900, env: dict[str, str] | None = None, cwd: Path = REPO) -> Run:
     """Run the real pyinfra CLI from the repository root, non-interactively.
 
     ``-y`` (execute without asking) is added unless ``--dry`` plans only: a plan without ``-y``
@@ -88,12 +88,20 @@ def pyinfra(inventory: Path, deploy_file: str, *args: str, check: bool = True,
     """
     yes = [] if "--dry" in args else ["-y"]
     cmd = [PYINFRA, *yes, *args, str(inventory), deploy_file]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
                           timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     run = Run(cmd, proc.returncode, proc.stdout, proc.stderr)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{run.output[-6000:]}")
     return run
+
+
+def pyinfra_background(inventory: Path, deploy_file: str, *args: str, cwd: Path = REPO,
+                       env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start the real pyinfra CLI and return at once (to race it or kill it)."""
+    return subprocess.Popen([PYINFRA, "-y", *args, str(inventory), deploy_file], cwd=cwd,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def bootstrap(inventory: Path, *args: str, **kwargs) -> Run:
@@ -122,6 +130,16 @@ def load_standins(host: TestHost, user: str = "kono") -> None:
 
     with ThreadPoolExecutor(len(STANDINS)) as pool:
         list(pool.map(build, STANDINS))
+
+
+def git_commit() -> str:
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def local_user() -> str:
+    import getpass
+    return getpass.getuser()
 
 
 def write_maintainer_passwords(lab: Lab, passwords: dict[str, str]) -> None:

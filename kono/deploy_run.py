@@ -1,0 +1,147 @@
+"""One deploy at a time on a host, and a record of each: a lock and an audit log under ``.kono/``.
+
+The lock is an flock held by a small process on the host for as long as this run's SSH connection
+lives: a second deploy waits for it (``deploy_lock_wait`` seconds, saying so), then fails naming the
+one that holds it; a run killed half-way (laptop closed, CI cancelled) drops its connection, and with
+it the lock, once whatever command it had running on the host has ended.
+
+The audit log ``.kono/audit.log`` gets one JSON line per deploy: when, who (local user and
+machine), the deploy repository's git commit, how many operations changed something, and the result.
+A run that fails or dies before its end is recorded, as ``"failed or interrupted"``, by the next one.
+
+Neither is a change to the host's declared state, so neither counts as one: they act from inside
+operations that yield no command.
+
+Example::
+
+    begin_deploy(settings)
+    ...  # the deploy steps
+    finish_deploy(settings)
+"""
+
+from __future__ import annotations
+
+import datetime
+import getpass
+import json
+import shlex
+import socket
+import subprocess
+from pathlib import Path
+
+from pyinfra import host, logger
+from pyinfra.api import operation
+from pyinfra.api.exceptions import OperationError
+
+from kono.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+LOCK = ".kono/deploy.lock"
+OWNER = ".kono/deploy.owner"
+PENDING = ".kono/deploy.pending"  # the record of the run in progress
+AUDIT_LOG = ".kono/audit.log"
+
+
+def _commit() -> str:
+    proc = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"],
+                          capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return (proc.stdout.strip() or "unknown") + ("-dirty" if dirty else "")
+
+
+def _record(**fields) -> str:
+    return json.dumps(fields, sort_keys=True)
+
+
+def _run(command: str) -> list[str]:
+    ok, output = host.run_shell_command(command)
+    lines = [line for line in output.stdout_lines]
+    if not ok:
+        raise OperationError(f"{command.split(' ', 1)[0]} failed: {' '.join(output.stderr_lines)[-500:]}")
+    return lines
+
+
+@operation(is_idempotent=False)
+def deploy_lock(directory: str, wait: int):
+    """
+    Take this host's deploy lock for the rest of the run, and start its audit record. While another
+    deploy holds it, wait up to ``wait`` seconds, saying so, then fail naming the holder.
+
+    + directory: the project directory
+    + wait: seconds to wait for another deploy on the same host to finish
+
+    **Example:**
+
+    .. code:: python
+
+        deploy_lock(name="Deploy lock", directory="/srv/kono", wait=600)
+    """
+    if not host.state.is_executing:
+        return  # planning only: take nothing
+    take = _take_lock(directory, 0)
+    if take[-1] != "taken":
+        logger.warning(f"[{host.name}] another deploy is running on this host ({_holder(take)}); "
+                       f"waiting up to {wait}s for it to finish")
+        take = _take_lock(directory, wait)
+    if take[-1] != "taken":
+        raise OperationError(f"another deploy is running on this host, started as {_holder(take)}; "
+                             f"waited {wait}s (deploy_lock_wait). Let it finish, then run again.")
+    yield from ()
+
+
+def _holder(lines: list[str]) -> str:
+    return lines[-1][len("locked "):] or "(unknown)"
+
+
+def _take_lock(directory: str, wait: int) -> list[str]:
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    record = _record(started=started, user=getpass.getuser(), machine=socket.gethostname(),
+                     commit=_commit())
+    # $PPID is this SSH connection's session process: the lock holder lives exactly as long as it.
+    return _run(
+        f"cd {shlex.quote(directory)} && mkdir -p .kono && exec 9>>{LOCK} && "
+        f"if ! flock -w {int(wait)} 9; then echo \"locked $(cat {OWNER} 2>/dev/null)\"; exit 0; fi; "
+        f"printf '%s\\n' {shlex.quote(record)} > {OWNER}; "
+        f"session=$PPID; "
+        "( setsid sh -c \"while kill -0 $session 2>/dev/null; do sleep 1; done\" "
+        "</dev/null >/dev/null 2>&1 & ); "
+        # A record left pending is a run that never finished: log it as such.
+        f"if [ -s {PENDING} ]; then sed 's/}}$/, \"result\": \"failed or interrupted\"}}/' {PENDING} >> {AUDIT_LOG}; fi; "
+        f"printf '%s\\n' {shlex.quote(record)} > {PENDING}; echo taken"
+    ) or ["locked "]
+
+
+@operation(is_idempotent=False)
+def deploy_record(directory: str):
+    """
+    Append this run's line to the audit log (``.kono/audit.log``).
+
+    + directory: the project directory
+
+    **Example:**
+
+    .. code:: python
+
+        deploy_record(name="Audit log", directory="/srv/kono")
+    """
+    if not host.state.is_executing:
+        return
+    changes = sum(1 for data in host.state.ops[host].values()
+                  if data.operation_meta.is_complete() and data.operation_meta.did_change())
+    finished = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    _run(
+        f"cd {shlex.quote(directory)} && "
+        f"sed 's/}}$/, \"changes\": {changes}, \"finished\": \"{finished}\", \"result\": \"success\"}}/' "
+        f"{PENDING} >> {AUDIT_LOG} && rm -f {PENDING}"
+    )
+    yield from ()
+
+
+def begin_deploy(settings: Settings) -> None:
+    deploy_lock(name="Take the host's deploy lock (one deploy at a time)", directory=settings.project_dir,
+                wait=settings.deploy_lock_wait)
+
+
+def finish_deploy(settings: Settings) -> None:
+    deploy_record(name="Record this deploy in the host's audit log", directory=settings.project_dir)

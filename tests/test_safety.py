@@ -1,0 +1,121 @@
+"""Safety: bad input never touches the host, a broken change never takes the stack down, one
+deploy at a time with an audit record, and interrupted runs converge."""
+
+import json
+import shutil
+import signal
+import time
+
+import pytest
+
+from tests import lab as lab_tools
+
+pytestmark = pytest.mark.e2e
+
+BAD_INPUT = [  # (--data value, the key the message must name, what it must say was expected)
+    ("http_port=70000", "http_port", "port number from 1 to 65535"),
+    ("maintainer_ssh_port=80", "maintainer_ssh_port", "not already used by http_port"),
+    ("docker_source=snap", "docker_source", "one of docker, distro"),
+    ("project_dir=srv/kono", "project_dir", "absolute path"),
+    ("deploy_user=Kono Admin", "deploy_user", "Linux user name"),
+    ("mysql_image=MySQL 8", "mysql_image", "image reference"),
+    ("compose_project=Kono!", "compose_project", "compose project name"),
+    ("server_name=a;b", "server_name", "nginx server names"),
+    ("docker_live_restore=maybe", "docker_live_restore", "True or False"),
+    ("api_repo=not a url", "api_repo", "git URL"),
+    ("compose_wait_timeout=1", "compose_wait_timeout", "whole number >= 10"),
+    ("deploy_authorized_keys=[]", "deploy_authorized_keys", "non-empty list of SSH public keys"),
+    ('maintainer_users={"sysop": [], "ops": []}', "maintainer_users['ops']", "expected a password"),
+]
+
+
+@pytest.mark.parametrize("data, key, expected", BAD_INPUT, ids=[b[1] for b in BAD_INPUT])
+def test_bad_input_fails_naming_the_key_and_changes_nothing(provisioned, data, key, expected):
+    provisioned.wait_healthy()
+    before = provisioned.snapshot()
+    run = provisioned.deploy("--data", data, check=False)
+    assert run.returncode != 0
+    assert f"{key}: expected" in run.output and expected in run.output, run.output[-2000:]
+    assert "Traceback" not in run.output
+    assert provisioned.snapshot() == before
+
+
+def test_a_broken_compose_template_fails_with_composes_message_and_leaves_the_stack_running(
+        provisioned, tmp_path):
+    provisioned.wait_healthy()
+    before = provisioned.snapshot()
+    checkout = tmp_path / "kono-infra"
+    shutil.copytree(lab_tools.REPO, checkout, ignore=shutil.ignore_patterns(".venv", ".git", "node_modules"))
+    template = checkout / "templates/compose.yaml.j2"
+    template.write_text(template.read_text().replace("    restart: unless-stopped\n",
+                                                     "    restart: unless-stopped\n    bogus_setting: 1\n", 1))
+    run = lab_tools.pyinfra(provisioned.inventory, "deploy.py", check=False, cwd=checkout)
+    assert run.returncode != 0
+    assert "bogus_setting" in run.output  # compose's own words
+    assert provisioned.snapshot() == before  # same files in place, same containers, all running
+    provisioned.wait_healthy(timeout=10)
+    assert provisioned.deploy("--json").changes == 0
+
+
+def audit_log(provisioned) -> list[dict]:
+    text = provisioned.host.ssh("cat /srv/kono/.kono/audit.log", user="kono").stdout
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_each_deploy_appends_one_audit_line(provisioned):
+    provisioned.wait_healthy()
+    before = audit_log(provisioned)
+    provisioned.deploy()
+    after = audit_log(provisioned)
+    assert after[:-1] == before
+    line = after[-1]
+    assert line["result"] == "success" and line["changes"] == 0
+    assert line["commit"].split("-")[0] == lab_tools.git_commit()
+    assert line["user"] == lab_tools.local_user()
+    assert line["started"] <= line["finished"]
+
+
+def test_concurrent_deploys_never_interleave(provisioned):
+    provisioned.wait_healthy()
+    provisioned.host.ssh("docker stop --time 1 kono-nginx-1", user="kono")  # gives the first deploy work
+    lines_before = len(audit_log(provisioned))
+    first = lab_tools.pyinfra_background(provisioned.inventory, "deploy.py")
+    try:
+        deadline = time.monotonic() + 60
+        while provisioned.host.ssh("test -s /srv/kono/.kono/deploy.pending", user="kono",
+                                   check=False).returncode != 0:
+            assert time.monotonic() < deadline and first.poll() is None, "first deploy never took the lock"
+            time.sleep(0.2)
+        impatient = provisioned.deploy("--data", "deploy_lock_wait=0", check=False)
+        assert impatient.returncode != 0
+        assert "another deploy is running on this host, started as {" in impatient.output
+        patient = provisioned.deploy()  # waits, says so, then runs
+        assert "waiting up to 600s for it to finish" in patient.output
+    finally:
+        output, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, output[-3000:]
+    first_line, second_line = audit_log(provisioned)[lines_before:]
+    assert first_line["result"] == second_line["result"] == "success"
+    assert first_line["finished"] <= second_line["finished"]
+    provisioned.wait_healthy()
+
+
+@pytest.mark.parametrize("kill_after", [0.5, 2.0, 3.5, 5.0, 7.0, 10.0])
+def test_a_deploy_killed_at_any_point_is_finished_by_the_next(provisioned, kill_after):
+    provisioned.wait_healthy()
+    count = "docker exec kono-db_production-1 sh -c 'MYSQL_PWD=$(cat /run/db-secrets/production_db_api_password) mysql -N -uapi kono' "
+    provisioned.host.ssh(count, user="kono", input="CREATE TABLE IF NOT EXISTS kept (n INT); INSERT INTO kept VALUES (1);")
+    rows = provisioned.host.ssh(count, user="kono", input="SELECT COUNT(*) FROM kept;").stdout.strip()
+    # A new server_name: new nginx config, nginx recreated, i.e. work all along the deploy.
+    data = ("--data", f"server_name=kill-{str(kill_after).replace('.', '-')}.example")
+    victim = lab_tools.pyinfra_background(provisioned.inventory, "deploy.py", *data)
+    time.sleep(kill_after)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate(timeout=30)
+
+    finished = provisioned.deploy("--json", *data)
+    assert finished.json["results"]["totals"]["error"] == 0
+    provisioned.wait_healthy()
+    assert provisioned.deploy("--json", *data).changes == 0
+    assert provisioned.host.ssh(count, user="kono", input="SELECT COUNT(*) FROM kept;").stdout.strip() == rows
+    assert provisioned.deploy("--json").changes > 0  # back to the declared server_name
