@@ -3,16 +3,17 @@
 from pyinfra import host
 
 from kono.deploy_run import begin_deploy, finish_deploy
-from kono.secrets import maintainer_passwords, place_secrets
+from kono.secrets import maintainer_passwords, place_secrets, supplied_secrets
 from kono.settings import load
 from kono.stack import bring_up, push_project
 
 # Everything the operator declared or supplied is checked first: bad input stops here, before any change.
 settings = load(host.data)
+supplied = supplied_secrets(settings)
 passwords = maintainer_passwords(settings)
 
 begin_deploy(settings)
-place_secrets(settings, passwords)
+place_secrets(settings, supplied, passwords)
 push_project(settings)
 bring_up(settings)
 finish_deploy(settings)

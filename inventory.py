@@ -4,7 +4,7 @@
 # group_data/all.py can be set here per host. Deploy connects as `deploy_user` (default kono);
 # bootstrap connects as the cloud image's admin user:  pyinfra inventory.py kono/bootstrap.py --user ubuntu
 #
-# Host keys are checked: pin them in a known_hosts file (see README.md, "Host keys").
+# Host keys are checked strictly against ./known_hosts (group_data/all.py; README.md, "Host keys").
 
 kono_hosts = [
     (
@@ -14,8 +14,6 @@ kono_hosts = [
             "deploy_authorized_keys": [
                 # "ssh-ed25519 AAAA... you@laptop",
             ],
-            "ssh_known_hosts_file": "known_hosts",     # pinned host keys, committed with the inventory
-            "ssh_strict_host_key_checking": "yes",
         },
     ),
 ]

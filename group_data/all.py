@@ -6,6 +6,8 @@ admin_user = "ubuntu"              # the cloud image's sudo user; bootstrap conn
 deploy_user = "kono"               # unprivileged user deploy connects as: docker group, no sudo rights
 deploy_authorized_keys = []        # SSH public keys (strings) allowed to log in as deploy_user; at least one
 ssh_user = deploy_user             # whom pyinfra connects as; bootstrap overrides it with --user <admin_user>
+ssh_known_hosts_file = "known_hosts"   # pinned host keys (relative to where pyinfra runs)
+ssh_strict_host_key_checking = "yes"   # unknown or changed host key: refuse; "accept-new" only if you ask
 project_dir = "/srv/kono"          # the compose project on the host, owned by deploy_user
 compose_project = "kono"           # fixed compose project name; volumes carry it, so never change it
 
@@ -35,7 +37,7 @@ maintainer_users = {               # login -> SSH public keys; each user is in t
     "wheel": [],
 }
 # Their sudo passwords come from the operator, never from here: see README.md, "Secrets".
-maintainer_password_dir = "secrets"  # git-ignored local directory holding maintainer_password_<user>
+local_secrets_dir = "secrets"      # git-ignored local directory of supplied secrets (see README.md, "Secrets")
 
 # --- Code the maintainer deploys (git URLs; None until there is one) --------------------------
 api_repo = None                    # the API's repository, cloned into api_build by `kono-deploy`

@@ -1,14 +1,22 @@
 """The one module that owns secrets: which exist, where they come from, where they land.
 
-Generated secrets (database passwords, API keys). Each is a file ``<project_dir>/config/<env>/<name>`` (directories 0700, files 0600, owned by
-the deploy user), handed to containers with compose ``secrets:`` as ``<env>_<name>``. A missing secret
-is generated *on the host* from /dev/urandom, so its value never crosses the wire, never sits on a
-command line and never appears in pyinfra's output. An existing secret is never changed: the
-databases were initialised with it.
+Stack secrets (database passwords, API key). Each is a file ``<project_dir>/config/<env>/<name>``
+(directories 0700, files 0600, owned by the deploy user), handed to containers with compose
+``secrets:`` as ``<env>_<name>``. Per secret, the first source found wins:
+
+1. the environment variable ``KONO_SECRET_<ENV>_<NAME>`` (CI),
+2. the git-ignored local file ``<local_secrets_dir>/<env>/<name>`` (laptops, backups),
+3. the value already on the host,
+4. else a value generated *on the host* from /dev/urandom, which never crosses the wire.
+
+A supplied value that differs from the host's stops the deploy before anything changes: a database
+was initialised with the host's. Changing one is ``rotate`` (kono/rotate.py): the database user's
+password (``ALTER USER``) and the file change together, then only the services using it are recreated.
+Values travel by SFTP or stdin only: never on a command line, never in pyinfra's output.
 
 Maintainer passwords (sudo inside the maintainer container) come from the operator: the environment
 variable ``KONO_MAINTAINER_PASSWORD_<LOGIN>`` (CI), else the git-ignored local file
-``<maintainer_password_dir>/maintainer_password_<login>`` (laptops), else the hash already on the host.
+``<local_secrets_dir>/maintainer_password_<login>`` (laptops), else the hash already on the host.
 Only sha512-crypt hashes leave the operator's machine, as one secret file read by ``chpasswd -e`` in
 the container. A hash is reused while the password still verifies against it, so an unchanged
 password changes nothing.
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -39,7 +48,17 @@ SECRETS: dict[str, tuple[str, ...]] = {
 }
 PASSWORD_HASHES = ("production", "maintainer_password_hashes")  # "login:hash" lines, for chpasswd -e
 PASSWORD_ENV = "KONO_MAINTAINER_PASSWORD_{}"
+SECRET_ENV = "KONO_SECRET_{}_{}"
 SECRET_LENGTH = 32  # characters from [A-Za-z0-9]: about 190 bits, and safe in any SQL or shell quoting
+SECRET_VALUE = re.compile(r"^[A-Za-z0-9._~+/=@%^,:-]{16,128}$")  # supplied values: no quotes, no spaces
+# The database accounts whose password each secret is: (service, ["user@host", ...]).
+DATABASE_ACCOUNTS = {
+    ("production", "db_root_password"): ("db_production", ["root@%", "root@localhost"]),
+    ("production", "db_api_password"): ("db_production", ["api@%"]),
+    ("production", "db_unauthorized_api_password"): ("db_production", ["unauthorized_api@%"]),
+    ("dev", "db_root_password"): ("db_dev", ["root@%", "root@localhost"]),
+    ("dev", "db_dev_password"): ("db_dev", ["dev@%"]),
+}
 
 
 def compose_name(env: str, name: str) -> str:
@@ -80,19 +99,28 @@ def _generate(path: str) -> str:
             f"&& mv {path}.new {path}")
 
 
+def _upload(path: str, value: str):
+    # By SFTP into the 0700 directory, then 0600 and renamed into place: never on a command line.
+    yield FileUploadCommand(io.BytesIO(value.encode()), f"{path}.new")
+    yield f"chmod 0600 {shlex.quote(path + '.new')} && mv {shlex.quote(path + '.new')} {shlex.quote(path)}"
+
+
 @operation()
-def secret_files(directory: str, secrets: dict[str, tuple[str, ...]]):
+def secret_files(directory: str, secrets: dict[str, tuple[str, ...]], supplied: dict[str, str]):
     """
-    Ensure every secret file exists (0600) in its 0700 directory, generating missing ones on the host.
+    Ensure every secret file exists (0600) in its 0700 directory: a missing one is written from the
+    supplied value, or generated on the host. An existing one is never changed here.
 
     + directory: the project directory
     + secrets: {env: (name, ...)}
+    + supplied: {"<env>/<name>": value} given by the operator
 
     **Example:**
 
     .. code:: python
 
-        secret_files(name="Secrets", directory="/srv/kono", secrets={"dev": ("db_root_password",)})
+        secret_files(name="Secrets", directory="/srv/kono", secrets={"dev": ("db_root_password",)},
+                     supplied={})
     """
     tree = host.get_fact(ConfigTree, directory=directory)
     for folder in ["config", *(f"config/{env}" for env in secrets)]:
@@ -104,18 +132,90 @@ def secret_files(directory: str, secrets: dict[str, tuple[str, ...]]):
     for env, names in secrets.items():
         for name in names:
             relative = secret_path(env, name)
-            path = shlex.quote(f"{directory}/{relative}")
+            path = f"{directory}/{relative}"
             found = tree.get(relative)
             if found is None or found[2] == 0:
-                yield _generate(path)
+                if f"{env}/{name}" in supplied:
+                    yield from _upload(path, supplied[f"{env}/{name}"])
+                else:
+                    yield _generate(shlex.quote(path))
             elif found[1] != "600":
-                yield f"chmod 0600 {path}"
+                yield f"chmod 0600 {shlex.quote(path)}"
+
+
+def secret_sources(settings: Settings, env: str, name: str) -> tuple[str, Path]:
+    """Where the operator may supply a stack secret: (environment variable, local file)."""
+    return (SECRET_ENV.format(env.upper(), name.upper()), Path(settings.local_secrets_dir) / env / name)
+
+
+def supplied_value(settings: Settings, env: str, name: str) -> tuple[str, str] | None:
+    """The operator's value for a stack secret and where it came from, or None."""
+    variable, path = secret_sources(settings, env, name)
+    if os.environ.get(variable):
+        value, source = os.environ[variable].strip(), f"${variable}"
+    elif path.is_file():
+        value, source = path.read_text().strip(), str(path)
+    else:
+        return None
+    if not SECRET_VALUE.match(value):
+        raise SettingsError(f"{env}/{name}: expected 16 to 128 characters without spaces or quotes "
+                            f"in {source}")
+    return value, source
+
+
+def supplied_secrets(settings: Settings) -> dict[str, str]:
+    """The stack secrets the operator supplies, {"<env>/<name>": value}, checked against the host.
+
+    Raises SettingsError, before anything changes, for a malformed value or one that differs from the
+    host's (which a database was initialised with).
+    """
+    supplied: dict[str, str] = {}
+    for env, names in SECRETS.items():
+        for name in names:
+            found = supplied_value(settings, env, name)
+            if found is None:
+                continue
+            value, source = found
+            on_host = read_host_file(f"{settings.project_dir}/{secret_path(env, name)}")
+            if on_host and on_host.strip() != value:
+                raise SettingsError(
+                    f"{env}/{name}: expected the value the host has, since its database was initialised "
+                    f"with it; {source} holds a different one. To change it, rotate it "
+                    f"(pyinfra INVENTORY kono/rotate.py --data rotate={env}/{name}).")
+            supplied[f"{env}/{name}"] = value
+    return supplied
+
+
+def rotation_target(settings: Settings, target: object) -> tuple[str, str, str | None]:
+    """Check ``--data rotate=<env>/<name>``: (env, name, the supplied new value or None)."""
+    known = [f"{env}/{name}" for env, names in SECRETS.items() for name in names]
+    if not isinstance(target, str) or target not in known:
+        raise SettingsError(f"rotate: expected one of {', '.join(known)}, got {target!r}")
+    env, name = target.split("/")
+    found = supplied_value(settings, env, name)
+    return env, name, found[0] if found else None
+
+
+@deploy("Rotate a secret")
+def rotate_secret(settings: Settings, env: str, name: str, value: str | None) -> None:
+    rotated_secret(name=f"New value for {env}/{name} (database account and file together)",
+                   directory=settings.project_dir, env=env, secret=name, value=value)
+
+
+def read_host_file(path: str) -> str:
+    """A small file's content, over SFTP into memory; "" when it is missing. Never printed."""
+    buffer = io.BytesIO()
+    try:
+        host.get_file(path, buffer)
+    except OSError:
+        return ""
+    return buffer.getvalue().decode()
 
 
 def password_sources(settings: Settings, login: str) -> tuple[str, Path]:
     """Where the operator gives ``login``'s password: (environment variable, local file)."""
     return (PASSWORD_ENV.format(login.upper().replace("-", "_")),
-            Path(settings.maintainer_password_dir) / f"maintainer_password_{login}")
+            Path(settings.local_secrets_dir) / f"maintainer_password_{login}")
 
 
 def maintainer_passwords(settings: Settings) -> dict[str, str | None]:
@@ -157,16 +257,6 @@ class HashedLogins(FactBase):
         return [line.strip() for line in output if line.strip()]
 
 
-def _read_hashes(path: str) -> str:
-    # Over SFTP into memory: the hashes are never printed, not even at -vvv as a fact would be.
-    buffer = io.BytesIO()
-    try:
-        host.get_file(path, buffer)
-    except OSError:
-        return ""
-    return buffer.getvalue().decode()
-
-
 @operation()
 def password_hashes(path: str, passwords: dict[str, str | None]):
     """
@@ -183,7 +273,7 @@ def password_hashes(path: str, passwords: dict[str, str | None]):
         password_hashes(name="Maintainer passwords", path="/srv/kono/config/production/hashes",
                         passwords={"sysop": "correct horse"})
     """
-    current_text = _read_hashes(path)
+    current_text = read_host_file(path)
     current = dict(line.split(":", 1) for line in current_text.splitlines() if ":" in line)
     lines = []
     for login, password in passwords.items():
@@ -200,14 +290,51 @@ def password_hashes(path: str, passwords: dict[str, str | None]):
     if wanted == current_text:
         host.noop("maintainer password hashes are up to date")
         return
-    staged = shlex.quote(f"{path}.new")
-    yield FileUploadCommand(io.BytesIO(wanted.encode()), f"{path}.new")
-    yield f"chmod 0600 {staged} && mv {staged} {shlex.quote(path)}"
+    yield from _upload(path, wanted)
 
 
 @deploy("Secrets")
-def place_secrets(settings: Settings, passwords: dict[str, str | None]) -> None:
-    secret_files(name="Secret files under config/ (generated on the host when missing)",
-                 directory=settings.project_dir, secrets=SECRETS)
+def place_secrets(settings: Settings, supplied: dict[str, str], passwords: dict[str, str | None]) -> None:
+    secret_files(name="Secret files under config/ (supplied, or generated on the host, when missing)",
+                 directory=settings.project_dir, secrets=SECRETS, supplied=supplied)
     password_hashes(name="Maintainer password hashes (rehashed only when a password changed)",
                     path=f"{settings.project_dir}/{secret_path(*PASSWORD_HASHES)}", passwords=passwords)
+
+
+@operation(is_idempotent=False)
+def rotated_secret(directory: str, env: str, secret: str, value: str | None):
+    """
+    Give a secret a new value: the database account's password (``ALTER USER``, with the running
+    database's current root password) and the secret file change together.
+
+    + directory: the project directory
+    + env, secret: the secret, e.g. "production", "db_api_password"
+    + value: the new value, or None to generate one on the host
+
+    **Example:**
+
+    .. code:: python
+
+        rotated_secret(name="Rotate", directory="/srv/kono", env="production", secret="api_key", value=None)
+    """
+    path = f"{directory}/{secret_path(env, secret)}"
+    staged = f"{path}.rotating"
+    if value is None:
+        yield (f"umask 077 && tr -dc A-Za-z0-9 </dev/urandom | head -c {SECRET_LENGTH} "
+               f"> {shlex.quote(staged)}")
+    else:
+        yield FileUploadCommand(io.BytesIO(value.encode()), staged)
+        yield f"chmod 0600 {shlex.quote(staged)}"
+    account = DATABASE_ACCOUNTS.get((env, secret))
+    apply = ""
+    if account:
+        service, users = account
+        root = f"/run/db-secrets/{compose_name(env, 'db_root_password')}"
+        # printf is a shell builtin: the new password goes by pipe, never through an argv.
+        statements = "".join(
+            f"ALTER USER '{user.split('@')[0]}'@'{user.split('@')[1].replace('%', '%%')}' IDENTIFIED BY '%s'; "
+            for user in users)
+        values = " ".join(['"$new"'] * len(users))
+        apply = (f"new=$(cat {shlex.quote(staged)}) && printf \"{statements}\\n\" {values} | "
+                 f"docker compose exec -T {service} sh -c 'MYSQL_PWD=$(cat {root}) exec mysql -uroot' && ")
+    yield f"cd {shlex.quote(directory)} && {apply}mv {shlex.quote(staged)} {shlex.quote(path)}"

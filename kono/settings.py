@@ -65,7 +65,7 @@ class Settings:
     compose_wait_timeout: int
     deploy_lock_wait: int
     maintainer_users: tuple[tuple[str, tuple[str, ...]], ...]  # ((login, (public key, ...)), ...)
-    maintainer_password_dir: str
+    local_secrets_dir: str
     api_repo: str | None
     api_branch: str
     app_repo: str | None
@@ -136,7 +136,7 @@ def load(data: Any) -> Settings:
         deploy_lock_wait=_check(data, "deploy_lock_wait", int, "seconds, a whole number >= 0",
                                 lambda v: v >= 0),
         maintainer_users=_maintainer_users(data),
-        maintainer_password_dir=_check(data, "maintainer_password_dir", str, "a local directory path",
+        local_secrets_dir=_check(data, "local_secrets_dir", str, "a local directory path",
                                        lambda v: v.strip() != ""),
         api_repo=_optional_git_url(data, "api_repo"),
         api_branch=_check(data, "api_branch", str, "a git branch name", _matches(GIT_BRANCH)),

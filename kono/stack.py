@@ -41,6 +41,7 @@ SERVICE_SECRETS = {
 COMPOSE_FILE = "compose.yaml"
 STAGED_COMPOSE_FILE = ".kono/compose.yaml.new"
 APPLIED = ".kono/applied"  # digest of the project as of the last successful `up`
+LAST_UP_SECONDS = ".kono/last-up-seconds"  # how long that `up` took (bench/)
 
 # Digest of all project files but our own bookkeeping, in a stable order. Runs on the host.
 PROJECT_DIGEST = (
@@ -210,9 +211,10 @@ def compose_up(directory: str, wait_timeout: int):
         return
     yield (
         f"cd {shlex.quote(directory)} && {secrets_env()} && docker compose config --quiet && "
-        f"digest=$({PROJECT_DIGEST}) && "
+        f"digest=$({PROJECT_DIGEST}) && started=$(date +%s.%N) && "
         f"docker compose up --detach --build --remove-orphans --wait --wait-timeout {int(wait_timeout)} "
-        f"&& mkdir -p .kono && echo \"$digest\" > {APPLIED}"
+        f"&& mkdir -p .kono && echo \"$digest\" > {APPLIED} "
+        f"&& awk \"BEGIN {{ print $(date +%s.%N) - $started }}\" > {LAST_UP_SECONDS}"
     )
 
 

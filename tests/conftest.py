@@ -6,6 +6,7 @@ the docker SDK, all over the lab's bridge with strict host key checking.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 import time
@@ -109,7 +110,7 @@ def _restore_sudo_rights(host: TestHost, rules: Path, parked: Path) -> None:
 def provisioned(lab, git_server) -> Provisioned:
     """Fresh host -> bootstrap -> (test doubles loaded) -> every sudo right removed -> deploy."""
     host = lab.boot()
-    passwords = {login: f"{login}-first-Pa55" for login in lab_tools.MAINTAINERS}
+    passwords = {login: secrets.token_urlsafe(12) for login in lab_tools.MAINTAINERS}
     lab_tools.write_maintainer_passwords(lab, passwords)
     inventory = lab_tools.write_inventory(lab, [host], lab.workdir / "inventory.py",
                                           api_repo=git_server.repo("api"), app_repo=git_server.repo("app"))

@@ -47,10 +47,9 @@ def write_inventory(lab: Lab, hosts: list[TestHost], path: Path, **data) -> Path
         "deploy_authorized_keys": [lab.public_key],
         "docker_source": "distro",  # Docker's own repository is unreachable here
         "maintainer_users": {login: [lab.public_key] for login in MAINTAINERS},
-        "maintainer_password_dir": str(lab.workdir / "secrets"),
+        "local_secrets_dir": str(lab.workdir / "secrets"),
         "ssh_key": str(lab.key),
         "ssh_known_hosts_file": str(lab.known_hosts),
-        "ssh_strict_host_key_checking": "yes",
         **data,
     }
     entries = [(h.address, host_data) for h in hosts]

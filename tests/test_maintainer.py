@@ -1,5 +1,7 @@
 """Maintainer access: SSH by key on port 8022, never by password; sudo passwords set by deploy."""
 
+import secrets
+
 import paramiko
 import pytest
 
@@ -54,7 +56,7 @@ def test_a_new_password_takes_effect_and_an_unchanged_one_changes_nothing(provis
     before = provisioned.deploy("--json")
     assert before.changes == 0, before.stdout
 
-    old, new = provisioned.passwords["wheel"], "wheel-second-Pa55"
+    old, new = provisioned.passwords["wheel"], secrets.token_urlsafe(12)
     changed = provisioned.deploy("--json", env={"KONO_MAINTAINER_PASSWORD_WHEEL": new})
     assert changed.changes == 2  # the hash file, and the bring-up that applies it
     lab_tools.write_maintainer_passwords(provisioned.lab, {"wheel": new})

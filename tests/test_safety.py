@@ -119,3 +119,14 @@ def test_a_deploy_killed_at_any_point_is_finished_by_the_next(provisioned, kill_
     assert provisioned.deploy("--json", *data).changes == 0
     assert provisioned.host.ssh(count, user="kono", input="SELECT COUNT(*) FROM kept;").stdout.strip() == rows
     assert provisioned.deploy("--json").changes > 0  # back to the declared server_name
+
+
+def test_an_unknown_host_key_is_refused_not_trusted(provisioned, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    inventory = lab_tools.write_inventory(provisioned.lab, [provisioned.host], tmp_path / "inventory.py",
+                                          ssh_known_hosts_file=str(empty))
+    run = lab_tools.deploy(inventory, check=False)  # group_data/all.py's strict checking applies
+    assert run.returncode != 0
+    assert "host key" in run.output.lower()
+    assert empty.read_text() == ""

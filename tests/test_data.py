@@ -1,0 +1,57 @@
+"""Data is sacred: rows and uploaded assets survive a changed template, recreated database
+containers and a host reboot."""
+
+import urllib.request
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+# The password stays on the host: read from the secret inside the container, passed by environment.
+MYSQL_AS_API = ("docker exec -i kono-db_production-1 sh -c "
+                "'MYSQL_PWD=$(cat /run/db-secrets/production_db_api_password) mysql -uapi -N kono'")
+
+
+def rows(provisioned) -> list[str]:
+    return provisioned.host.ssh(MYSQL_AS_API, user="kono", input="SELECT note FROM survivors ORDER BY note;"
+                                ).stdout.split("\n")[:-1]
+
+
+def asset(provisioned) -> bytes:
+    with urllib.request.urlopen(f"http://{provisioned.host.address}/static/survivor.txt", timeout=10) as r:
+        return r.read()
+
+
+@pytest.fixture(scope="module")
+def written(provisioned):
+    provisioned.wait_healthy()
+    provisioned.host.ssh(MYSQL_AS_API, user="kono",
+                         input="CREATE TABLE IF NOT EXISTS survivors (note VARCHAR(64));"
+                               "INSERT INTO survivors VALUES ('first row'), ('second row');")
+    provisioned.maintainer("echo 'uploaded asset' > /srv/static/survivor.txt")
+    assert asset(provisioned) == b"uploaded asset\n"
+    return rows(provisioned)
+
+
+def test_data_survives_a_redeploy_with_changed_templates(provisioned, written):
+    run = provisioned.deploy("--json", "--data", "server_name=data.example")
+    assert run.changes == 2  # nginx config, and the bring-up that recreates nginx
+    provisioned.wait_healthy()
+    assert rows(provisioned) == written
+    assert asset(provisioned) == b"uploaded asset\n"
+    provisioned.deploy("--data", "server_name=_")
+
+
+def test_data_survives_recreated_database_containers(provisioned, written):
+    provisioned.host.ssh("cd /srv/kono && docker compose up --detach --force-recreate --wait "
+                         "db_production db_dev", user="kono")
+    provisioned.wait_healthy()
+    assert rows(provisioned) == written
+
+
+def test_stack_and_data_come_back_after_a_reboot(provisioned, written):
+    provisioned.host.reboot()
+    provisioned.wait_healthy(timeout=300)
+    assert rows(provisioned) == written
+    assert asset(provisioned) == b"uploaded asset\n"
+    assert provisioned.deploy("--json").changes == 0

@@ -1,0 +1,85 @@
+"""Secret sources and rotation: supplied values land as given, conflicts stop before any change,
+and a rotation changes the database account and the file together, recreating only its users."""
+
+import secrets
+
+import pytest
+
+from tests import lab as lab_tools
+
+pytestmark = pytest.mark.e2e
+
+
+def host_secret(provisioned, env: str, name: str) -> str:
+    return provisioned.host.ssh(f"cat /srv/kono/config/{env}/{name}", user="kono").stdout.strip()
+
+
+def container_ids(provisioned) -> dict[str, str]:
+    client = provisioned.docker()
+    try:
+        return {c.labels["com.docker.compose.service"]: c.id for c in client.containers.list()}
+    finally:
+        client.close()
+
+
+def login(provisioned, user: str, password: str) -> int:
+    command = ("docker exec -i kono-maintainer-1 sh -c 'read -r MYSQL_PWD; export MYSQL_PWD; "
+               f"exec mysql -h db_production -u {user} kono'")
+    return provisioned.host.ssh(command, user="kono", check=False, input=f"{password}\nSELECT 1;\n").returncode
+
+
+def test_a_supplied_value_that_differs_from_the_hosts_stops_before_any_change(provisioned):
+    provisioned.wait_healthy()
+    before = provisioned.snapshot()
+    different = secrets.token_hex(16)
+    run = provisioned.deploy(check=False, env={"KONO_SECRET_PRODUCTION_DB_API_PASSWORD": different})
+    assert run.returncode != 0
+    assert "production/db_api_password: expected the value the host has" in run.output
+    assert "$KONO_SECRET_PRODUCTION_DB_API_PASSWORD" in run.output and different not in run.output
+    assert provisioned.snapshot() == before
+    same = host_secret(provisioned, "production", "db_api_password")
+    assert provisioned.deploy("--json", env={"KONO_SECRET_PRODUCTION_DB_API_PASSWORD": same}).changes == 0
+
+
+def test_a_missing_secret_is_written_from_the_local_secrets_directory(provisioned):
+    provisioned.wait_healthy()
+    value = secrets.token_hex(16)
+    local = provisioned.lab.workdir / "secrets" / "production"
+    local.mkdir(parents=True, exist_ok=True)
+    (local / "api_key").write_text(value + "\n")
+    try:
+        provisioned.host.ssh("rm /srv/kono/config/production/api_key", user="kono")
+        before = container_ids(provisioned)
+        run = provisioned.deploy("--json")
+        assert run.changes == 2  # the secret file, and the bring-up that hands it to the api
+        secret = provisioned.testinfra("kono").file("/srv/kono/config/production/api_key")
+        assert secret.content_string == value and secret.mode == 0o600
+        provisioned.wait_healthy()
+        after = container_ids(provisioned)
+        assert [s for s in after if after[s] != before[s]] == ["api"]
+        assert provisioned.deploy("--json").changes == 0
+    finally:
+        (local / "api_key").unlink()
+
+
+def test_rotation_changes_the_account_and_the_file_and_recreates_only_its_users(provisioned):
+    provisioned.wait_healthy()
+    old = host_secret(provisioned, "production", "db_api_password")
+    before = container_ids(provisioned)
+    run = lab_tools.pyinfra(provisioned.inventory, "kono/rotate.py", "--data", "rotate=production/db_api_password")
+    new = host_secret(provisioned, "production", "db_api_password")
+    assert new != old and len(new) == 32
+    assert new not in run.output and old not in run.output
+    assert login(provisioned, "api", new) == 0
+    assert login(provisioned, "api", old) != 0
+    provisioned.wait_healthy()
+    after = container_ids(provisioned)
+    assert sorted(s for s in after if after[s] != before[s]) == ["api", "db_production"]
+    assert provisioned.deploy("--json").changes == 0
+
+
+def test_rotating_an_unknown_secret_is_refused(provisioned):
+    run = lab_tools.pyinfra(provisioned.inventory, "kono/rotate.py", "--data", "rotate=production/nope",
+                            check=False)
+    assert run.returncode != 0
+    assert "rotate: expected one of production/db_root_password" in run.output
