@@ -40,6 +40,7 @@ from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 from pyinfra.api.exceptions import OperationError
 
+from kono.drift import drift
 from kono.settings import Settings, SettingsError
 
 SECRETS: dict[str, tuple[str, ...]] = {
@@ -129,8 +130,10 @@ def secret_files(directory: str, secrets: dict[str, tuple[str, ...]], supplied: 
     for folder in ["config", *(f"config/{env}" for env in secrets)]:
         path = shlex.quote(f"{directory}/{folder}")
         if folder not in tree:
+            drift(f"{folder}/ is missing")
             yield f"mkdir -m 0700 {path}"
         elif tree[folder][1] != "700":
+            drift(f"{folder}/ has mode {tree[folder][1]}, expected 700")
             yield f"chmod 0700 {path}"
     for env, names in secrets.items():
         for name in names:
@@ -138,11 +141,13 @@ def secret_files(directory: str, secrets: dict[str, tuple[str, ...]], supplied: 
             path = f"{directory}/{relative}"
             found = tree.get(relative)
             if found is None or found[2] == 0:
+                drift(f"{relative} is missing")
                 if f"{env}/{name}" in supplied:
                     yield from _upload(path, supplied[f"{env}/{name}"])
                 else:
                     yield _generate(shlex.quote(path))
             elif found[1] != "600":
+                drift(f"{relative} has mode {found[1]}, expected 600")
                 yield f"chmod 0600 {shlex.quote(path)}"
 
 
@@ -293,6 +298,7 @@ def password_hashes(path: str, passwords: dict[str, str | None]):
     if wanted == current_text:
         host.noop("maintainer password hashes are up to date")
         return
+    drift("maintainer password hashes differ from the passwords given")
     yield from _upload(path, wanted)
 
 

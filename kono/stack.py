@@ -3,7 +3,7 @@
 Bring-up is decided on the host, from one fact: a digest of every file of the project (secrets
 included, as digests only) against the digest recorded after the last successful ``up``, and the
 state of every service. So an interrupted run is finished by the next one, and a stopped or
-unhealthy service is brought back, while an unchanged, healthy stack costs no command at all.
+unhealthy service is brought back, while an unchanged, healthy stack costs one read-only command.
 
 Example::
 
@@ -23,6 +23,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 
+from kono.drift import drift
 from kono.secrets import PASSWORD_HASHES, compose_name, secret_path
 from kono.settings import Settings
 
@@ -136,6 +137,7 @@ def project_tree(directory: str, files: dict[str, str]):
     for path, content in sorted(files.items()):
         if on_host.get(path) == hashlib.sha256(content.encode()).hexdigest():
             continue
+        drift(f"{path} {'is missing' if on_host.get(path) is None else 'differs from what is declared'}")
         dest = posixpath.join(directory, path)
         parent = posixpath.dirname(dest)
         if parent != directory and parent not in made:
@@ -209,6 +211,11 @@ def compose_up(directory: str, wait_timeout: int):
     if state["digest"] and state["digest"] == state["applied"] and not unready:
         host.noop("the stack is up to date, running and healthy")
         return
+    for name in unready:
+        status, health = state["services"].get(name, ("missing", ""))
+        drift(f"service {name} is not running and healthy ({status}{', ' + health if health else ''})")
+    if state["digest"] != state["applied"]:
+        drift("the project changed since the stack was last brought up")
     yield (
         f"cd {shlex.quote(directory)} && {secrets_env()} && docker compose config --quiet && "
         f"digest=$({PROJECT_DIGEST}) && started=$(date +%s.%N) && "

@@ -12,21 +12,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
-import pyinfra_cli  # noqa: F401  (gevent's monkey-patching must come before ssl and paramiko load)
+from kono.remote import REPO, connection, inventory_hosts  # first: gevent patches before ssl loads
+
 import docker
 import paramiko
 from docker.transport.sshconn import SSHHTTPAdapter
 
-from pyinfra.api import State
-from pyinfra.context import ctx_state
-from pyinfra_cli.inventory import make_inventory  # the CLI's own reading of inventory + group_data
-
-from kono.settings import load
 from kono.stack import SERVICES
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 class _HostSSHAdapter(SSHHTTPAdapter):
@@ -70,28 +64,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("inventory", help="the pyinfra inventory file, e.g. inventory.py")
     args = parser.parse_args(argv)
 
-    with ctx_state.use(State()):  # pyinfra reads inventory files inside a state context
-        inventory = make_inventory(args.inventory, cwd=str(REPO))
     healthy = True
-    for host in inventory:
-        data = host.data
-        settings = load(data)
-        address = data.get("ssh_hostname") or host.name
+    for host_name, data, settings in inventory_hosts(args.inventory):
+        where = connection(host_name, data, settings)
+        known_hosts = str(REPO / where["known_hosts"]) if where["known_hosts"] else None
         try:
-            client = docker_client(address, data.get("ssh_user") or settings.deploy_user,
-                                   int(data.get("ssh_port") or 22), data.get("ssh_key"),
-                                   data.get("ssh_known_hosts_file"))
+            client = docker_client(where["address"], where["user"], where["port"], where["key_filename"],
+                                   known_hosts)
             state = services(client, settings.compose_project)
             client.close()
         except Exception as error:  # report every host, even when one is unreachable
-            print(f"{host.name}: unreachable: {type(error).__name__}: {error}")
+            print(f"{host_name}: unreachable: {type(error).__name__}: {error}")
             healthy = False
             continue
         for name in SERVICES:
             status, health = state.get(name, ("missing", ""))
             ok = status == "running" and health in ("", "healthy")
             healthy &= ok
-            print(f"{host.name}  {name:<14} {status:<10} {health or '-':<10} {'ok' if ok else 'NOT OK'}")
+            print(f"{host_name}  {name:<14} {status:<10} {health or '-':<10} {'ok' if ok else 'NOT OK'}")
     return 0 if healthy else 1
 
 

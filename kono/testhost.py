@@ -189,7 +189,9 @@ class TestHost:
         # The host side of its veth can outlive the guest's network namespace for a long while.
         run("ip", "link", "del", f"vb-{self.name}", check=False, capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
-        self.lab.release_address(self.address)
+        if self in self.lab.hosts:
+            self.lab.hosts.remove(self)
+            self.lab.release_address(self.address)
 
 
 class Lab:
@@ -332,8 +334,7 @@ class Lab:
                 known.write(f"{host.address} {keytype} {key}\n")
 
     def close(self) -> None:
-        for host in self.hosts:
+        for host in list(self.hosts):
             host.stop()
-        self.hosts.clear()
         self._network_down()
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -1,0 +1,72 @@
+"""Backup and reprovision: a brand-new host gets the old host's rows, assets and credentials."""
+
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from tests import lab as lab_tools
+
+pytestmark = pytest.mark.e2e
+
+AS_API = "docker exec -i kono-maintainer-1 sh -c 'read -r MYSQL_PWD; export MYSQL_PWD; exec mysql -N -h db_production -u api kono'"
+
+
+def backup_tool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kono.backup", *args], cwd=lab_tools.REPO, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=600)
+
+
+def secrets_of(host) -> str:
+    return host.ssh("cd /srv/kono/config && for f in */*; do echo \"$f $(sha256sum < $f)\"; done | "
+                    "grep -v maintainer_password_hashes", user="kono").stdout
+
+
+def query(host, password: str, sql: str) -> subprocess.CompletedProcess:
+    return host.ssh(AS_API, user="kono", check=False, input=f"{password}\n{sql}\n")
+
+
+def test_backup_and_reprovision_onto_a_fresh_host(provisioned, lab, git_server, tmp_path):
+    a = provisioned.host
+    api_password = a.ssh("cat /srv/kono/config/production/db_api_password", user="kono").stdout.strip()
+    query(a, api_password, "CREATE TABLE IF NOT EXISTS moved (note VARCHAR(64)); "
+                           "INSERT INTO moved VALUES ('row from host A');")
+    provisioned.maintainer("echo 'asset from host A' > /srv/static/moved.txt")
+    rows_a = query(a, api_password, "SELECT note FROM moved ORDER BY note;").stdout
+
+    made = backup_tool("create", str(provisioned.inventory), "--to", str(tmp_path / "backups"))
+    assert made.returncode == 0, made.stderr
+    backup = next((tmp_path / "backups" / a.address).iterdir())
+    assert sorted(p.name for p in backup.iterdir()) == ["app_static.tar", "db_production.sql", "secrets"]
+    for path in backup.rglob("*"):
+        assert path.stat().st_mode & 0o777 == (0o700 if path.is_dir() else 0o600), path
+
+    b = lab.boot()
+    try:
+        inventory = lab_tools.write_inventory(lab, [b], tmp_path / "new-host.py",
+                                              local_secrets_dir=str(backup / "secrets"),
+                                              api_repo=git_server.repo("api"), app_repo=git_server.repo("app"))
+        lab_tools.bootstrap(inventory)
+        lab_tools.load_standins(b)
+        passwords = {f"KONO_MAINTAINER_PASSWORD_{login.upper()}": password
+                     for login, password in provisioned.passwords.items()}
+        lab_tools.deploy(inventory, env=passwords)
+        restored = backup_tool("restore", str(inventory), str(backup))
+        assert restored.returncode == 0, restored.stderr
+
+        assert secrets_of(b) == secrets_of(a)  # the backup's credentials, not new ones
+        assert query(b, api_password, "SELECT note FROM moved ORDER BY note;").stdout == rows_a
+        with urllib.request.urlopen(f"http://{b.address}/static/moved.txt", timeout=10) as response:
+            assert response.read() == b"asset from host A\n"
+        lab_tools.pin_maintainer_host_key(b)
+        sudo = subprocess.run([*b.ssh_args("sysop", port=8022), "sudo -S -p '' id -un"], capture_output=True,
+                              text=True, input=provisioned.passwords["sysop"] + "\n", timeout=60)
+        assert sudo.stdout.strip() == "root"
+
+        again = backup_tool("restore", str(inventory), str(backup))
+        assert again.returncode != 0
+        assert "refusing to restore: db_production already holds" in again.stdout + again.stderr
+        assert lab_tools.deploy(inventory, "--json", env=passwords).changes == 0
+    finally:
+        b.stop()
