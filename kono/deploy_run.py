@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import datetime
+import functools
 import getpass
 import json
 import shlex
@@ -42,6 +43,7 @@ PENDING = ".kono/deploy.pending"  # the record of the run in progress
 AUDIT_LOG = ".kono/audit.log"
 
 
+@functools.lru_cache(maxsize=None)  # once per run, not once per host
 def _commit() -> str:
     proc = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"],
                           capture_output=True, text=True)

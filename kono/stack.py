@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import posixpath
@@ -68,6 +69,7 @@ def _static(folder: str) -> dict[str, str]:
     return {f"{folder}/{p.name}": p.read_text() for p in sorted((FILES / folder).iterdir()) if p.is_file()}
 
 
+@functools.lru_cache(maxsize=None)  # hosts with the same settings share one rendering per run
 def project_files(settings: Settings) -> dict[str, str]:
     """Every file of the compose project: {path relative to project_dir: content}. Holds no secret."""
     nginx = {"nginx/default.conf": _render("nginx.conf.j2", s=settings)}

@@ -334,7 +334,11 @@ class Lab:
                 known.write(f"{host.address} {keytype} {key}\n")
 
     def close(self) -> None:
-        for host in list(self.hosts):
-            host.stop()
+        # In parallel: a guest's poweroff can wait ~30 s on its users' systemd managers (see stop()).
+        stoppers = [threading.Thread(target=host.stop) for host in list(self.hosts)]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
         self._network_down()
         shutil.rmtree(self.workdir, ignore_errors=True)
