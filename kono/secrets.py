@@ -97,10 +97,14 @@ class ConfigTree(FactBase):
         return tree
 
 
+def _random_into(path: str) -> str:
+    """Shell that writes a new random secret, made on the host, into a 0600 file."""
+    return f"umask 077 && tr -dc A-Za-z0-9 </dev/urandom | head -c {SECRET_LENGTH} > {shlex.quote(path)}"
+
+
 def _generate(path: str) -> str:
     # Written to a temporary name and renamed, so an interrupted run never leaves a short secret.
-    return (f"umask 077 && tr -dc A-Za-z0-9 </dev/urandom | head -c {SECRET_LENGTH} > {path}.new "
-            f"&& mv {path}.new {path}")
+    return f"{_random_into(path + '.new')} && mv {shlex.quote(path + '.new')} {shlex.quote(path)}"
 
 
 def _upload(path: str, value: str):
@@ -145,7 +149,7 @@ def secret_files(directory: str, secrets: dict[str, tuple[str, ...]], supplied: 
                 if f"{env}/{name}" in supplied:
                     yield from _upload(path, supplied[f"{env}/{name}"])
                 else:
-                    yield _generate(shlex.quote(path))
+                    yield _generate(path)
             elif found[1] != "600":
                 drift(f"{relative} has mode {found[1]}, expected 600")
                 yield f"chmod 0600 {shlex.quote(path)}"
@@ -329,8 +333,7 @@ def rotated_secret(directory: str, env: str, secret: str, value: str | None):
     path = f"{directory}/{secret_path(env, secret)}"
     staged = f"{path}.rotating"
     if value is None:
-        yield (f"umask 077 && tr -dc A-Za-z0-9 </dev/urandom | head -c {SECRET_LENGTH} "
-               f"> {shlex.quote(staged)}")
+        yield _random_into(staged)
     else:
         yield FileUploadCommand(io.BytesIO(value.encode()), staged)
         yield f"chmod 0600 {shlex.quote(staged)}"
