@@ -58,10 +58,9 @@ def _record(**fields) -> str:
 
 def _run(command: str) -> list[str]:
     ok, output = host.run_shell_command(command, print_input=host.state.print_input)
-    lines = [line for line in output.stdout_lines]
     if not ok:
         raise OperationError(f"{command.split(' ', 1)[0]} failed: {' '.join(output.stderr_lines)[-500:]}")
-    return lines
+    return list(output.stdout_lines)
 
 
 @operation(is_idempotent=False)

@@ -23,8 +23,9 @@ password changes nothing.
 
 Example::
 
+    supplied = supplied_secrets(settings)      # checked against the host before anything changes
     passwords = maintainer_passwords(settings)
-    place_secrets(settings, passwords)
+    place_secrets(settings, supplied, passwords)
 """
 
 from __future__ import annotations

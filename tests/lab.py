@@ -141,6 +141,19 @@ def local_user() -> str:
     return getpass.getuser()
 
 
+def host_secret(host: TestHost, env: str, name: str) -> str:
+    """A stack secret's value, read over SSH as the deploy user (the test is the operator here)."""
+    return host.ssh(f"cat /srv/kono/config/{env}/{name}", user="kono").stdout.strip()
+
+
+def mysql(host: TestHost, user: str, password: str, sql: str, server: str = "db_production",
+          database: str = "kono") -> subprocess.CompletedProcess:
+    """The mysql client in the maintainer container; the password goes by stdin, never argv."""
+    command = ("docker exec -i kono-maintainer-1 sh -c 'read -r MYSQL_PWD; export MYSQL_PWD; "
+               f"exec mysql -N -h {server} -u {user} {database}'")
+    return host.ssh(command, user="kono", check=False, input=f"{password}\n{sql}\n")
+
+
 def write_maintainer_passwords(lab: Lab, passwords: dict[str, str]) -> None:
     """The operator's local password files (git-ignored in a real checkout), one per login."""
     folder = lab.workdir / "secrets"

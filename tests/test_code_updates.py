@@ -6,6 +6,8 @@ import urllib.request
 
 import pytest
 
+from tests.lab import host_secret, mysql
+
 pytestmark = pytest.mark.e2e
 
 
@@ -51,12 +53,11 @@ def test_maintainer_deploys_the_api_and_the_app_and_new_commits_replace_them(pro
 def test_the_api_reads_db_production_with_the_api_users_credentials(provisioned):
     provisioned.maintainer("kono-deploy api")
     assert eventually(lambda: api_version(provisioned) is not None)
-    api_password = provisioned.host.ssh("cat /srv/kono/config/production/db_api_password", user="kono").stdout
-    provisioned.host.ssh(
-        "docker exec -i kono-maintainer-1 sh -c 'read -r MYSQL_PWD; export MYSQL_PWD; "
-        "exec mysql -h db_production -u api kono'", user="kono",
-        input=api_password.strip() + "\nCREATE TABLE IF NOT EXISTS greetings (id INT AUTO_INCREMENT PRIMARY KEY, "
-        "message VARCHAR(64)); INSERT INTO greetings (message) VALUES ('hello from db_production');\n")
+    api_password = host_secret(provisioned.host, "production", "db_api_password")
+    wrote = mysql(provisioned.host, "api", api_password,
+                  "CREATE TABLE IF NOT EXISTS greetings (id INT AUTO_INCREMENT PRIMARY KEY, message VARCHAR(64)); "
+                  "INSERT INTO greetings (message) VALUES ('hello from db_production');")
+    assert wrote.returncode == 0, wrote.stderr
     status, body = get(provisioned, "/api/greeting")
     assert status == 200, body
     assert json.loads(body)["message"] == "hello from db_production"

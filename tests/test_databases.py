@@ -5,48 +5,39 @@ import time
 
 import pytest
 
+from tests.lab import host_secret, mysql
+
 pytestmark = pytest.mark.e2e
 
 
-def secret(provisioned, env: str, name: str) -> str:
-    return provisioned.host.ssh(f"cat /srv/kono/config/{env}/{name}", user="kono").stdout.strip()
-
-
-def mysql(provisioned, host: str, user: str, password: str, sql: str, database: str = "kono"):
-    """The mysql client in the maintainer container; the password goes by stdin, never argv."""
-    command = (f"docker exec -i kono-maintainer-1 sh -c 'read -r MYSQL_PWD; export MYSQL_PWD; "
-               f"exec mysql -N -h {host} -u {user} {database}'")
-    return provisioned.host.ssh(command, user="kono", check=False, input=f"{password}\n{sql}\n")
-
-
 def test_api_user_reads_and_writes_kono(provisioned):
-    api = secret(provisioned, "production", "db_api_password")
-    wrote = mysql(provisioned, "db_production", "api", api,
+    api = host_secret(provisioned.host, "production", "db_api_password")
+    wrote = mysql(provisioned.host, "api", api,
                   "CREATE TABLE IF NOT EXISTS notes (n INT); INSERT INTO notes VALUES (7); SELECT SUM(n) FROM notes;")
     assert wrote.returncode == 0, wrote.stderr
     assert wrote.stdout.split()[-1].isdigit()
 
 
 def test_unauthorized_api_user_reads_but_cannot_write(provisioned):
-    api = secret(provisioned, "production", "db_api_password")
-    mysql(provisioned, "db_production", "api", api, "CREATE TABLE IF NOT EXISTS notes (n INT);")
-    reader = secret(provisioned, "production", "db_unauthorized_api_password")
-    read = mysql(provisioned, "db_production", "unauthorized_api", reader, "SELECT COUNT(*) FROM notes;")
+    api = host_secret(provisioned.host, "production", "db_api_password")
+    mysql(provisioned.host, "api", api, "CREATE TABLE IF NOT EXISTS notes (n INT);")
+    reader = host_secret(provisioned.host, "production", "db_unauthorized_api_password")
+    read = mysql(provisioned.host, "unauthorized_api", reader, "SELECT COUNT(*) FROM notes;")
     assert read.returncode == 0, read.stderr
-    write = mysql(provisioned, "db_production", "unauthorized_api", reader, "INSERT INTO notes VALUES (1);")
+    write = mysql(provisioned.host, "unauthorized_api", reader, "INSERT INTO notes VALUES (1);")
     assert write.returncode != 0
     assert "denied" in write.stderr.lower()
 
 
 def test_dev_user_exists_only_on_db_dev(provisioned):
-    dev = secret(provisioned, "dev", "db_dev_password")
-    assert mysql(provisioned, "db_dev", "dev", dev, "SELECT 1;", database="dev").returncode == 0
-    assert mysql(provisioned, "db_production", "dev", dev, "SELECT 1;", database="kono").returncode != 0
+    dev = host_secret(provisioned.host, "dev", "db_dev_password")
+    assert mysql(provisioned.host, "dev", dev, "SELECT 1;", server="db_dev", database="dev").returncode == 0
+    assert mysql(provisioned.host, "dev", dev, "SELECT 1;", database="kono").returncode != 0
 
 
 def test_dev_db_is_reachable_through_an_ssh_tunnel_only(provisioned):
     """The dev database listens on the host's 127.0.0.1: a developer reaches it with `ssh -L`."""
-    dev = secret(provisioned, "dev", "db_dev_password")
+    dev = host_secret(provisioned.host, "dev", "db_dev_password")
     tunnel = subprocess.Popen([*provisioned.host.ssh_args("kono"), "-N", "-L", "127.0.0.1:33307:127.0.0.1:3307"],
                               stdin=subprocess.DEVNULL)
     try:
@@ -72,7 +63,7 @@ def test_production_db_listens_on_no_host_port(provisioned):
 
 
 def test_the_api_container_holds_no_root_password(provisioned):
-    roots = {secret(provisioned, env, "db_root_password") for env in ("production", "dev")}
+    roots = {host_secret(provisioned.host, env, "db_root_password") for env in ("production", "dev")}
     client = provisioned.docker()
     try:
         api = client.containers.get("kono-api-1")

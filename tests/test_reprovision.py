@@ -7,11 +7,9 @@ import urllib.request
 import pytest
 
 from tests import lab as lab_tools
+from tests.lab import host_secret, mysql
 
 pytestmark = pytest.mark.e2e
-
-AS_API = "docker exec -i kono-maintainer-1 sh -c 'read -r MYSQL_PWD; export MYSQL_PWD; exec mysql -N -h db_production -u api kono'"
-
 
 def backup_tool(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kono.backup", *args], cwd=lab_tools.REPO, capture_output=True,
@@ -23,17 +21,13 @@ def secrets_of(host) -> str:
                     "grep -v maintainer_password_hashes", user="kono").stdout
 
 
-def query(host, password: str, sql: str) -> subprocess.CompletedProcess:
-    return host.ssh(AS_API, user="kono", check=False, input=f"{password}\n{sql}\n")
-
-
 def test_backup_and_reprovision_onto_a_fresh_host(provisioned, lab, git_server, tmp_path):
     a = provisioned.host
-    api_password = a.ssh("cat /srv/kono/config/production/db_api_password", user="kono").stdout.strip()
-    query(a, api_password, "CREATE TABLE IF NOT EXISTS moved (note VARCHAR(64)); "
-                           "INSERT INTO moved VALUES ('row from host A');")
+    api_password = host_secret(a, "production", "db_api_password")
+    assert mysql(a, "api", api_password, "CREATE TABLE IF NOT EXISTS moved (note VARCHAR(64)); "
+                                         "INSERT INTO moved VALUES ('row from host A');").returncode == 0
     provisioned.maintainer("echo 'asset from host A' > /srv/static/moved.txt")
-    rows_a = query(a, api_password, "SELECT note FROM moved ORDER BY note;").stdout
+    rows_a = mysql(a, "api", api_password, "SELECT note FROM moved ORDER BY note;").stdout
 
     made = backup_tool("create", str(provisioned.inventory), "--to", str(tmp_path / "backups"))
     assert made.returncode == 0, made.stderr
@@ -56,7 +50,7 @@ def test_backup_and_reprovision_onto_a_fresh_host(provisioned, lab, git_server, 
         assert restored.returncode == 0, restored.stderr
 
         assert secrets_of(b) == secrets_of(a)  # the backup's credentials, not new ones
-        assert query(b, api_password, "SELECT note FROM moved ORDER BY note;").stdout == rows_a
+        assert mysql(b, "api", api_password, "SELECT note FROM moved ORDER BY note;").stdout == rows_a
         with urllib.request.urlopen(f"http://{b.address}/static/moved.txt", timeout=10) as response:
             assert response.read() == b"asset from host A\n"
         lab_tools.pin_maintainer_host_key(b)

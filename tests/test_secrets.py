@@ -6,12 +6,9 @@ import secrets
 import pytest
 
 from tests import lab as lab_tools
+from tests.lab import host_secret, mysql
 
 pytestmark = pytest.mark.e2e
-
-
-def host_secret(provisioned, env: str, name: str) -> str:
-    return provisioned.host.ssh(f"cat /srv/kono/config/{env}/{name}", user="kono").stdout.strip()
 
 
 def container_ids(provisioned) -> dict[str, str]:
@@ -20,12 +17,6 @@ def container_ids(provisioned) -> dict[str, str]:
         return {c.labels["com.docker.compose.service"]: c.id for c in client.containers.list()}
     finally:
         client.close()
-
-
-def login(provisioned, user: str, password: str) -> int:
-    command = ("docker exec -i kono-maintainer-1 sh -c 'read -r MYSQL_PWD; export MYSQL_PWD; "
-               f"exec mysql -h db_production -u {user} kono'")
-    return provisioned.host.ssh(command, user="kono", check=False, input=f"{password}\nSELECT 1;\n").returncode
 
 
 def test_a_supplied_value_that_differs_from_the_hosts_stops_before_any_change(provisioned):
@@ -37,7 +28,7 @@ def test_a_supplied_value_that_differs_from_the_hosts_stops_before_any_change(pr
     assert "production/db_api_password: expected the value the host has" in run.output
     assert "$KONO_SECRET_PRODUCTION_DB_API_PASSWORD" in run.output and different not in run.output
     assert provisioned.snapshot() == before
-    same = host_secret(provisioned, "production", "db_api_password")
+    same = host_secret(provisioned.host, "production", "db_api_password")
     assert provisioned.deploy("--json", env={"KONO_SECRET_PRODUCTION_DB_API_PASSWORD": same}).changes == 0
 
 
@@ -64,14 +55,14 @@ def test_a_missing_secret_is_written_from_the_local_secrets_directory(provisione
 
 def test_rotation_changes_the_account_and_the_file_and_recreates_only_its_users(provisioned):
     provisioned.wait_healthy()
-    old = host_secret(provisioned, "production", "db_api_password")
+    old = host_secret(provisioned.host, "production", "db_api_password")
     before = container_ids(provisioned)
     run = lab_tools.pyinfra(provisioned.inventory, "kono/rotate.py", "--data", "rotate=production/db_api_password")
-    new = host_secret(provisioned, "production", "db_api_password")
+    new = host_secret(provisioned.host, "production", "db_api_password")
     assert new != old and len(new) == 32
     assert new not in run.output and old not in run.output
-    assert login(provisioned, "api", new) == 0
-    assert login(provisioned, "api", old) != 0
+    assert mysql(provisioned.host, "api", new, "SELECT 1;").returncode == 0
+    assert mysql(provisioned.host, "api", old, "SELECT 1;").returncode != 0
     provisioned.wait_healthy()
     after = container_ids(provisioned)
     assert sorted(s for s in after if after[s] != before[s]) == ["api", "db_production"]
