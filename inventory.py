@@ -2,7 +2,7 @@
 #
 # Each host is a name (its DNS name or address) with optional data; any knob from
 # group_data/all.py can be set here per host. Deploy connects as `deploy_user` (default kono);
-# bootstrap connects as the cloud image's admin user:  pyinfra inventory.py kono/bootstrap.py --user ubuntu
+# bootstrap connects as the cloud image's admin user:  pyinfra inventory.py bootstrap.py --user ubuntu
 #
 # Host keys are checked strictly against ./known_hosts (group_data/all.py; README.md, "Host keys").
 

@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from kono.testhost import Lab, TestHost
+from tests.testhost import Lab, TestHost
 from tests import lab as lab_tools
 
 TARGETS = {"noop_ratio": 3.0, "remote_commands": 40, "ten_hosts_ratio": 1.5, "overhead_share": 0.20}

@@ -25,7 +25,6 @@ import datetime
 import functools
 import getpass
 import json
-import shlex
 import socket
 import subprocess
 from pathlib import Path
@@ -34,26 +33,20 @@ from pyinfra import host, logger
 from pyinfra.api import operation
 from pyinfra.api.exceptions import OperationError
 
+from kono import commands
 from kono.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
-LOCK = ".kono/deploy.lock"
-OWNER = ".kono/deploy.owner"
-PENDING = ".kono/deploy.pending"  # the record of the run in progress
-AUDIT_LOG = ".kono/audit.log"
 
 
 @functools.lru_cache(maxsize=None)  # once per run, not once per host
-def _commit() -> str:
+def deploy_commit() -> str:
+    """The deploy repository's commit, with "-dirty" when tracked files have changes."""
     proc = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"],
                           capture_output=True, text=True)
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True).stdout.strip()
     return (proc.stdout.strip() or "unknown") + ("-dirty" if dirty else "")
-
-
-def _record(**fields) -> str:
-    return json.dumps(fields, sort_keys=True)
 
 
 def _run(command: str) -> list[str]:
@@ -97,20 +90,9 @@ def _holder(lines: list[str]) -> str:
 
 def _take_lock(directory: str, wait: int) -> list[str]:
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    record = _record(started=started, user=getpass.getuser(), machine=socket.gethostname(),
-                     commit=_commit())
-    # $PPID is this SSH connection's session process: the lock holder lives exactly as long as it.
-    return _run(
-        f"cd {shlex.quote(directory)} && mkdir -p .kono && exec 9>>{LOCK} && "
-        f"if ! flock -w {int(wait)} 9; then echo \"locked $(cat {OWNER} 2>/dev/null)\"; exit 0; fi; "
-        f"printf '%s\\n' {shlex.quote(record)} > {OWNER}; "
-        f"session=$PPID; "
-        "( setsid sh -c \"while kill -0 $session 2>/dev/null; do sleep 1; done\" "
-        "</dev/null >/dev/null 2>&1 & ); "
-        # A record left pending is a run that never finished: log it as such.
-        f"if [ -s {PENDING} ]; then sed 's/}}$/, \"result\": \"failed or interrupted\"}}/' {PENDING} >> {AUDIT_LOG}; fi; "
-        f"printf '%s\\n' {shlex.quote(record)} > {PENDING}; echo taken"
-    ) or ["locked "]
+    record = json.dumps({"started": started, "user": getpass.getuser(), "machine": socket.gethostname(),
+                         "commit": deploy_commit()}, sort_keys=True)
+    return _run(commands.take_lock(directory, wait, record)) or ["locked "]
 
 
 @operation(is_idempotent=False)
@@ -131,11 +113,7 @@ def deploy_record(directory: str):
     changes = sum(1 for data in host.state.ops[host].values()
                   if data.operation_meta.is_complete() and data.operation_meta.did_change())
     finished = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    _run(
-        f"cd {shlex.quote(directory)} && "
-        f"sed 's/}}$/, \"changes\": {changes}, \"finished\": \"{finished}\", \"result\": \"success\"}}/' "
-        f"{PENDING} >> {AUDIT_LOG} && rm -f {PENDING}"
-    )
+    _run(commands.finish_record(directory, {"changes": changes, "finished": finished, "result": "success"}))
     yield from ()
 
 

@@ -1,21 +1,28 @@
-"""The operator's tools' way to the hosts: the inventory as pyinfra reads it, and SSH as pyinfra
-connects (the deploy user, the inventory's key, strict checking against its known_hosts file).
+"""The operator tools' one way to the hosts: the inventory as pyinfra reads it, and SSH exactly as
+pyinfra connects, through pyinfra's own connector, so every ``ssh_*`` knob (user, port, key and its
+password, known_hosts file with ``~``, strict host key checking, ssh config, retries, ...) means
+what it means in a deploy.
 
 Example::
 
-    for name, data, settings in inventory_hosts("inventory.py"):
-        with ssh_client(name, data, settings) as client:
-            ...
+    for target in inventory_hosts("inventory.py"):
+        with connect(target) as client:
+            print(run(client, "docker compose ps", target.settings.project_dir))
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
+import shlex
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Iterator
 
 import pyinfra_cli  # noqa: F401  (gevent's monkey-patching must come before ssl and paramiko load)
 import paramiko
-from pyinfra.api import State
+from pyinfra.api import Config, State
+from pyinfra.api.exceptions import ConnectError
+from pyinfra.api.host import Host
 from pyinfra.context import ctx_state
 from pyinfra_cli.inventory import make_inventory
 
@@ -24,32 +31,57 @@ from kono.settings import Settings, load
 REPO = Path(__file__).resolve().parent.parent
 
 
-def inventory_hosts(inventory: str) -> list[tuple[str, object, Settings]]:
-    """(name, host data, checked settings) for each host, with group_data applied as pyinfra does."""
-    with ctx_state.use(State()):  # pyinfra reads inventory files inside a state context
+@dataclass
+class Target:
+    """One host of the inventory: its name, its checked settings, and pyinfra's host object."""
+
+    name: str
+    settings: Settings
+    host: Host
+
+
+def inventory_hosts(inventory: str) -> list[Target]:
+    """Each host of the inventory, with group_data applied and every knob checked, as pyinfra does."""
+    state = State()
+    with ctx_state.use(state):  # pyinfra reads inventory files inside a state context
         hosts = make_inventory(inventory, cwd=str(REPO))
-    return [(host.name, host.data, load(host.data)) for host in hosts]
+        state.init(hosts, Config())
+    return [Target(host.name, load(host.data), host) for host in hosts]
 
 
-def connection(name: str, data, settings: Settings) -> dict:
-    """Where and how to reach a host: address, port, user, key file, known_hosts file."""
-    return {
-        "address": data.get("ssh_hostname") or name,
-        "port": int(data.get("ssh_port") or 22),
-        "user": data.get("ssh_user") or settings.deploy_user,
-        "key_filename": data.get("ssh_key"),
-        "known_hosts": data.get("ssh_known_hosts_file"),
-    }
+@contextlib.contextmanager
+def connect(target: Target) -> Iterator[paramiko.SSHClient]:
+    """An SSH connection made by pyinfra's connector; closed on exit. Raises ConnectError."""
+    with ctx_state.use(target.host.state):
+        target.host.connect(show_errors=False, raise_exceptions=True)
+    client = target.host.connector.client
+    try:
+        yield client
+    finally:
+        client.close()
+        target.host.connected = False
 
 
-def ssh_client(name: str, data, settings: Settings) -> paramiko.SSHClient:
-    where = connection(name, data, settings)
-    client = paramiko.SSHClient()
-    client.load_system_host_keys()
-    if where["known_hosts"]:
-        client.load_host_keys(str((REPO / os.path.expanduser(where["known_hosts"])).resolve()))
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())  # never trust a key on first use
-    client.connect(where["address"], port=where["port"], username=where["user"],
-                   key_filename=os.path.expanduser(where["key_filename"]) if where["key_filename"] else None,
-                   timeout=30)
-    return client
+def run(client: paramiko.SSHClient, command: str, directory: str | None = None,
+        stdout: IO[bytes] | None = None, stdin: Path | None = None) -> bytes:
+    """Run a command on the host (in ``directory``); stream its output to ``stdout`` (or return it),
+    and a local file to its input. Raises RuntimeError with the end of its stderr when it fails."""
+    channel = client.get_transport().open_session()
+    channel.exec_command(f"cd {shlex.quote(directory)} && {command}" if directory else command)
+    if stdin is not None:
+        with open(stdin, "rb") as source:
+            while chunk := source.read(65536):
+                channel.sendall(chunk)
+        channel.shutdown_write()
+    collected = bytearray()
+    while chunk := channel.recv(65536):
+        if stdout is None:
+            collected.extend(chunk)
+        else:
+            stdout.write(chunk)
+    error = channel.makefile_stderr("rb").read().decode(errors="replace")
+    if channel.recv_exit_status() != 0:
+        raise RuntimeError(f"{' '.join(command.split(' ', 5)[:5])} failed on the host: {error.strip()[-500:]}")
+    return bytes(collected)
+
+

@@ -1,6 +1,7 @@
 """The one module that owns secrets: which exist, where they come from, where they land.
 
-Stack secrets (database passwords, API key). Each is a file ``<project_dir>/config/<env>/<name>``
+Which secrets exist, who gets them and which database accounts they are is the table in
+kono/services.py. Stack secrets (database passwords, API key): each is a file ``<project_dir>/config/<env>/<name>``
 (directories 0700, files 0600, owned by the deploy user), handed to containers with compose
 ``secrets:`` as ``<env>_<name>``. Per secret, the first source found wins:
 
@@ -33,7 +34,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import shlex
 from pathlib import Path
 
 from passlib.hash import sha512_crypt
@@ -41,14 +41,12 @@ from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 from pyinfra.api.exceptions import OperationError
 
-from kono.drift import drift
+from kono import commands
+from kono.plan import drift
+from kono.services import SECRETS, Secret, environments, root_password, secret, secret_file, stack_secrets
 from kono.settings import Settings, SettingsError
 
-SECRETS: dict[str, tuple[str, ...]] = {
-    "production": ("db_root_password", "db_api_password", "db_unauthorized_api_password", "api_key"),
-    "dev": ("db_root_password", "db_dev_password"),
-}
-PASSWORD_HASHES = ("production", "maintainer_password_hashes")  # "login:hash" lines, for chpasswd -e
+PASSWORD_HASHES = next(s for s in SECRETS if s.origin == "maintainer passwords")  # "login:hash" lines
 PASSWORD_ENV = "KONO_MAINTAINER_PASSWORD_{}"
 SECRET_ENV = "KONO_SECRET_{}_{}"
 # sha512-crypt rounds for new hashes: 20x glibc's default of 5,000; passlib's 656,000 would make every
@@ -56,24 +54,6 @@ SECRET_ENV = "KONO_SECRET_{}_{}"
 HASH_ROUNDS = 100_000
 SECRET_LENGTH = 32  # characters from [A-Za-z0-9]: about 190 bits, and safe in any SQL or shell quoting
 SECRET_VALUE = re.compile(r"^[A-Za-z0-9._~+/=@%^,:-]{16,128}$")  # supplied values: no quotes, no spaces
-# The database accounts whose password each secret is: (service, ["user@host", ...]).
-DATABASE_ACCOUNTS = {
-    ("production", "db_root_password"): ("db_production", ["root@%", "root@localhost"]),
-    ("production", "db_api_password"): ("db_production", ["api@%"]),
-    ("production", "db_unauthorized_api_password"): ("db_production", ["unauthorized_api@%"]),
-    ("dev", "db_root_password"): ("db_dev", ["root@%", "root@localhost"]),
-    ("dev", "db_dev_password"): ("db_dev", ["dev@%"]),
-}
-
-
-def compose_name(env: str, name: str) -> str:
-    """The secret's name in compose.yaml and under /run/secrets in a container."""
-    return f"{env}_{name}"
-
-
-def secret_path(env: str, name: str) -> str:
-    """The secret's file, relative to the project directory."""
-    return f"config/{env}/{name}"
 
 
 class ConfigTree(FactBase):
@@ -87,8 +67,7 @@ class ConfigTree(FactBase):
         return {}
 
     def command(self, directory: str) -> str:
-        return (f"cd {shlex.quote(directory)} 2>/dev/null && "
-                "find config -printf '%y %m %s %p\\n' 2>/dev/null || true")
+        return commands.config_tree(directory)
 
     def process(self, output: list[str]) -> dict[str, tuple[str, str, int]]:
         tree = {}
@@ -98,80 +77,75 @@ class ConfigTree(FactBase):
         return tree
 
 
-def _random_into(path: str) -> str:
-    """Shell that writes a new random secret, made on the host, into a 0600 file."""
-    return f"umask 077 && tr -dc A-Za-z0-9 </dev/urandom | head -c {SECRET_LENGTH} > {shlex.quote(path)}"
-
-
-def _generate(path: str) -> str:
-    # Written to a temporary name and renamed, so an interrupted run never leaves a short secret.
-    return f"{_random_into(path + '.new')} && mv {shlex.quote(path + '.new')} {shlex.quote(path)}"
-
-
 def _upload(path: str, value: str):
     # By SFTP into the 0700 directory, then 0600 and renamed into place: never on a command line.
     yield FileUploadCommand(io.BytesIO(value.encode()), f"{path}.new")
-    yield f"chmod 0600 {shlex.quote(path + '.new')} && mv {shlex.quote(path + '.new')} {shlex.quote(path)}"
+    yield commands.move_into_place(f"{path}.new", path)
 
 
 @operation()
-def secret_files(directory: str, secrets: dict[str, tuple[str, ...]], supplied: dict[str, str]):
+def secret_files(directory: str, secrets: tuple[Secret, ...], supplied: dict[str, str]):
     """
     Ensure every secret file exists (0600) in its 0700 directory: a missing one is written from the
     supplied value, or generated on the host. An existing one is never changed here.
 
     + directory: the project directory
-    + secrets: {env: (name, ...)}
+    + secrets: the stack secrets (kono/services.py)
     + supplied: {"<env>/<name>": value} given by the operator
 
     **Example:**
 
     .. code:: python
 
-        secret_files(name="Secrets", directory="/srv/kono", secrets={"dev": ("db_root_password",)},
-                     supplied={})
+        secret_files(name="Secrets", directory="/srv/kono", secrets=stack_secrets(), supplied={})
     """
     tree = host.get_fact(ConfigTree, directory=directory)
-    for folder in ["config", *(f"config/{env}" for env in secrets)]:
-        path = shlex.quote(f"{directory}/{folder}")
+    for folder in ["config", *(f"config/{env}" for env in environments())]:
+        path = f"{directory}/{folder}"
         if folder not in tree:
             drift(f"{folder}/ is missing")
-            yield f"mkdir -m 0700 {path}"
+            yield commands.make_dir(path, "0700")
         elif tree[folder][1] != "700":
             drift(f"{folder}/ has mode {tree[folder][1]}, expected 700")
-            yield f"chmod 0700 {path}"
-    for env, names in secrets.items():
-        for name in names:
-            relative = secret_path(env, name)
-            path = f"{directory}/{relative}"
-            found = tree.get(relative)
-            if found is None or found[2] == 0:
-                drift(f"{relative} is missing")
-                if f"{env}/{name}" in supplied:
-                    yield from _upload(path, supplied[f"{env}/{name}"])
-                else:
-                    yield _generate(path)
-            elif found[1] != "600":
-                drift(f"{relative} has mode {found[1]}, expected 600")
-                yield f"chmod 0600 {shlex.quote(path)}"
+            yield commands.chmod("0700", path)
+    for entry in secrets:
+        path = f"{directory}/{entry.path}"
+        found = tree.get(entry.path)
+        if found is None or found[2] == 0:
+            drift(f"{entry.path} is missing")
+            if entry.key in supplied:
+                yield from _upload(path, supplied[entry.key])
+            else:
+                yield commands.generate_secret(path, SECRET_LENGTH)
+        elif found[1] != "600":
+            drift(f"{entry.path} has mode {found[1]}, expected 600")
+            yield commands.chmod("0600", path)
 
 
-def secret_sources(settings: Settings, env: str, name: str) -> tuple[str, Path]:
-    """Where the operator may supply a stack secret: (environment variable, local file)."""
-    return (SECRET_ENV.format(env.upper(), name.upper()), Path(settings.local_secrets_dir) / env / name)
-
-
-def supplied_value(settings: Settings, env: str, name: str) -> tuple[str, str] | None:
-    """The operator's value for a stack secret and where it came from, or None."""
-    variable, path = secret_sources(settings, env, name)
+def _from_operator(variable: str, path: Path) -> tuple[str, str] | None:
+    """A value the operator gives, by environment variable (CI) or local file (laptops), and where
+    it came from; None when neither is there. A file's trailing newline is not part of it."""
     if os.environ.get(variable):
-        value, source = os.environ[variable].strip(), f"${variable}"
-    elif path.is_file():
-        value, source = path.read_text().strip(), str(path)
-    else:
+        return os.environ[variable], f"${variable}"
+    if path.is_file():
+        return path.read_text().rstrip("\n"), str(path)
+    return None
+
+
+def secret_sources(settings: Settings, entry: Secret) -> tuple[str, Path]:
+    """Where the operator may supply a stack secret: (environment variable, local file)."""
+    return (SECRET_ENV.format(entry.env.upper(), entry.name.upper()),
+            Path(settings.local_secrets_dir) / entry.env / entry.name)
+
+
+def supplied_value(settings: Settings, entry: Secret) -> tuple[str, str] | None:
+    """The operator's value for a stack secret and where it came from, or None."""
+    found = _from_operator(*secret_sources(settings, entry))
+    if found is None:
         return None
+    value, source = found[0].strip(), found[1]
     if not SECRET_VALUE.match(value):
-        raise SettingsError(f"{env}/{name}: expected 16 to 128 characters without spaces or quotes "
+        raise SettingsError(f"{entry.key}: expected 16 to 128 characters without spaces or quotes "
                             f"in {source}")
     return value, source
 
@@ -183,36 +157,35 @@ def supplied_secrets(settings: Settings) -> dict[str, str]:
     host's (which a database was initialised with).
     """
     supplied: dict[str, str] = {}
-    for env, names in SECRETS.items():
-        for name in names:
-            found = supplied_value(settings, env, name)
-            if found is None:
-                continue
-            value, source = found
-            on_host = read_host_file(f"{settings.project_dir}/{secret_path(env, name)}")
-            if on_host and on_host.strip() != value:
-                raise SettingsError(
-                    f"{env}/{name}: expected the value the host has, since its database was initialised "
-                    f"with it; {source} holds a different one. To change it, rotate it "
-                    f"(pyinfra INVENTORY kono/rotate.py --data rotate={env}/{name}).")
-            supplied[f"{env}/{name}"] = value
+    for entry in stack_secrets():
+        found = supplied_value(settings, entry)
+        if found is None:
+            continue
+        value, source = found
+        on_host = read_host_file(f"{settings.project_dir}/{entry.path}")
+        if on_host and on_host.strip() != value:
+            raise SettingsError(
+                f"{entry.key}: expected the value the host has, since its database was initialised "
+                f"with it; {source} holds a different one. To change it, rotate it "
+                f"(pyinfra INVENTORY rotate.py --data rotate={entry.key}).")
+        supplied[entry.key] = value
     return supplied
 
 
-def rotation_target(settings: Settings, target: object) -> tuple[str, str, str | None]:
-    """Check ``--data rotate=<env>/<name>``: (env, name, the supplied new value or None)."""
-    known = [f"{env}/{name}" for env, names in SECRETS.items() for name in names]
+def rotation_target(settings: Settings, target: object) -> tuple[Secret, str | None]:
+    """Check ``--data rotate=<env>/<name>``: (the secret, the supplied new value or None)."""
+    known = [entry.key for entry in stack_secrets()]
     if not isinstance(target, str) or target not in known:
         raise SettingsError(f"rotate: expected one of {', '.join(known)}, got {target!r}")
-    env, name = target.split("/")
-    found = supplied_value(settings, env, name)
-    return env, name, found[0] if found else None
+    entry = secret(target)
+    found = supplied_value(settings, entry)
+    return entry, found[0] if found else None
 
 
 @deploy("Rotate a secret")
-def rotate_secret(settings: Settings, env: str, name: str, value: str | None) -> None:
-    rotated_secret(name=f"New value for {env}/{name} (database account and file together)",
-                   directory=settings.project_dir, env=env, secret=name, value=value)
+def rotate_secret(settings: Settings, entry: Secret, value: str | None) -> None:
+    rotated_secret(name=f"New value for {entry.key} (database account and file together)",
+                   directory=settings.project_dir, key=entry.key, value=value)
 
 
 def read_host_file(path: str) -> str:
@@ -238,16 +211,11 @@ def maintainer_passwords(settings: Settings) -> dict[str, str | None]:
     """
     passwords: dict[str, str | None] = {}
     for login, _keys in settings.maintainer_users:
-        env, path = password_sources(settings, login)
-        if os.environ.get(env):
-            passwords[login] = os.environ[env]
-        elif path.is_file():
-            passwords[login] = path.read_text().rstrip("\n")
-        else:
-            passwords[login] = None
+        found = _from_operator(*password_sources(settings, login))
+        passwords[login] = found[0] if found else None
     unknown = [login for login, password in passwords.items() if password is None]
     if unknown:
-        on_host = host.get_fact(HashedLogins, path=f"{settings.project_dir}/{secret_path(*PASSWORD_HASHES)}")
+        on_host = host.get_fact(HashedLogins, path=f"{settings.project_dir}/{PASSWORD_HASHES.path}")
         for login in unknown:
             if login not in on_host:
                 env, path = password_sources(settings, login)
@@ -264,7 +232,7 @@ class HashedLogins(FactBase):
         return []
 
     def command(self, path: str) -> str:
-        return f"cut -d: -f1 {shlex.quote(path)} 2>/dev/null || true"
+        return commands.hashed_logins(path)
 
     def process(self, output: list[str]) -> list[str]:
         return [line.strip() for line in output if line.strip()]
@@ -310,44 +278,36 @@ def password_hashes(path: str, passwords: dict[str, str | None]):
 @deploy("Secrets")
 def place_secrets(settings: Settings, supplied: dict[str, str], passwords: dict[str, str | None]) -> None:
     secret_files(name="Secret files under config/ (supplied, or generated on the host, when missing)",
-                 directory=settings.project_dir, secrets=SECRETS, supplied=supplied)
+                 directory=settings.project_dir, secrets=stack_secrets(), supplied=supplied)
     password_hashes(name="Maintainer password hashes (rehashed only when a password changed)",
-                    path=f"{settings.project_dir}/{secret_path(*PASSWORD_HASHES)}", passwords=passwords)
+                    path=f"{settings.project_dir}/{PASSWORD_HASHES.path}", passwords=passwords)
 
 
 @operation(is_idempotent=False)
-def rotated_secret(directory: str, env: str, secret: str, value: str | None):
+def rotated_secret(directory: str, key: str, value: str | None):
     """
-    Give a secret a new value: the database account's password (``ALTER USER``, with the running
+    Give a secret a new value: the database accounts' password (``ALTER USER``, with the running
     database's current root password) and the secret file change together.
 
     + directory: the project directory
-    + env, secret: the secret, e.g. "production", "db_api_password"
+    + key: the secret, e.g. "production/db_api_password"
     + value: the new value, or None to generate one on the host
 
     **Example:**
 
     .. code:: python
 
-        rotated_secret(name="Rotate", directory="/srv/kono", env="production", secret="api_key", value=None)
+        rotated_secret(name="Rotate", directory="/srv/kono", key="production/api_key", value=None)
     """
-    path = f"{directory}/{secret_path(env, secret)}"
+    entry = secret(key)
+    path = f"{directory}/{entry.path}"
     staged = f"{path}.rotating"
     if value is None:
-        yield _random_into(staged)
+        yield commands.random_secret_into(staged, SECRET_LENGTH)
     else:
         yield FileUploadCommand(io.BytesIO(value.encode()), staged)
-        yield f"chmod 0600 {shlex.quote(staged)}"
-    account = DATABASE_ACCOUNTS.get((env, secret))
-    apply = ""
-    if account:
-        service, users = account
-        root = f"/run/db-secrets/{compose_name(env, 'db_root_password')}"
-        # printf is a shell builtin: the new password goes by pipe, never through an argv.
-        statements = "".join(
-            f"ALTER USER '{user.split('@')[0]}'@'{user.split('@')[1].replace('%', '%%')}' IDENTIFIED BY '%s'; "
-            for user in users)
-        values = " ".join(['"$new"'] * len(users))
-        apply = (f"new=$(cat {shlex.quote(staged)}) && printf \"{statements}\\n\" {values} | "
-                 f"docker compose exec -T {service} sh -c 'MYSQL_PWD=$(cat {root}) exec mysql -uroot' && ")
-    yield f"cd {shlex.quote(directory)} && {apply}mv {shlex.quote(staged)} {shlex.quote(path)}"
+        yield commands.chmod("0600", staged)
+    if entry.accounts:
+        root = secret_file(root_password(entry.database).key, entry.database)
+        yield commands.in_dir(directory, commands.alter_users(staged, entry.database, root, entry.accounts))
+    yield commands.rename(staged, path)

@@ -17,39 +17,22 @@ import functools
 import hashlib
 import io
 import posixpath
-import shlex
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 
-from kono.drift import drift
-from kono.secrets import PASSWORD_HASHES, compose_name, secret_path
+from kono import commands
+from kono.plan import drift
+from kono.services import (DB_SECRETS_DIR, SECRETS, SECRETS_DIR, SERVICES, VOLUMES, secret_file, secrets_of,
+                           unready)
 from kono.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "templates"
 FILES = REPO / "files"
-SERVICES = ("db_production", "db_dev", "api", "maintainer", "nginx")
-# Each service gets only the secrets it needs: (env, name) under config/.
-SERVICE_SECRETS = {
-    "db_production": [("production", "db_root_password"), ("production", "db_api_password"),
-                      ("production", "db_unauthorized_api_password")],
-    "db_dev": [("dev", "db_root_password"), ("dev", "db_dev_password")],
-    "api": [("production", "db_api_password"), ("production", "api_key")],
-    "maintainer": [PASSWORD_HASHES],
-}
-COMPOSE_FILE = "compose.yaml"
-STAGED_COMPOSE_FILE = ".kono/compose.yaml.new"
-APPLIED = ".kono/applied"  # digest of the project as of the last successful `up`
-LAST_UP_SECONDS = ".kono/last-up-seconds"  # how long that `up` took (bench/)
-
-# Digest of all project files but our own bookkeeping, in a stable order. Runs on the host.
-PROJECT_DIGEST = (
-    "find . \\( -path ./.kono -o -path ./.env \\) -prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum "
-    "| sha256sum | cut -c1-64"
-)
+STATIC_FOLDERS = ("api", "maintainer", "db/production")  # files/<folder> -> <project_dir>/<folder>
 
 
 def _digest(files: dict[str, str]) -> str:
@@ -69,35 +52,41 @@ def _static(folder: str) -> dict[str, str]:
     return {f"{folder}/{p.name}": p.read_text() for p in sorted((FILES / folder).iterdir()) if p.is_file()}
 
 
+def service_secret_paths() -> dict[str, list[str]]:
+    """{service: [its secret files, relative to the project]}, for the .env of secret digests."""
+    return {s.name: [secret.path for secret in secrets_of(s.name)] for s in SERVICES}
+
+
+def compose_file(settings: Settings, files: dict[str, str]) -> str:
+    """compose.yaml: each service's own block from templates/services/, and from the tables its
+    secrets, its labels, and the top-level secrets and volumes."""
+    blocks = {
+        s.name: _render(f"services/{s.name}.yaml.j2", s=settings,
+                        secret_file=functools.partial(secret_file, service_name=s.name)).rstrip("\n")
+        for s in SERVICES
+    }
+    # A label per service with the digest of the files it mounts: compose recreates a service when
+    # its configuration changes, and a bind-mounted file's content is not part of that otherwise.
+    inputs = {s.name: _digest({path: content for path, content in files.items()
+                               if any(path.startswith(folder + "/") for folder in s.inputs)})
+              for s in SERVICES}
+    return _render(
+        "compose.yaml.j2", s=settings, services=SERVICES, blocks=blocks, inputs=inputs,
+        service_secrets={s.name: [secret.compose_name for secret in secrets_of(s.name)] for s in SERVICES},
+        secrets_env_names={s.name: commands.env_name(s.name) for s in SERVICES},
+        secrets=SECRETS, volumes=VOLUMES, secrets_dir=SECRETS_DIR, db_secrets_dir=DB_SECRETS_DIR,
+    )
+
+
 @functools.lru_cache(maxsize=None)  # hosts with the same settings share one rendering per run
 def project_files(settings: Settings) -> dict[str, str]:
     """Every file of the compose project: {path relative to project_dir: content}. Holds no secret."""
-    nginx = {"nginx/default.conf": _render("nginx.conf.j2", s=settings)}
-    api = _static("api")
-    keys = {f"maintainer/keys/{login}": "".join(key + "\n" for key in public_keys)
-            for login, public_keys in settings.maintainer_users}
-    # A label per service with the digest of the files it mounts: compose recreates a service when
-    # its configuration changes, and a bind-mounted file's content is not part of that otherwise.
-    inputs = {"api": _digest(api), "nginx": _digest(nginx), "maintainer": _digest(keys)}
-    compose = _render(
-        "compose.yaml.j2", s=settings, inputs=inputs,
-        service_secrets={service: [compose_name(*secret) for secret in secrets]
-                         for service, secrets in SERVICE_SECRETS.items()},
-        secret_files={compose_name(*secret): secret_path(*secret)
-                      for secrets in SERVICE_SECRETS.values() for secret in secrets},
-    )
-    return {COMPOSE_FILE: compose, **nginx, **api, **keys, **_static("maintainer"),
-            **_static("db/production")}
-
-
-def secrets_env() -> str:
-    """Shell that writes .env: per service, a digest of its secret files, which compose puts in a
-    label so that a changed secret recreates exactly the services that use it."""
-    lines = []
-    for service, secrets in SERVICE_SECRETS.items():
-        paths = " ".join(shlex.quote(secret_path(*secret)) for secret in secrets)
-        lines.append(f"echo KONO_SECRETS_{service.upper()}=$(cat {paths} | sha256sum | cut -c1-16)")
-    return "{ " + "; ".join(lines) + "; } > .env"
+    files = {"nginx/default.conf": _render("nginx.conf.j2", s=settings)}
+    for folder in STATIC_FOLDERS:
+        files.update(_static(folder))
+    files.update({f"maintainer/keys/{login}": "".join(key + "\n" for key in public_keys)
+                  for login, public_keys in settings.maintainer_users})
+    return {commands.COMPOSE_FILE: compose_file(settings, files), **files}
 
 
 class FileDigests(FactBase):
@@ -108,9 +97,7 @@ class FileDigests(FactBase):
         return {}
 
     def command(self, directory: str, paths: list[str]) -> str:
-        quoted = " ".join(shlex.quote(p) for p in paths)
-        return (f"cd {shlex.quote(directory)} && for f in {quoted}; do "
-                "if [ -f \"$f\" ]; then sha256sum \"$f\"; else echo \"- $f\"; fi; done")
+        return commands.file_digests(directory, paths)
 
     def process(self, output: list[str]) -> dict[str, str | None]:
         digests: dict[str, str | None] = {}
@@ -144,19 +131,28 @@ def project_tree(directory: str, files: dict[str, str]):
         parent = posixpath.dirname(dest)
         if parent != directory and parent not in made:
             made.add(parent)
-            yield f"mkdir -p {shlex.quote(parent)}"
-        if path == COMPOSE_FILE:
+            yield commands.make_dir(parent)
+        if path == commands.COMPOSE_FILE:
             # Checked by compose itself before it replaces the live one: a broken template fails the
             # deploy with compose's own message and leaves the project as it was.
-            staged = posixpath.join(directory, STAGED_COMPOSE_FILE)
-            yield f"mkdir -p {shlex.quote(posixpath.dirname(staged))}"
+            staged = posixpath.join(directory, commands.STAGED_COMPOSE_FILE)
+            yield commands.make_dir(posixpath.dirname(staged))
             yield FileUploadCommand(io.BytesIO(content.encode()), staged)
-            yield (f"cd {shlex.quote(directory)} && if docker compose --project-directory . "
-                   f"-f {STAGED_COMPOSE_FILE} config --quiet; then chmod 0644 {STAGED_COMPOSE_FILE} "
-                   f"&& mv {STAGED_COMPOSE_FILE} {COMPOSE_FILE}; else rm -f {STAGED_COMPOSE_FILE}; exit 1; fi")
+            yield commands.replace_compose_file_if_valid(directory)
             continue
         yield FileUploadCommand(io.BytesIO(content.encode()), dest)
-        yield f"chmod 0644 {shlex.quote(dest)}"
+        yield commands.chmod("0644", dest)
+
+
+def parse_services(lines: list[str]) -> dict[str, tuple[str, str]]:
+    """{service: (state, health)} from ``commands.services_state()`` output."""
+    services = {}
+    for line in lines:
+        key, _, rest = line.partition(" ")
+        if key == "service":
+            name, status, *health = rest.split()
+            services[name] = (status, health[0] if health else "")
+    return services
 
 
 class StackState(FactBase):
@@ -167,29 +163,16 @@ class StackState(FactBase):
         return {"digest": None, "applied": None, "services": {}}
 
     def command(self, directory: str) -> str:
-        return (
-            f"cd {shlex.quote(directory)} 2>/dev/null || exit 0; "
-            f"echo \"digest $({PROJECT_DIGEST})\"; "
-            f"echo \"applied $(cat {APPLIED} 2>/dev/null)\"; "
-            "docker compose ps --all --format 'service {{.Service}} {{.State}} {{.Health}}' 2>/dev/null || true"
-        )
+        return commands.stack_state(directory)
 
     def process(self, output: list[str]) -> dict:
         state = self.default()
         for line in output:
             key, _, rest = line.partition(" ")
-            if key == "service":
-                name, status, *health = rest.split()
-                state["services"][name] = (status, health[0] if health else "")
-            elif key in ("digest", "applied"):
+            if key in ("digest", "applied"):
                 state[key] = rest.strip() or None
+        state["services"] = parse_services(output)
         return state
-
-
-def _unready(services: dict[str, tuple[str, str]]) -> list[str]:
-    return [name for name in SERVICES
-            if name not in services or services[name][0] != "running"
-            or services[name][1] not in ("", "healthy")]
 
 
 @operation()
@@ -209,22 +192,16 @@ def compose_up(directory: str, wait_timeout: int):
         compose_up(name="Bring the stack up", directory="/srv/kono", wait_timeout=300)
     """
     state = host.get_fact(StackState, directory=directory)
-    unready = _unready(state["services"])
-    if state["digest"] and state["digest"] == state["applied"] and not unready:
+    not_ready = unready(state["services"])
+    if state["digest"] and state["digest"] == state["applied"] and not not_ready:
         host.noop("the stack is up to date, running and healthy")
         return
-    for name in unready:
+    for name in not_ready:
         status, health = state["services"].get(name, ("missing", ""))
         drift(f"service {name} is not running and healthy ({status}{', ' + health if health else ''})")
     if state["digest"] != state["applied"]:
         drift("the project changed since the stack was last brought up")
-    yield (
-        f"cd {shlex.quote(directory)} && {secrets_env()} && docker compose config --quiet && "
-        f"digest=$({PROJECT_DIGEST}) && started=$(date +%s.%N) && "
-        f"docker compose up --detach --build --remove-orphans --wait --wait-timeout {int(wait_timeout)} "
-        f"&& mkdir -p .kono && echo \"$digest\" > {APPLIED} "
-        f"&& awk \"BEGIN {{ print $(date +%s.%N) - $started }}\" > {LAST_UP_SECONDS}"
-    )
+    yield commands.compose_up(directory, wait_timeout, service_secret_paths())
 
 
 @deploy("Compose project")

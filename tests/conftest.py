@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from kono.status import docker_client
-from kono.testhost import ADMIN_USER, Lab, TestHost
+from kono.services import SERVICES, unready
+from tests.testhost import ADMIN_USER, Lab, TestHost
 from tests import lab as lab_tools
 
 
@@ -58,8 +58,7 @@ class Provisioned:
         return testinfra.get_host(f"ssh://{user}@{self.host.address}", ssh_config=str(self.lab.ssh_config))
 
     def docker(self):
-        return docker_client(self.host.address, "kono", key_filename=str(self.lab.key),
-                             known_hosts=str(self.lab.known_hosts))
+        return lab_tools.docker_client(self.host)
 
     def deploy(self, *args: str, **kwargs) -> lab_tools.Run:
         return lab_tools.deploy(self.inventory, *args, **kwargs)
@@ -83,7 +82,7 @@ class Provisioned:
                          for c in client.containers.list(all=True)}
             finally:
                 client.close()
-            if len(state) == 5 and all(s == ("running", "healthy") for s in state.values()):
+            if not unready(state) and len(state) == len(SERVICES):
                 return state
             if time.monotonic() > end:
                 raise AssertionError(f"stack not healthy after {timeout}s: {state}")

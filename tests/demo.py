@@ -2,7 +2,7 @@
 
     sudo bash .ci/setup && sudo .venv/bin/python -m tests.demo
 
-No cloud account: the server is a Debian 13 system container on this machine (see kono/testhost.py),
+No cloud account: the server is a Debian 13 system container on this machine (see tests/testhost.py),
 and the official images are replaced by local test doubles (tests/images/). Ctrl-C tears it down.
 """
 
@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from kono.testhost import Lab
+from tests.testhost import Lab
 from tests import lab as lab_tools
 
 
@@ -46,7 +46,7 @@ def main() -> int:
         lab_tools.deploy(inventory)
         say("second deploy: nothing to change")
         print(f"    changes: {lab_tools.deploy(inventory, '--json').changes}")
-        subprocess.run([sys.executable, "-m", "kono.status", str(inventory)], cwd=lab_tools.REPO,
+        subprocess.run([sys.executable, "-m", "kono.cli.status", str(inventory)], cwd=lab_tools.REPO,
                        check=False)
         lab_tools.pin_maintainer_host_key(host)
         say("the maintainer pulls the sample API and app over SSH: kono-deploy")
@@ -59,7 +59,7 @@ def main() -> int:
     sudo passwords: {', '.join(f'{k}: {v}' for k, v in passwords.items())}   (demo only; files in {lab.workdir / 'secrets'})
     the host:     ssh -F {lab.ssh_config} kono@{host.address}   (deploy user; admin@ has sudo)
     redeploy:     .venv/bin/pyinfra {inventory} deploy.py
-    status:       .venv/bin/python -m kono.status {inventory}
+    status:       .venv/bin/python -m kono.cli.status {inventory}
 """, flush=True)
         if not args.no_wait:
             say("Ctrl-C to tear everything down")

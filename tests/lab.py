@@ -18,7 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from kono.testhost import SUBNET, Lab, TestHost, cached_rootfs
+import docker
+import paramiko
+from docker.transport.sshconn import SSHHTTPAdapter
+
+from kono.deploy_run import deploy_commit
+from kono.services import container_name, secret
+from tests.testhost import SUBNET, Lab, TestHost, cached_rootfs
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = Path(__file__).resolve().parent / "images"
@@ -35,6 +41,16 @@ def group_defaults() -> dict:
     defaults: dict = {}
     exec((REPO / "group_data" / "all.py").read_text(), {}, defaults)
     return defaults
+
+
+DEFAULTS = group_defaults()
+DEPLOY_USER = DEFAULTS["deploy_user"]
+PROJECT_DIR = DEFAULTS["project_dir"]
+
+
+def container(service: str) -> str:
+    """The name of a service's container under the default compose project."""
+    return container_name(DEFAULTS["compose_project"], service)
 
 
 def write_inventory(lab: Lab, hosts: list[TestHost], path: Path, **data) -> Path:
@@ -104,14 +120,18 @@ def pyinfra_background(inventory: Path, deploy_file: str, *args: str, cwd: Path 
 
 
 def bootstrap(inventory: Path, *args: str, **kwargs) -> Run:
-    return pyinfra(inventory, "kono/bootstrap.py", "--user", "admin", *args, **kwargs)
+    return pyinfra(inventory, "bootstrap.py", "--user", "admin", *args, **kwargs)
 
 
 def deploy(inventory: Path, *args: str, **kwargs) -> Run:
     return pyinfra(inventory, "deploy.py", *args, **kwargs)
 
 
-def load_standins(host: TestHost, user: str = "kono") -> None:
+def rotate(inventory: Path, key: str, *args: str, **kwargs) -> Run:
+    return pyinfra(inventory, "rotate.py", *args, "--data", f"rotate={key}", **kwargs)
+
+
+def load_standins(host: TestHost, user: str = DEPLOY_USER) -> None:
     """Build the test doubles of the official images inside the host's Docker (see images/README.md)."""
     base = cached_rootfs("image-base", ["--variant=minbase"])
     with open(base, "rb") as tar:
@@ -132,8 +152,8 @@ def load_standins(host: TestHost, user: str = "kono") -> None:
 
 
 def git_commit() -> str:
-    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                          text=True, check=True).stdout.strip()
+    """This checkout's commit, as the deploy records it (kono/deploy_run.py)."""
+    return deploy_commit().split("-")[0]
 
 
 def local_user() -> str:
@@ -143,15 +163,15 @@ def local_user() -> str:
 
 def host_secret(host: TestHost, env: str, name: str) -> str:
     """A stack secret's value, read over SSH as the deploy user (the test is the operator here)."""
-    return host.ssh(f"cat /srv/kono/config/{env}/{name}", user="kono").stdout.strip()
+    return host.ssh(f"cat {PROJECT_DIR}/{secret(f'{env}/{name}').path}", user=DEPLOY_USER).stdout.strip()
 
 
 def mysql(host: TestHost, user: str, password: str, sql: str, server: str = "db_production",
           database: str = "kono") -> subprocess.CompletedProcess:
     """The mysql client in the maintainer container; the password goes by stdin, never argv."""
-    command = ("docker exec -i kono-maintainer-1 sh -c 'read -r MYSQL_PWD; export MYSQL_PWD; "
+    command = (f"docker exec -i {container('maintainer')} sh -c 'read -r MYSQL_PWD; export MYSQL_PWD; "
                f"exec mysql -N -h {server} -u {user} {database}'")
-    return host.ssh(command, user="kono", check=False, input=f"{password}\n{sql}\n")
+    return host.ssh(command, user=DEPLOY_USER, check=False, input=f"{password}\n{sql}\n")
 
 
 def write_maintainer_passwords(lab: Lab, passwords: dict[str, str]) -> None:
@@ -164,13 +184,38 @@ def write_maintainer_passwords(lab: Lab, passwords: dict[str, str]) -> None:
         path.chmod(0o600)
 
 
-def pin_maintainer_host_key(host: TestHost, port: int = 8022) -> None:
+def pin_maintainer_host_key(host: TestHost, port: int = DEFAULTS["maintainer_ssh_port"]) -> None:
     """Add the maintainer container's host key to the lab's known_hosts, read over the trusted
     channel (SSH to the host itself), as an operator would before first logging in."""
-    key = host.ssh("docker exec kono-maintainer-1 cat /var/lib/kono-ssh/etc/ssh/ssh_host_ed25519_key.pub",
-                   user="kono").stdout.split()[:2]
+    key = host.ssh(f"docker exec {container('maintainer')} cat /var/lib/kono-ssh/etc/ssh/ssh_host_ed25519_key.pub",
+                   user=DEPLOY_USER).stdout.split()[:2]
     with open(host.lab.known_hosts, "a") as known:
         known.write(f"[{host.address}]:{port} {' '.join(key)}\n")
+
+
+class _HostSSHAdapter(SSHHTTPAdapter):
+    """The docker SDK's SSH transport, with the lab's key and known_hosts file (strict)."""
+
+    def __init__(self, base_url: str, key_filename: str, known_hosts: str) -> None:
+        self._key_filename = key_filename
+        self._known_hosts = known_hosts
+        super().__init__(base_url)
+
+    def _create_paramiko_client(self, base_url: str) -> None:
+        super()._create_paramiko_client(base_url)
+        self.ssh_client.load_host_keys(self._known_hosts)
+        self.ssh_client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        self.ssh_params["key_filename"] = self._key_filename
+
+
+def docker_client(host: TestHost, user: str = DEPLOY_USER) -> docker.DockerClient:
+    """The docker SDK, over SSH to a lab host: a real client, independent of kono's own code."""
+    base_url = f"ssh://{user}@{host.address}:22"
+    client = docker.DockerClient(base_url=base_url, use_ssh_client=True, version="1.41", timeout=30)
+    adapter = _HostSSHAdapter(base_url, str(host.lab.key), str(host.lab.known_hosts))
+    client.api.mount("http+docker://ssh", adapter)
+    client.api._custom_adapter = adapter
+    return client
 
 
 class GitServer:

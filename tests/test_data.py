@@ -5,11 +5,14 @@ import urllib.request
 
 import pytest
 
+from kono.services import secret_file
+from tests.lab import container
+
 pytestmark = pytest.mark.e2e
 
 # The password stays on the host: read from the secret inside the container, passed by environment.
-MYSQL_AS_API = ("docker exec -i kono-db_production-1 sh -c "
-                "'MYSQL_PWD=$(cat /run/db-secrets/production_db_api_password) mysql -uapi -N kono'")
+MYSQL_AS_API = (f"docker exec -i {container('db_production')} sh -c "
+                f"'MYSQL_PWD=$(cat {secret_file('production/db_api_password', 'db_production')}) mysql -uapi -N kono'")
 
 
 def rows(provisioned) -> list[str]:

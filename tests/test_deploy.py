@@ -8,16 +8,15 @@ import urllib.request
 
 import pytest
 
-from kono.secrets import SECRETS
-from kono.stack import SERVICES
-from tests.lab import REPO
+from kono.services import SERVICES, environments, stack_secrets
+from tests.lab import REPO, container
 
 pytestmark = pytest.mark.e2e
 
 
 def test_fresh_host_gets_all_five_services_running_and_healthy(provisioned):
     state = provisioned.wait_healthy(timeout=10)
-    assert sorted(state) == sorted(SERVICES)
+    assert sorted(state) == sorted(s.name for s in SERVICES)
 
 
 def test_nginx_answers_on_port_80_from_the_machine(provisioned):
@@ -30,12 +29,11 @@ def test_nginx_answers_on_port_80_from_the_machine(provisioned):
 
 def test_secrets_are_private_files_on_the_host(provisioned):
     host = provisioned.testinfra("kono")
-    for folder in ["config", *(f"config/{env}" for env in SECRETS)]:
+    for folder in ["config", *(f"config/{env}" for env in environments())]:
         assert host.file(f"/srv/kono/{folder}").mode == 0o700, folder
-    for env, names in SECRETS.items():
-        for name in names:
-            secret = host.file(f"/srv/kono/config/{env}/{name}")
-            assert (secret.user, secret.mode, secret.size) == ("kono", 0o600, 32), f"{env}/{name}"
+    for entry in stack_secrets():
+        secret = host.file(f"/srv/kono/{entry.path}")
+        assert (secret.user, secret.mode, secret.size) == ("kono", 0o600, 32), entry.key
 
 
 def test_databases_are_not_reachable_from_outside_the_host(provisioned):
@@ -72,7 +70,7 @@ def test_a_container_stopped_by_hand_is_started_by_the_next_deploy(provisioned):
     provisioned.wait_healthy()
     client = provisioned.docker()
     try:
-        api = client.containers.get("kono-api-1")
+        api = client.containers.get(container("api"))
         api.stop(timeout=5)
         api.reload()
         assert api.status == "exited"
@@ -84,9 +82,9 @@ def test_a_container_stopped_by_hand_is_started_by_the_next_deploy(provisioned):
 
 
 def test_status_command_shows_every_service_healthy(provisioned):
-    proc = subprocess.run([sys.executable, "-m", "kono.status", str(provisioned.inventory)], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "kono.cli.status", str(provisioned.inventory)], cwd=REPO,
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for service in SERVICES:
-        assert re.search(rf"{re.escape(provisioned.host.address)}\s+{service}\s+running\s+healthy\s+ok",
+        assert re.search(rf"{re.escape(provisioned.host.address)}\s+{service.name}\s+running\s+healthy\s+ok",
                          proc.stdout), proc.stdout

@@ -7,20 +7,21 @@ import sys
 import pytest
 
 from tests import lab as lab_tools
+from tests.lab import container
 
 pytestmark = pytest.mark.e2e
 
 
 def drift(provisioned) -> subprocess.CompletedProcess:
     before = provisioned.snapshot()
-    proc = subprocess.run([sys.executable, "-m", "kono.drift", str(provisioned.inventory)], cwd=lab_tools.REPO,
+    proc = subprocess.run([sys.executable, "-m", "kono.cli.drift", str(provisioned.inventory)], cwd=lab_tools.REPO,
                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
     assert provisioned.snapshot() == before, "the drift check changed the host"
     return proc
 
 
 @pytest.mark.parametrize("break_it, finding", [
-    ("docker stop --time 1 kono-nginx-1", "service nginx is not running and healthy (exited"),
+    (f"docker stop --time 1 {container('nginx')}", "service nginx is not running and healthy (exited"),
     ("echo '# edited by hand' >> /srv/kono/nginx/default.conf", "nginx/default.conf differs from what is declared"),
     ("chmod 0644 /srv/kono/config/production/api_key", "config/production/api_key has mode 644, expected 600"),
 ], ids=["stopped container", "edited file", "secret mode"])

@@ -73,8 +73,7 @@ def test_no_secret_appears_in_any_output_the_host_the_containers_or_git(provisio
         secrets |= secret_values(provisioned)
         # Rotations put new values through the host's shells and the database.
         for target in ("production/api_key", "production/db_unauthorized_api_password"):
-            seen.append((f"rotate {target}", lab_tools.pyinfra(provisioned.inventory, "kono/rotate.py", "-vv",
-                                                               "--data", f"rotate={target}").output))
+            seen.append((f"rotate {target}", lab_tools.rotate(provisioned.inventory, target, "-vv").output))
             secrets |= secret_values(provisioned)
         # A deliberately failing deploy: a supplied value that conflicts with the host's.
         conflicting = random_values.token_hex(16)
@@ -88,7 +87,7 @@ def test_no_secret_appears_in_any_output_the_host_the_containers_or_git(provisio
     provisioned.passwords["wheel"] = wheel["KONO_MAINTAINER_PASSWORD_WHEEL"]
     seen.append(("deploy", provisioned.deploy("--data", "server_name=_").output))
 
-    seen.append(("status", subprocess.run([sys.executable, "-m", "kono.status", str(provisioned.inventory)],
+    seen.append(("status", subprocess.run([sys.executable, "-m", "kono.cli.status", str(provisioned.inventory)],
                                           cwd=lab_tools.REPO, capture_output=True, text=True).stdout))
     seen.append(("bootstrap", provisioned.bootstrap.output))
     seen.append(("sudo log", provisioned.host.ssh("sudo -n journalctl --no-pager -q _COMM=sudo").stdout))

@@ -12,7 +12,7 @@ from tests.lab import host_secret, mysql
 pytestmark = pytest.mark.e2e
 
 def backup_tool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kono.backup", *args], cwd=lab_tools.REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "kono.cli.backup", *args], cwd=lab_tools.REPO, capture_output=True,
                           text=True, stdin=subprocess.DEVNULL, timeout=600)
 
 

@@ -8,7 +8,9 @@ import time
 
 import pytest
 
+from kono.services import secret_file
 from tests import lab as lab_tools
+from tests.lab import container
 
 pytestmark = pytest.mark.e2e
 
@@ -46,9 +48,10 @@ def test_a_broken_compose_template_fails_with_composes_message_and_leaves_the_st
     before = provisioned.snapshot()
     checkout = tmp_path / "kono-infra"
     shutil.copytree(lab_tools.REPO, checkout, ignore=shutil.ignore_patterns(".venv", ".git", "node_modules"))
-    template = checkout / "templates/compose.yaml.j2"
-    template.write_text(template.read_text().replace("    restart: unless-stopped\n",
-                                                     "    restart: unless-stopped\n    bogus_setting: 1\n", 1))
+    template = checkout / "templates/services/api.yaml.j2"
+    original = template.read_text()
+    template.write_text(original.replace("restart: unless-stopped\n", "restart: unless-stopped\nbogus_setting: 1\n", 1))
+    assert template.read_text() != original
     run = lab_tools.pyinfra(provisioned.inventory, "deploy.py", check=False, cwd=checkout)
     assert run.returncode != 0
     assert "bogus_setting" in run.output  # compose's own words
@@ -77,7 +80,7 @@ def test_each_deploy_appends_one_audit_line(provisioned):
 
 def test_concurrent_deploys_never_interleave(provisioned):
     provisioned.wait_healthy()
-    provisioned.host.ssh("docker stop --time 1 kono-nginx-1", user="kono")  # gives the first deploy work
+    provisioned.host.ssh(f"docker stop --time 1 {container('nginx')}", user="kono")  # gives the first deploy work
     lines_before = len(audit_log(provisioned))
     first = lab_tools.pyinfra_background(provisioned.inventory, "deploy.py")
     try:
@@ -103,7 +106,8 @@ def test_concurrent_deploys_never_interleave(provisioned):
 @pytest.mark.parametrize("kill_after", [0.5, 2.0, 3.5, 5.0, 7.0, 10.0])
 def test_a_deploy_killed_at_any_point_is_finished_by_the_next(provisioned, kill_after):
     provisioned.wait_healthy()
-    count = "docker exec kono-db_production-1 sh -c 'MYSQL_PWD=$(cat /run/db-secrets/production_db_api_password) mysql -N -uapi kono' "
+    count = (f"docker exec {container('db_production')} sh -c "
+             f"'MYSQL_PWD=$(cat {secret_file('production/db_api_password', 'db_production')}) mysql -N -uapi kono' ")
     provisioned.host.ssh(count, user="kono", input="CREATE TABLE IF NOT EXISTS kept (n INT); INSERT INTO kept VALUES (1);")
     rows = provisioned.host.ssh(count, user="kono", input="SELECT COUNT(*) FROM kept;").stdout.strip()
     # A new server_name: new nginx config, nginx recreated, i.e. work all along the deploy.

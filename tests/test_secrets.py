@@ -57,7 +57,7 @@ def test_rotation_changes_the_account_and_the_file_and_recreates_only_its_users(
     provisioned.wait_healthy()
     old = host_secret(provisioned.host, "production", "db_api_password")
     before = container_ids(provisioned)
-    run = lab_tools.pyinfra(provisioned.inventory, "kono/rotate.py", "--data", "rotate=production/db_api_password")
+    run = lab_tools.rotate(provisioned.inventory, "production/db_api_password")
     new = host_secret(provisioned.host, "production", "db_api_password")
     assert new != old and len(new) == 32
     assert new not in run.output and old not in run.output
@@ -70,7 +70,6 @@ def test_rotation_changes_the_account_and_the_file_and_recreates_only_its_users(
 
 
 def test_rotating_an_unknown_secret_is_refused(provisioned):
-    run = lab_tools.pyinfra(provisioned.inventory, "kono/rotate.py", "--data", "rotate=production/nope",
-                            check=False)
+    run = lab_tools.rotate(provisioned.inventory, "production/nope", check=False)
     assert run.returncode != 0
     assert "rotate: expected one of production/db_root_password" in run.output

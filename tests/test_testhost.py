@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from kono.testhost import Lab
+from tests.testhost import Lab
 
 pytestmark = pytest.mark.e2e
 

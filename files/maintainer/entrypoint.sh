@@ -18,7 +18,7 @@ done
 echo "AllowUsers $MAINTAINER_USERS" > /etc/kono/sshd_allow.conf
 
 # Hashes only, by file: no password or hash on any command line.
-chpasswd -e < /run/secrets/production_maintainer_password_hashes
+chpasswd -e < "$MAINTAINER_PASSWORD_HASHES_FILE"
 
 # Shared code and asset volumes: writable by the sudo group, so kono-deploy needs no sudo.
 for dir in /srv/api /srv/app /srv/static /srv/src; do

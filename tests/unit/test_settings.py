@@ -40,3 +40,23 @@ def test_bad_input_names_the_key_and_what_was_expected(key, value, expected):
     with pytest.raises(SettingsError) as error:
         load(data(**{key: value}))
     assert str(error.value).startswith(f"{key}") and expected in str(error.value)
+
+
+def test_group_data_and_settings_declare_the_same_knobs():
+    """A knob is declared twice: default in group_data/all.py, type and check in Settings."""
+    from kono.settings import KNOBS
+    declared = {name for name in group_defaults() if not name.startswith("ssh_")}
+    assert declared == set(KNOBS)
+
+
+def test_optional_knobs_take_none_and_check_a_value():
+    assert load(data(api_repo=None)).api_repo is None
+    assert load(data(api_repo="git://example.com/api.git")).api_repo == "git://example.com/api.git"
+    with pytest.raises(SettingsError, match="api_repo: expected a git URL"):
+        load(data(api_repo="not a url"))
+
+
+def test_maintainer_users_become_logins_with_their_keys():
+    assert load(data(maintainer_users={"sysop": [KEY]})).maintainer_users == (("sysop", (KEY,)),)
+    with pytest.raises(SettingsError, match=r"maintainer_users\['sysop'\]\[0\]: expected an SSH public key"):
+        load(data(maintainer_users={"sysop": ["nope"]}))

@@ -1,7 +1,7 @@
 # Rotate one stack secret: the database account's password and the secret file change together,
 # then only the services that use the secret are recreated. The new value comes from
 # $KONO_SECRET_<ENV>_<NAME> or <local_secrets_dir>/<env>/<name> when given, else is generated on the host:
-#     pyinfra inventory.py kono/rotate.py --data rotate=production/db_api_password
+#     pyinfra inventory.py rotate.py --data rotate=production/db_api_password
 from pyinfra import host
 
 from kono.deploy_run import begin_deploy, finish_deploy
@@ -10,9 +10,9 @@ from kono.settings import load
 from kono.stack import bring_up
 
 settings = load(host.data)
-env, name, value = rotation_target(settings, host.data.get("rotate"))
+secret, value = rotation_target(settings, host.data.get("rotate"))
 
 begin_deploy(settings)
-rotate_secret(settings, env, name, value)
+rotate_secret(settings, secret, value)
 bring_up(settings)
 finish_deploy(settings)

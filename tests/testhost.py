@@ -4,7 +4,14 @@ It is a stand-in for a fresh cloud host (a sudo user ``admin`` with NOPASSWD, ss
 used by the tests and by the demo alike. It knows nothing of the kono stack.
 
 Needs root (nspawn, a bridge, iptables) and the Debian packages listed in ``HOST_PACKAGES``.
-See ``../shared/test-host.md`` for why each flag is there.
+Why each nspawn flag is there (the error seen without it):
+
+- ``SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1``: runc fails to apply cgroup configuration (read-only cgroup v1).
+- ``--system-call-filter=@keyring``: "unable to join session keyring" when a container starts.
+- ``--system-call-filter=bpf`` and ``--capability=all``: "bpf_prog_query(BPF_CGROUP_DEVICE) failed".
+- ``--register=no --keep-unit``: this machine has no system bus to register the guest with.
+- The root filesystem sits on ext4 (as /tmp is) for Docker's overlay2 inside it.
+- nspawn exits 133 when the guest reboots: the supervisor starts it again, as a hypervisor would.
 
 Example::
 

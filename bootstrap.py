@@ -1,5 +1,5 @@
 # Bootstrap: the only step that uses sudo. Connect as the cloud image's admin user:
-#     pyinfra inventory.py kono/bootstrap.py --user ubuntu      (admin on Debian)
+#     pyinfra inventory.py bootstrap.py --user ubuntu      (admin on Debian)
 from pyinfra import host
 
 from kono.deploy_user import deploy_user

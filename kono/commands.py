@@ -1,0 +1,207 @@
+"""The shell that kono-infra runs on a host, built by small pure functions (like Kamal's commands/).
+
+Operations, facts and the operator tools only call these and yield or run what they return; each
+is unit-tested for its exact text and its syntax (tests/unit/test_commands.py), without a host.
+No function here takes a secret's value: secrets travel by SFTP or stdin, and commands only name
+their files.
+
+Example::
+
+    compose_up("/srv/kono", 300, {"api": ["config/production/api_key"]})
+"""
+
+from __future__ import annotations
+
+import json
+from shlex import quote
+
+# Our bookkeeping in the project directory (never part of the project's digest).
+STATE_DIR = ".kono"
+APPLIED = f"{STATE_DIR}/applied"  # digest of the project as of the last successful `up`
+LAST_UP_SECONDS = f"{STATE_DIR}/last-up-seconds"  # how long that `up` took (bench/)
+STAGED_COMPOSE_FILE = f"{STATE_DIR}/compose.yaml.new"
+COMPOSE_FILE = "compose.yaml"
+LOCK = f"{STATE_DIR}/deploy.lock"
+OWNER = f"{STATE_DIR}/deploy.owner"
+PENDING = f"{STATE_DIR}/deploy.pending"  # the audit record of the run in progress
+AUDIT_LOG = f"{STATE_DIR}/audit.log"
+
+# Digest of all project files but our own bookkeeping and .env, in a stable order.
+PROJECT_DIGEST = (
+    f"find . \\( -path ./{STATE_DIR} -o -path ./.env \\) -prune -o -type f -print0 | LC_ALL=C sort -z "
+    "| xargs -0 -r sha256sum | sha256sum | cut -c1-64"
+)
+
+
+def in_dir(directory: str, command: str) -> str:
+    return f"cd {quote(directory)} && {command}"
+
+
+# -- project files -----------------------------------------------------------------------------
+
+def file_digests(directory: str, paths: list[str]) -> str:
+    """sha256sum of each file, or "- <path>" for a missing one."""
+    quoted = " ".join(quote(p) for p in paths)
+    return in_dir(directory, f"for f in {quoted}; do "
+                             "if [ -f \"$f\" ]; then sha256sum \"$f\"; else echo \"- $f\"; fi; done")
+
+
+def make_dir(path: str, mode: str | None = None) -> str:
+    return f"mkdir {'-m ' + mode + ' ' if mode else '-p '}{quote(path)}"
+
+
+def chmod(mode: str, path: str) -> str:
+    return f"chmod {mode} {quote(path)}"
+
+
+def replace_compose_file_if_valid(directory: str) -> str:
+    """Check the staged compose file with compose itself; only a valid one replaces the live one."""
+    return in_dir(directory, f"if docker compose --project-directory . -f {STAGED_COMPOSE_FILE} config --quiet; "
+                             f"then chmod 0644 {STAGED_COMPOSE_FILE} && mv {STAGED_COMPOSE_FILE} {COMPOSE_FILE}; "
+                             f"else rm -f {STAGED_COMPOSE_FILE}; exit 1; fi")
+
+
+# -- the stack ---------------------------------------------------------------------------------
+
+def stack_state(directory: str) -> str:
+    """The project's digest now, the digest last brought up, and each service's state and health."""
+    return (f"cd {quote(directory)} 2>/dev/null || exit 0; "
+            f"echo \"digest $({PROJECT_DIGEST})\"; "
+            f"echo \"applied $(cat {APPLIED} 2>/dev/null)\"; "
+            + services_state())
+
+
+def services_state() -> str:
+    """One line per container of the project in the current directory: service, state, health."""
+    return ("docker compose ps --all --format 'service {{.Service}} {{.State}} {{.Health}}' "
+            "2>/dev/null || true")
+
+
+def secrets_env(service_secrets: dict[str, list[str]]) -> str:
+    """Write .env: per service, a digest of its secret files (paths relative to the project). Compose
+    puts it in a label, so that a changed secret recreates exactly the services that use it."""
+    lines = [f"echo {env_name(service)}=$(cat {' '.join(quote(p) for p in paths)} | sha256sum | cut -c1-16)"
+             for service, paths in service_secrets.items() if paths]
+    return "{ " + "; ".join(lines) + "; } > .env"
+
+
+def env_name(service: str) -> str:
+    """The .env variable holding a service's secrets digest."""
+    return f"KONO_SECRETS_{service.upper()}"
+
+
+def compose_up(directory: str, wait_timeout: int, service_secrets: dict[str, list[str]]) -> str:
+    """Validate the project, bring it up and wait for health; record its digest and how long it took."""
+    return in_dir(directory, (
+        f"{secrets_env(service_secrets)} && docker compose config --quiet && "
+        f"digest=$({PROJECT_DIGEST}) && started=$(date +%s.%N) && "
+        f"docker compose up --detach --build --remove-orphans --wait --wait-timeout {int(wait_timeout)} "
+        f"&& mkdir -p {STATE_DIR} && echo \"$digest\" > {APPLIED} "
+        f"&& awk \"BEGIN {{ print $(date +%s.%N) - $started }}\" > {LAST_UP_SECONDS}"
+    ))
+
+
+# -- secrets -----------------------------------------------------------------------------------
+
+def config_tree(directory: str) -> str:
+    """Type, mode, size and path of everything under config/. Never reads a secret's content."""
+    return f"cd {quote(directory)} 2>/dev/null && find config -printf '%y %m %s %p\\n' 2>/dev/null || true"
+
+
+def random_secret_into(path: str, length: int) -> str:
+    """A new random secret made on the host, [A-Za-z0-9]{length}, into a 0600 file."""
+    return f"umask 077 && tr -dc A-Za-z0-9 </dev/urandom | head -c {int(length)} > {quote(path)}"
+
+
+def generate_secret(path: str, length: int) -> str:
+    # Written to a temporary name and renamed, so an interrupted run never leaves a short secret.
+    return f"{random_secret_into(path + '.new', length)} && {move_into_place(path + '.new', path)}"
+
+
+def move_into_place(staged: str, path: str) -> str:
+    """A staged file (uploaded by SFTP) made 0600 and renamed over the real one."""
+    return f"chmod 0600 {quote(staged)} && mv {quote(staged)} {quote(path)}"
+
+
+def rename(staged: str, path: str) -> str:
+    return f"mv {quote(staged)} {quote(path)}"
+
+
+def read_file(path: str) -> str:
+    return f"cat {quote(path)}"
+
+
+def hashed_logins(path: str) -> str:
+    """The logins of a ``login:hash`` file, never the hashes."""
+    return f"cut -d: -f1 {quote(path)} 2>/dev/null || true"
+
+
+def in_service(service: str, script: str) -> str:
+    """Run a shell script inside a running service's container, with stdin passed through."""
+    return f"docker compose exec -T {service} sh -c {quote(script)}"
+
+
+def mysql_root(service: str, root_password_file: str, args: str = "") -> str:
+    """The mysql client as root inside a database service; SQL on stdin. The root password is read
+    from the secret file inside the container, so it is on no command line and leaves no host."""
+    return in_service(service, f"MYSQL_PWD=$(cat {root_password_file}) exec mysql -uroot{' ' + args if args else ''}")
+
+
+def mysqldump(service: str, root_password_file: str, database: str) -> str:
+    """A consistent dump of one database, without locking it (InnoDB)."""
+    return in_service(service, f"MYSQL_PWD=$(cat {root_password_file}) exec mysqldump -uroot "
+                               f"--single-transaction --routines --triggers --databases {database}")
+
+
+def alter_users(staged: str, service: str, root_password_file: str, accounts: tuple[str, ...]) -> str:
+    """Set the accounts' password to the staged file's content. printf is a shell builtin: the new
+    password goes by pipe, never through an argv."""
+    statements = "".join(
+        f"ALTER USER '{user}'@'{host.replace('%', '%%')}' IDENTIFIED BY '%s'; "
+        for user, host in (account.split("@") for account in accounts))
+    values = " ".join(['"$new"'] * len(accounts))
+    return (f"new=$(cat {quote(staged)}) && printf \"{statements}\\n\" {values} | "
+            f"{mysql_root(service, root_password_file)}")
+
+
+def table_count(service: str, root_password_file: str, database: str) -> str:
+    return (f"printf \"SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '{database}';\\n\" | "
+            f"{mysql_root(service, root_password_file, '-N')}")
+
+
+def tar_out(service: str, folder: str) -> str:
+    return f"docker compose exec -T {service} tar -C {quote(folder)} -cf - ."
+
+
+def tar_in(service: str, folder: str, group: str) -> str:
+    return in_service(service, f"tar -C {quote(folder)} -xf - && chgrp -R {group} {quote(folder)}")
+
+
+# -- one deploy at a time, and its record ------------------------------------------------------
+
+def take_lock(directory: str, wait: int, record: str) -> str:
+    """Take the deploy lock, held for as long as this SSH session lives; prints "taken", or
+    "locked <holder's record>" after ``wait`` seconds. Closes a record left pending by a run
+    that died, as failed or interrupted, and starts this run's."""
+    return in_dir(directory, (
+        f"mkdir -p {STATE_DIR} && exec 9>>{LOCK} && "
+        f"if ! flock -w {int(wait)} 9; then echo \"locked $(cat {OWNER} 2>/dev/null)\"; exit 0; fi; "
+        f"printf '%s\\n' {quote(record)} > {OWNER}; "
+        # $PPID is this SSH connection's session process: the lock holder lives exactly as long as it.
+        "session=$PPID; "
+        "( setsid sh -c \"while kill -0 $session 2>/dev/null; do sleep 1; done\" "
+        "</dev/null >/dev/null 2>&1 & ); "
+        f"if [ -s {PENDING} ]; then {close_record({'result': 'failed or interrupted'})}; fi; "
+        f"printf '%s\\n' {quote(record)} > {PENDING}; echo taken"
+    ))
+
+
+def close_record(fields: dict) -> str:
+    """Append the pending audit record, with ``fields`` added, to the audit log."""
+    extra = json.dumps(fields, sort_keys=True)[1:-1]
+    replacement = extra.replace("\\", "\\\\").replace("/", "\\/").replace("&", "\\&")
+    return f"sed {quote('s/}$/, ' + replacement + '}/')} {PENDING} >> {AUDIT_LOG}"
+
+
+def finish_record(directory: str, fields: dict) -> str:
+    return in_dir(directory, f"{close_record(fields)} && rm -f {PENDING}")

@@ -1,0 +1,165 @@
+"""What the stack is made of: its services, its secrets and its volumes, each declared once, here.
+
+Everything else derives from these tables: the compose file (each service's own block is
+``templates/services/<name>.yaml.j2``; its ``secrets:`` and ``labels:`` are added from here), which
+secret files exist, who gets which, rotation, backup, the readiness rule, status, drift and the
+tests. Adding a service is one ``Service`` entry plus its template block; adding a secret is one
+``Secret`` entry (and a mention in the block of the service that reads it, through ``secret_file``).
+
+Example::
+
+    [s.name for s in SERVICES]         # ["db_production", "db_dev", "api", "maintainer", "nginx"]
+    secrets_of("api")                  # (Secret("production", "db_api_password", ...), Secret(..., "api_key", ...))
+    unready({"api": ("running", "healthy")})   # every other service: not running and healthy
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Where a database service's entrypoint finds its secrets (see templates/compose.yaml.j2, x-db):
+# the mysql image reads *_FILE as its mysql user, so they are copied into a tmpfs readable by it.
+DB_SECRETS_DIR = "/run/db-secrets"
+SECRETS_DIR = "/run/secrets"  # where compose mounts a service's secrets
+
+
+@dataclass(frozen=True)
+class Service:
+    """One compose service."""
+
+    name: str
+    # Project folders (under project_dir) that the service mounts from the host. Their digest is a
+    # label, so a changed file recreates the service: compose alone would not notice.
+    inputs: tuple[str, ...] = ()
+    # A MySQL server: (environment, the settings knob naming its database). None for other services.
+    database: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Secret:
+    """One secret: a file ``config/<env>/<name>`` in the project, handed to ``services``."""
+
+    env: str
+    name: str
+    services: tuple[str, ...]
+    # The database accounts ("user@host") whose password this is, on the database service ``services[0]``.
+    accounts: tuple[str, ...] = ()
+    # "stack": supplied by the operator or generated on the host, then never changed but by rotation;
+    # "maintainer passwords": sha512-crypt hashes of the passwords the operator gives (kono/secrets.py).
+    origin: str = "stack"
+
+    @property
+    def key(self) -> str:
+        """How the operator names it: ``--data rotate=<key>``, ``<local_secrets_dir>/<key>``."""
+        return f"{self.env}/{self.name}"
+
+    @property
+    def compose_name(self) -> str:
+        """Its name in compose.yaml, and its file name under /run/secrets in a container."""
+        return f"{self.env}_{self.name}"
+
+    @property
+    def path(self) -> str:
+        """Its file, relative to the project directory."""
+        return f"config/{self.env}/{self.name}"
+
+    @property
+    def database(self) -> str | None:
+        """The database service holding the accounts this secret is the password of."""
+        return self.services[0] if self.accounts else None
+
+
+SERVICES: tuple[Service, ...] = (
+    Service("db_production", database=("production", "db_production_name")),
+    Service("db_dev", database=("dev", "db_dev_name")),
+    Service("api", inputs=("api",)),
+    Service("maintainer", inputs=("maintainer/keys",)),
+    Service("nginx", inputs=("nginx",)),
+)
+
+SECRETS: tuple[Secret, ...] = (
+    Secret("production", "db_root_password", ("db_production",), ("root@%", "root@localhost")),
+    Secret("production", "db_api_password", ("db_production", "api"), ("api@%",)),
+    Secret("production", "db_unauthorized_api_password", ("db_production",), ("unauthorized_api@%",)),
+    Secret("production", "api_key", ("api",)),
+    Secret("dev", "db_root_password", ("db_dev",), ("root@%", "root@localhost")),
+    Secret("dev", "db_dev_password", ("db_dev",), ("dev@%",)),
+    Secret("production", "maintainer_password_hashes", ("maintainer",), origin="maintainer passwords"),
+)
+
+VOLUMES: dict[str, str] = {  # named volume -> what it holds
+    "data_production_volume": "db_production's data",
+    "data_dev_volume": "db_dev's data",
+    "api_build": "the API's deployed code",
+    "api_log": "the API's log",
+    "app_build": "the web app's deployed build",
+    "app_static": "uploaded assets, served at /static/",
+    "nginx_log": "nginx's access and error logs",
+    "maintainer_host_keys": "the maintainer container's SSH host keys",
+}
+
+
+def service(name: str) -> Service:
+    for entry in SERVICES:
+        if entry.name == name:
+            return entry
+    raise KeyError(f"no service {name!r} in kono/services.py")
+
+
+def secret(key: str) -> Secret:
+    for entry in SECRETS:
+        if entry.key == key:
+            return entry
+    raise KeyError(f"no secret {key!r} in kono/services.py")
+
+
+def stack_secrets() -> tuple[Secret, ...]:
+    """The secrets supplied by the operator or generated on the host (not the password hashes)."""
+    return tuple(s for s in SECRETS if s.origin == "stack")
+
+
+def secrets_of(service_name: str) -> tuple[Secret, ...]:
+    """The secrets handed to a service, in table order."""
+    return tuple(s for s in SECRETS if service_name in s.services)
+
+
+def environments() -> tuple[str, ...]:
+    """The folders under config/, in table order."""
+    return tuple(dict.fromkeys(s.env for s in SECRETS))
+
+
+def databases() -> tuple[Service, ...]:
+    return tuple(s for s in SERVICES if s.database)
+
+
+def root_password(database_service: str) -> Secret:
+    """The secret holding a database service's root password."""
+    for entry in SECRETS:
+        if entry.database == database_service and "root@localhost" in entry.accounts:
+            return entry
+    raise KeyError(f"no root password secret for {database_service!r} in kono/services.py")
+
+
+def secret_file(key: str, service_name: str) -> str:
+    """Where ``service_name``'s processes read the secret ``key``: /run/db-secrets/<name> in a
+    database service, /run/secrets/<name> elsewhere. Refuses a secret not handed to that service."""
+    entry = secret(key)
+    if service_name not in entry.services:
+        raise KeyError(f"secret {key!r} is not handed to {service_name!r}: add it to its Secret entry")
+    folder = DB_SECRETS_DIR if service(service_name).database else SECRETS_DIR
+    return f"{folder}/{entry.compose_name}"
+
+
+def container_name(project: str, service_name: str) -> str:
+    """The container compose runs for a service (one replica)."""
+    return f"{project}-{service_name}-1"
+
+
+def ready(state: str, health: str) -> bool:
+    """The one readiness rule: running, and its healthcheck passing (every service has one)."""
+    return state == "running" and health == "healthy"
+
+
+def unready(states: dict[str, tuple[str, str]]) -> list[str]:
+    """The services of the table that are not running and healthy, given {service: (state, health)}."""
+    return [s.name for s in SERVICES if not ready(*states.get(s.name, ("missing", "")))]

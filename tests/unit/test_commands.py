@@ -1,0 +1,144 @@
+"""Every command builder: its exact text, and that the shell accepts its syntax (``sh -n``)."""
+
+import subprocess
+
+import pytest
+
+from kono import commands
+from kono.services import SERVICES, secrets_of
+from kono.stack import service_secret_paths
+
+SECRET_PATHS = {"api": ["config/production/db_api_password", "config/production/api_key"], "nginx": []}
+
+
+def syntax_ok(command: str, shell: str = "sh") -> bool:
+    return subprocess.run([shell, "-n", "-c", command], capture_output=True).returncode == 0
+
+
+EXPECTED = {
+    "file_digests": (
+        commands.file_digests("/srv/kono", ["compose.yaml", "nginx/default.conf"]),
+        "cd /srv/kono && for f in compose.yaml nginx/default.conf; do if [ -f \"$f\" ]; then sha256sum \"$f\"; "
+        "else echo \"- $f\"; fi; done"),
+    "make_dir": (commands.make_dir("/srv/kono/a b"), "mkdir -p '/srv/kono/a b'"),
+    "make_dir with mode": (commands.make_dir("/srv/kono/config", "0700"), "mkdir -m 0700 /srv/kono/config"),
+    "chmod": (commands.chmod("0600", "/srv/kono/config/x"), "chmod 0600 /srv/kono/config/x"),
+    "replace_compose_file_if_valid": (
+        commands.replace_compose_file_if_valid("/srv/kono"),
+        "cd /srv/kono && if docker compose --project-directory . -f .kono/compose.yaml.new config --quiet; "
+        "then chmod 0644 .kono/compose.yaml.new && mv .kono/compose.yaml.new compose.yaml; "
+        "else rm -f .kono/compose.yaml.new; exit 1; fi"),
+    "services_state": (
+        commands.services_state(),
+        "docker compose ps --all --format 'service {{.Service}} {{.State}} {{.Health}}' 2>/dev/null || true"),
+    "stack_state": (
+        commands.stack_state("/srv/kono"),
+        "cd /srv/kono 2>/dev/null || exit 0; echo \"digest $(find . \\( -path ./.kono -o -path ./.env \\) "
+        "-prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum | sha256sum | cut -c1-64)\"; "
+        "echo \"applied $(cat .kono/applied 2>/dev/null)\"; docker compose ps --all --format "
+        "'service {{.Service}} {{.State}} {{.Health}}' 2>/dev/null || true"),
+    "secrets_env": (
+        commands.secrets_env(SECRET_PATHS),
+        "{ echo KONO_SECRETS_API=$(cat config/production/db_api_password config/production/api_key "
+        "| sha256sum | cut -c1-16); } > .env"),
+    "config_tree": (
+        commands.config_tree("/srv/kono"),
+        "cd /srv/kono 2>/dev/null && find config -printf '%y %m %s %p\\n' 2>/dev/null || true"),
+    "random_secret_into": (
+        commands.random_secret_into("/srv/kono/config/dev/x", 32),
+        "umask 077 && tr -dc A-Za-z0-9 </dev/urandom | head -c 32 > /srv/kono/config/dev/x"),
+    "generate_secret": (
+        commands.generate_secret("/srv/kono/config/dev/x", 32),
+        "umask 077 && tr -dc A-Za-z0-9 </dev/urandom | head -c 32 > /srv/kono/config/dev/x.new && "
+        "chmod 0600 /srv/kono/config/dev/x.new && mv /srv/kono/config/dev/x.new /srv/kono/config/dev/x"),
+    "rename": (commands.rename("/a/x.rotating", "/a/x"), "mv /a/x.rotating /a/x"),
+    "read_file": (commands.read_file("config/dev/x"), "cat config/dev/x"),
+    "hashed_logins": (commands.hashed_logins("/srv/kono/config/production/h"),
+                      "cut -d: -f1 /srv/kono/config/production/h 2>/dev/null || true"),
+    "mysql_root": (
+        commands.mysql_root("db_dev", "/run/db-secrets/dev_db_root_password", "-N"),
+        "docker compose exec -T db_dev sh -c 'MYSQL_PWD=$(cat /run/db-secrets/dev_db_root_password) "
+        "exec mysql -uroot -N'"),
+    "mysqldump": (
+        commands.mysqldump("db_production", "/run/db-secrets/production_db_root_password", "kono"),
+        "docker compose exec -T db_production sh -c 'MYSQL_PWD=$(cat /run/db-secrets/production_db_root_password) "
+        "exec mysqldump -uroot --single-transaction --routines --triggers --databases kono'"),
+    "alter_users": (
+        commands.alter_users("/srv/kono/config/dev/db_root_password.rotating", "db_dev",
+                             "/run/db-secrets/dev_db_root_password", ("root@%", "root@localhost")),
+        "new=$(cat /srv/kono/config/dev/db_root_password.rotating) && printf \"ALTER USER 'root'@'%%' "
+        "IDENTIFIED BY '%s'; ALTER USER 'root'@'localhost' IDENTIFIED BY '%s'; \\n\" \"$new\" \"$new\" | "
+        "docker compose exec -T db_dev sh -c 'MYSQL_PWD=$(cat /run/db-secrets/dev_db_root_password) exec mysql -uroot'"),
+    "table_count": (
+        commands.table_count("db_production", "/run/db-secrets/production_db_root_password", "kono"),
+        "printf \"SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'kono';\\n\" | "
+        "docker compose exec -T db_production sh -c 'MYSQL_PWD=$(cat /run/db-secrets/production_db_root_password) "
+        "exec mysql -uroot -N'"),
+    "tar_out": (commands.tar_out("maintainer", "/srv/static"),
+                "docker compose exec -T maintainer tar -C /srv/static -cf - ."),
+    "tar_in": (commands.tar_in("maintainer", "/srv/static", "sudo"),
+               "docker compose exec -T maintainer sh -c 'tar -C /srv/static -xf - && chgrp -R sudo /srv/static'"),
+    "close_record": (
+        commands.close_record({"result": "failed or interrupted"}),
+        "sed 's/}$/, \"result\": \"failed or interrupted\"}/' .kono/deploy.pending >> .kono/audit.log"),
+    "finish_record": (
+        commands.finish_record("/srv/kono", {"changes": 2, "finished": "2026-11-25T13:00:00+00:00",
+                                             "result": "success"}),
+        "cd /srv/kono && sed 's/}$/, \"changes\": 2, \"finished\": \"2026-11-25T13:00:00+00:00\", "
+        "\"result\": \"success\"}/' .kono/deploy.pending >> .kono/audit.log && rm -f .kono/deploy.pending"),
+}
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_command_text_and_syntax(name):
+    built, expected = EXPECTED[name]
+    assert built == expected
+    assert syntax_ok(built), built
+
+
+def test_compose_up_validates_brings_up_and_records_the_digest():
+    up = commands.compose_up("/srv/kono", 300, SECRET_PATHS)
+    assert up.startswith("cd /srv/kono && { echo KONO_SECRETS_API=")
+    assert "} > .env && docker compose config --quiet && digest=$(find . " in up
+    assert ("docker compose up --detach --build --remove-orphans --wait --wait-timeout 300 "
+            "&& mkdir -p .kono && echo \"$digest\" > .kono/applied") in up
+    assert up.endswith("> .kono/last-up-seconds")
+    assert syntax_ok(up)
+
+
+def test_take_lock_holds_the_lock_for_the_session_and_closes_a_pending_record():
+    record = '{"commit": "abc", "user": "o\'brien"}'
+    lock = commands.take_lock("/srv/kono", 600, record)
+    assert lock.startswith("cd /srv/kono && mkdir -p .kono && exec 9>>.kono/deploy.lock && "
+                           "if ! flock -w 600 9; then echo \"locked $(cat .kono/deploy.owner 2>/dev/null)\"")
+    assert "session=$PPID; ( setsid sh -c \"while kill -0 $session" in lock
+    assert f"if [ -s .kono/deploy.pending ]; then {commands.close_record({'result': 'failed or interrupted'})}; fi" in lock
+    assert lock.endswith("> .kono/deploy.pending; echo taken")
+    assert syntax_ok(lock)
+
+
+def test_a_record_value_with_sed_specials_survives_the_edit(tmp_path):
+    (tmp_path / ".kono").mkdir()
+    (tmp_path / ".kono/deploy.pending").write_text('{"started": "x"}\n')
+    fields = {"result": "a/b & c\\d"}
+    subprocess.run(["sh", "-c", commands.finish_record(str(tmp_path), fields)], check=True)
+    import json
+    assert json.loads((tmp_path / ".kono/audit.log").read_text()) == {"started": "x", **fields}
+
+
+def test_secrets_env_writes_one_digest_per_service_with_secrets(tmp_path):
+    for secret in {s for service in SERVICES for s in secrets_of(service.name)}:
+        (tmp_path / secret.path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / secret.path).write_text(secret.key)
+    subprocess.run(["sh", "-c", commands.in_dir(str(tmp_path), commands.secrets_env(service_secret_paths()))],
+                   check=True)
+    names = [line.split("=")[0] for line in (tmp_path / ".env").read_text().splitlines()]
+    assert names == [commands.env_name(s.name) for s in SERVICES if secrets_of(s.name)]
+
+
+def test_commands_never_take_a_secret_value():
+    """Builders take paths, names and numbers; a value would end up on a command line."""
+    import inspect
+    for name, function in inspect.getmembers(commands, inspect.isfunction):
+        if function.__module__ == "kono.commands":
+            assert not {"value", "password", "secret"} & set(inspect.signature(function).parameters), name

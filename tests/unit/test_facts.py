@@ -1,0 +1,51 @@
+"""Facts' process(): from output captured on a real host to the data the operations decide on."""
+
+from kono.secrets import ConfigTree, HashedLogins
+from kono.stack import FileDigests, StackState
+
+# Captured from a deployed test host (digests shortened where they do not matter).
+STACK_STATE_OUTPUT = """\
+digest 5d41402abc4b2a76b9719d911017c592aaf0c5c9e4b3a1e1d1b1e1f0a1b2c3d4
+applied 5d41402abc4b2a76b9719d911017c592aaf0c5c9e4b3a1e1d1b1e1f0a1b2c3d4
+service api running healthy
+service db_dev running healthy
+service db_production running starting
+service maintainer exited
+service nginx running unhealthy""".splitlines()
+
+
+def test_stack_state_reads_digests_and_each_services_state_and_health():
+    state = StackState().process(STACK_STATE_OUTPUT)
+    assert state["digest"] == state["applied"] == STACK_STATE_OUTPUT[0].split()[1]
+    assert state["services"] == {
+        "api": ("running", "healthy"), "db_dev": ("running", "healthy"),
+        "db_production": ("running", "starting"), "maintainer": ("exited", ""),
+        "nginx": ("running", "unhealthy"),
+    }
+
+
+def test_stack_state_of_a_host_never_brought_up():
+    state = StackState().process(["digest 0123", "applied "])
+    assert state == {"digest": "0123", "applied": None, "services": {}}
+
+
+def test_file_digests_mark_missing_files_as_none():
+    digests = FileDigests().process([
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08  compose.yaml",
+        "- nginx/default.conf",
+        "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae  maintainer/keys/a b",
+    ])
+    assert digests == {"compose.yaml": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                       "nginx/default.conf": None,
+                       "maintainer/keys/a b": "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"}
+
+
+def test_config_tree_has_type_mode_and_size_never_content():
+    tree = ConfigTree().process(["d 700 4096 config", "d 700 4096 config/dev",
+                                 "f 600 32 config/dev/db_root_password", "f 644 0 config/dev/empty"])
+    assert tree == {"config": ("d", "700", 4096), "config/dev": ("d", "700", 4096),
+                    "config/dev/db_root_password": ("f", "600", 32), "config/dev/empty": ("f", "644", 0)}
+
+
+def test_hashed_logins_are_names_only():
+    assert HashedLogins().process(["sysop", "wheel", ""]) == ["sysop", "wheel"]
