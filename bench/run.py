@@ -56,12 +56,32 @@ def provision(lab: Lab, hosts: list[TestHost], inventory: Path) -> dict[str, flo
     parts: dict[str, float] = {}
     parts["bootstrap (Docker install)"], _ = timed(lab_tools.bootstrap, inventory, "--parallel", str(len(hosts)))
     with ThreadPoolExecutor(len(hosts)) as pool:
-        parts["image builds (test doubles)"], _ = timed(lambda: list(pool.map(lab_tools.load_standins, hosts)))
+        parts["image builds (test doubles)"], _ = timed(lambda: list(pool.map(lab_tools.load_images, hosts)))
     deploy_time, _ = timed(lab_tools.deploy, inventory, "--parallel", str(len(hosts)))
     up = max(float(h.ssh("cat /srv/kono/.kono/last-up-seconds", user="kono").stdout) for h in hosts)
     parts["compose up"] = up
     parts["deploy overhead (ours)"] = deploy_time - up
     return parts
+
+
+# CPU time (microseconds) of every container of the project, from their cgroups: healthchecks run
+# there too (`docker exec` joins the container's cgroup), so they are counted.
+CONTAINERS_CPU_USEC = (
+    "for c in $(docker ps -q --filter label=com.docker.compose.project={project}); do "
+    "pid=$(docker inspect -f '{{{{.State.Pid}}}}' $c); "
+    "awk '/^usage_usec/ {{print $2}}' /sys/fs/cgroup$(cut -d: -f3 /proc/$pid/cgroup)/cpu.stat; "
+    "done | awk '{{s += $1}} END {{print s + 0}}'"
+)
+
+
+def idle_cpu_percent(host: TestHost, seconds: float) -> float:
+    """CPU the deployed stack's containers use while nothing happens, in % of one core."""
+    command = CONTAINERS_CPU_USEC.format(project=lab_tools.DEFAULTS["compose_project"])
+    before = int(host.ssh(command, user=lab_tools.DEPLOY_USER).stdout)
+    start = time.monotonic()
+    time.sleep(seconds)
+    after = int(host.ssh(command, user=lab_tools.DEPLOY_USER).stdout)
+    return (after - before) / 1e6 / (time.monotonic() - start) * 100
 
 
 def count_remote_commands(inventory: Path) -> int:
@@ -81,7 +101,7 @@ def main() -> int:
     result: dict = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, "
                     f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores",
                     "smoke": args.smoke, "runs": runs}
-    with Lab() as lab, lab_tools.GitServer(lab.workdir):
+    with Lab() as lab, lab_tools.GitServer(lab):
         hosts = [lab.boot() for _ in range(max(fleet))]
         passwords = {login: f"{login}-bench-Pa55" for login in lab_tools.MAINTAINERS}
         lab_tools.write_maintainer_passwords(lab, passwords)
@@ -96,6 +116,7 @@ def main() -> int:
         result["exec_true_s"] = median_time(runs, exec_true, one)
         result["noop_ratio"] = result["noop_deploy_s"] / result["exec_true_s"]
         result["remote_commands"] = count_remote_commands(one)
+        result["idle_cpu_percent"] = idle_cpu_percent(hosts[0], 10 if args.smoke else 120)
 
         result["fleet_noop_s"], result["fleet_exec_true_s"] = {}, {}
         for size in fleet:
@@ -128,6 +149,8 @@ def table(r: dict) -> str:
         f"({r['exec_true_s']:.2f} s) | <= {TARGETS['noop_ratio']}x: {target(r['noop_ratio'] <= TARGETS['noop_ratio'])} |",
         f"| remote commands in a no-op redeploy | {r['remote_commands']} | <= {TARGETS['remote_commands']}: "
         f"{target(r['remote_commands'] <= TARGETS['remote_commands'])} |",
+        f"| idle CPU of a deployed host's containers (healthchecks included) | "
+        f"{r['idle_cpu_percent']:.2f}% of one core | |",
         f"| fresh host -> healthy stack | {r['fresh_provision_s']['total']:.1f} s | |",
     ]
     for part, seconds in r["fresh_provision_s"].items():

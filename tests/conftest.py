@@ -33,7 +33,7 @@ def lab():
 
 @pytest.fixture(scope="session")
 def git_server(lab):
-    with lab_tools.GitServer(lab.workdir) as server:
+    with lab_tools.GitServer(lab) as server:
         yield server
 
 
@@ -114,7 +114,10 @@ def provisioned(lab, git_server) -> Provisioned:
     inventory = lab_tools.write_inventory(lab, [host], lab.workdir / "inventory.py",
                                           api_repo=git_server.repo("api"), app_repo=git_server.repo("app"))
     bootstrap = lab_tools.bootstrap(inventory)
-    lab_tools.load_standins(host)
+    try:
+        lab_tools.load_images(host)
+    except lab_tools.ImageUnavailable as error:
+        pytest.exit(str(error), returncode=1)  # one clear line, never a silent fallback to doubles
     rules, parked = _without_sudo_rights(host)
     try:
         for user in (ADMIN_USER, "kono"):

@@ -30,7 +30,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # tear down on SIGTERM as on Ctrl-C
 
     started = time.monotonic()
-    with Lab() as lab, lab_tools.GitServer(lab.workdir) as git:  # git: the sample API and app
+    with Lab() as lab, lab_tools.GitServer(lab) as git:  # git: the sample API and app
         say("booting a fresh Debian 13 server (systemd-nspawn)")
         host = lab.boot()
         # The operator's maintainer passwords: random for the demo, in the lab's git-ignored secrets dir.
@@ -41,7 +41,7 @@ def main() -> int:
         say(f"server {host.address} is up; bootstrap (Docker, deploy user), as admin with sudo")
         lab_tools.bootstrap(inventory)
         say("building local test doubles of the official images inside it (no registry here)")
-        lab_tools.load_standins(host)
+        lab_tools.load_images(host)
         say("deploy, as the deploy user kono, without sudo")
         lab_tools.deploy(inventory)
         say("second deploy: nothing to change")

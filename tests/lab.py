@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from shlex import quote
 import shutil
 import signal
 import socket
@@ -24,7 +25,7 @@ from docker.transport.sshconn import SSHHTTPAdapter
 
 from kono.deploy_run import deploy_commit
 from kono.services import container_name, secret
-from tests.testhost import SUBNET, Lab, TestHost, cached_rootfs
+from tests.testhost import Lab, TestHost, cached_rootfs, die_with_parent
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = Path(__file__).resolve().parent / "images"
@@ -131,18 +132,41 @@ def rotate(inventory: Path, key: str, *args: str, **kwargs) -> Run:
     return pyinfra(inventory, "rotate.py", *args, "--data", f"rotate={key}", **kwargs)
 
 
-def load_standins(host: TestHost, user: str = DEPLOY_USER) -> None:
-    """Build the test doubles of the official images inside the host's Docker (see images/README.md)."""
+IMAGE_MODES = ("doubles", "official")
+
+
+def image_mode() -> str:
+    """KONO_TEST_IMAGES: "doubles" (default; built here, no registry needed) or "official"."""
+    mode = os.environ.get("KONO_TEST_IMAGES", "doubles")
+    if mode not in IMAGE_MODES:
+        raise ValueError(f"KONO_TEST_IMAGES: expected one of {', '.join(IMAGE_MODES)}, got {mode!r}")
+    return mode
+
+
+class ImageUnavailable(RuntimeError):
+    """An official image could not be pulled: the run stops; it never falls back to a double."""
+
+
+def load_images(host: TestHost, user: str = DEPLOY_USER) -> None:
+    """The images the stack pins, in the host's Docker: test doubles built here (images/README.md),
+    or, with KONO_TEST_IMAGES=official, the official images pulled from their registry."""
+    tags = [DEFAULTS[knob] for knob in STANDINS.values()]
+    if image_mode() == "official":
+        for tag in tags:
+            pulled = host.ssh(f"docker pull --quiet {tag}", user=user, check=False, timeout=900)
+            if pulled.returncode != 0:
+                reason = (pulled.stderr.strip().splitlines() or ["no output"])[-1]
+                raise ImageUnavailable(f"KONO_TEST_IMAGES=official: cannot pull {tag} on the test host: {reason}")
+        return
     base = cached_rootfs("image-base", ["--variant=minbase"])
     with open(base, "rb") as tar:
         subprocess.run([*host.ssh_args(user), f"docker import - {BASE_IMAGE}"], stdin=tar,
                        check=True, capture_output=True, timeout=300)
-    tags = group_defaults()
 
     def build(folder: str) -> None:
         context = subprocess.run(["tar", "-C", IMAGES / folder, "-c", "."], capture_output=True,
                                  check=True).stdout
-        proc = host.ssh(f"docker build --quiet --tag {tags[STANDINS[folder]]} -", user=user,
+        proc = host.ssh(f"docker build --quiet --tag {DEFAULTS[STANDINS[folder]]} -", user=user,
                         input=context, check=False, timeout=600)
         if proc.returncode != 0:
             raise RuntimeError(f"building the {folder} stand-in failed:\n{proc.stderr.decode()[-3000:]}")
@@ -222,19 +246,20 @@ class GitServer:
     """Bare repositories of the sample API and app, served read-only by `git daemon` on the lab's
     bridge address, where the maintainer container clones from."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, lab: Lab) -> None:
+        workdir, address = lab.workdir, lab.gateway
         self.root = workdir / "git"
         self.root.mkdir()
-        self.port = _free_port(f"{SUBNET}.1")
-        self.url = f"git://{SUBNET}.1:{self.port}"
+        self.port = _free_port(address)
+        self.url = f"git://{address}:{self.port}"
         self._proc = subprocess.Popen(
             ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={self.root}",
-             f"--listen={SUBNET}.1", f"--port={self.port}", str(self.root)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+             f"--listen={address}", f"--port={self.port}", str(self.root)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with socket.socket() as probe:
-                if probe.connect_ex((f"{SUBNET}.1", self.port)) == 0:
+                if probe.connect_ex((address, self.port)) == 0:
                     break
             time.sleep(0.1)
         for name in ("api", "app"):

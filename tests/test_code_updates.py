@@ -6,7 +6,8 @@ import urllib.request
 
 import pytest
 
-from tests.lab import host_secret, mysql
+from tests import lab as lab_tools
+from tests.lab import container, host_secret, mysql
 
 pytestmark = pytest.mark.e2e
 
@@ -63,8 +64,35 @@ def test_the_api_reads_db_production_with_the_api_users_credentials(provisioned)
     assert json.loads(body)["message"] == "hello from db_production"
 
 
-def test_api_and_nginx_logs_are_readable_in_the_maintainer(provisioned):
+def nginx_logs_reach_the_maintainer_and_docker(provisioned, marker: str) -> None:
+    get(provisioned, f"/api/health?from={marker}")
+    get(provisioned, f"/static/no-such-page-{marker}")  # nginx logs the failed open() as an error
+    access = provisioned.maintainer("test ! -L /var/log/nginx/access.log && cat /var/log/nginx/access.log",
+                                    check=False)
+    assert access.returncode == 0 and f"/api/health?from={marker}" in access.stdout, access
+    errors = provisioned.maintainer("cat /var/log/nginx/error.log").stdout
+    assert f"no-such-page-{marker}" in errors
+    docker_logs = provisioned.host.ssh(f"docker logs {container('nginx')} 2>&1", user=lab_tools.DEPLOY_USER).stdout
+    assert f"/api/health?from={marker}" in docker_logs and f"no-such-page-{marker}" in docker_logs
+
+
+def test_api_and_nginx_logs_are_readable_in_the_maintainer_and_in_docker_logs(provisioned):
     get(provisioned, "/api/health?from=logs-test")
     assert eventually(lambda: "/api/health?from=logs-test" in provisioned.maintainer(
         "cat /var/log/api/api.log").stdout, timeout=10)
-    assert "/api/health?from=logs-test" in provisioned.maintainer("cat /var/log/nginx/access.log").stdout
+    nginx_logs_reach_the_maintainer_and_docker(provisioned, "logs-test")
+
+
+def test_an_nginx_log_volume_holding_the_images_symlinks_is_repaired_by_the_next_deploy(provisioned):
+    """As on a host deployed before this fix with the official image: the volume holds the image's
+    /var/log/nginx, i.e. access.log -> /dev/stdout and error.log -> /dev/stderr."""
+    provisioned.wait_healthy()
+    nginx = container("nginx")
+    volume = f"{lab_tools.DEFAULTS['compose_project']}_nginx_log"
+    provisioned.host.ssh(
+        f"docker stop --time 5 {nginx} && docker run --rm -v {volume}:/logs --entrypoint sh "
+        f"{lab_tools.DEFAULTS['nginx_image']} -c 'ln -sf /dev/stdout /logs/access.log && "
+        "ln -sf /dev/stderr /logs/error.log'", user=lab_tools.DEPLOY_USER)
+    assert provisioned.deploy("--json").changes == 1  # the bring-up, nothing else
+    provisioned.wait_healthy()
+    nginx_logs_reach_the_maintainer_and_docker(provisioned, "after-repair")

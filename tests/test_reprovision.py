@@ -42,7 +42,7 @@ def test_backup_and_reprovision_onto_a_fresh_host(provisioned, lab, git_server, 
                                               local_secrets_dir=str(backup / "secrets"),
                                               api_repo=git_server.repo("api"), app_repo=git_server.repo("app"))
         lab_tools.bootstrap(inventory)
-        lab_tools.load_standins(b)
+        lab_tools.load_images(b)
         passwords = {f"KONO_MAINTAINER_PASSWORD_{login.upper()}": password
                      for login, password in provisioned.passwords.items()}
         lab_tools.deploy(inventory, env=passwords)

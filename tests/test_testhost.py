@@ -18,7 +18,7 @@ def test_fresh_host_is_a_cloud_like_server_and_leaves_nothing_behind():
         pid, root = host._proc.pid, host.root
 
         # A host key that is not the pinned one is refused, never trusted on first use.
-        lab.known_hosts.write_text(lab.known_hosts.read_text().replace(host.address, "10.231.0.254"))
+        lab.known_hosts.write_text(lab.known_hosts.read_text().replace(host.address, f"{lab.subnet}.254"))
         refused = host.ssh("true", check=False)
         assert refused.returncode == 255
     assert not root.exists()

@@ -26,7 +26,9 @@ import contextlib
 import ctypes
 import fcntl
 import hashlib
+import ipaddress
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -38,12 +40,13 @@ from pathlib import Path
 
 HOST_PACKAGES = "mmdebstrap systemd-container iptables iproute2 openssh-client"
 CACHE_DIR = Path(os.environ.get("KONO_CACHE", "/var/cache/kono-infra"))
-MIRROR = os.environ.get("KONO_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 SUITE = "trixie"
 BRIDGE = "br-kono"
-SUBNET = "10.231.0"  # one /24 for every throwaway host on this machine; .1 is the bridge
+# The /24s the lab may use, first free one wins; .1 is the bridge. Every run on this machine shares one.
+SUBNET_CANDIDATES = tuple(f"10.231.{n}" for n in range(0, 256, 17))
 ADMIN_USER = "admin"
 LOCK_DIR = Path("/run/kono-testhost")  # one file per address in use, holding the owner's PID
+NETWORK_LOCK = LOCK_DIR / "network.lock"  # held while the bridge is made, joined or removed
 
 HOST_ROOTFS_ARGS = [
     "--variant=minbase",
@@ -68,12 +71,65 @@ def run(*cmd: str | Path, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([str(c) for c in cmd], **kwargs)
 
 
+def debian_mirror(os_release: str | None = None, sources: list[str] | None = None) -> str:
+    """The Debian mirror this machine's apt uses (the first URI of a main suite, not security), or
+    $KONO_DEBIAN_MIRROR. On a machine that is not Debian, $KONO_DEBIAN_MIRROR is required."""
+    if os.environ.get("KONO_DEBIAN_MIRROR"):
+        return os.environ["KONO_DEBIAN_MIRROR"]
+    if os_release is None:
+        os_release = Path("/etc/os-release").read_text()
+    if "ID=debian" not in os_release.splitlines():
+        raise RuntimeError("this machine is not Debian: set KONO_DEBIAN_MIRROR to a Debian mirror "
+                           "(e.g. http://deb.debian.org/debian) for the test host's root filesystem")
+    if sources is None:
+        files = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+        sources = [f.read_text() for f in files if f.is_file() and f.suffix in (".list", ".sources")]
+    for text in sources:
+        for uri, suites in _apt_entries(text):
+            if "security" not in uri and any("-" not in suite for suite in suites):
+                return uri.rstrip("/")
+    raise RuntimeError("found no Debian mirror in /etc/apt: set KONO_DEBIAN_MIRROR")
+
+
+ONE_LINE_DEB = re.compile(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)")
+
+
+def _apt_entries(text: str) -> list[tuple[str, list[str]]]:
+    """(URI, suites) of each `deb` entry of an apt sources file, one-line or deb822."""
+    entries = [(m.group(1), [m.group(2)]) for m in map(ONE_LINE_DEB.match, text.splitlines()) if m]
+    for stanza in text.split("\n\n"):
+        fields = {}
+        for line in stanza.splitlines():
+            if ":" in line and not line.startswith((" ", "#")):
+                key, value = line.split(":", 1)
+                fields[key.strip().lower()] = value.split()
+        if "deb" in fields.get("types", []) and fields.get("enabled", ["yes"]) != ["no"]:
+            entries.extend((uri, fields.get("suites", [])) for uri in fields.get("uris", []))
+    return entries
+
+
+def free_subnet(routes: str, candidates: tuple[str, ...] = SUBNET_CANDIDATES) -> str:
+    """The first candidate /24 that no route of ``ip -4 route show`` (given) overlaps."""
+    taken = []
+    for line in routes.splitlines():
+        destination = line.split()[0] if line.split() else ""
+        if destination and destination != "default":
+            taken.append(ipaddress.ip_network(destination, strict=False))
+    for subnet in candidates:
+        network = ipaddress.ip_network(f"{subnet}.0/24")
+        if not any(network.overlaps(other) for other in taken):
+            return subnet
+    raise RuntimeError(f"every lab subnet ({candidates[0]}.0/24 ...) is routed elsewhere on this machine: "
+                       "free one, or stop the other lab")
+
+
 def cached_rootfs(name: str, mmdebstrap_args: list[str]) -> Path:
     """A Debian ``SUITE`` root filesystem as a tar, built once with mmdebstrap and kept in CACHE_DIR.
 
     The file name carries a digest of the recipe, so changing the recipe builds a new one.
     """
-    recipe = "\n".join([SUITE, MIRROR, *mmdebstrap_args])
+    mirror = debian_mirror()
+    recipe = "\n".join([SUITE, mirror, *mmdebstrap_args])
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:12]
     target = CACHE_DIR / f"{name}-{SUITE}-{digest}.tar"
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -81,10 +137,43 @@ def cached_rootfs(name: str, mmdebstrap_args: list[str]) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two runs building the same tar wait for each other
         if not target.exists():
             partial = target.with_suffix(".partial")
-            run("mmdebstrap", "--quiet", "--format=tar", *mmdebstrap_args, SUITE, partial, MIRROR,
+            run("mmdebstrap", "--quiet", "--format=tar", *mmdebstrap_args, SUITE, partial, mirror,
                 stdout=subprocess.DEVNULL)
             partial.rename(target)
     return target
+
+
+def _nat_rule(subnet: str) -> list[str]:
+    # Not "! -o BRIDGE": bridged traffic passes iptables here, so that form would also rewrite
+    # traffic between hosts of another bridge on the same subnet.
+    return ["POSTROUTING", "-s", f"{subnet}.0/24", "!", "-d", f"{subnet}.0/24", "-j", "MASQUERADE"]
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _live_users() -> list[int]:
+    """The runs (PIDs) registered as using the bridge that are still alive; forget dead ones."""
+    users = []
+    for entry in LOCK_DIR.glob("user.*"):
+        pid = int(entry.name.split(".", 1)[1])
+        if _alive(pid):
+            users.append(pid)
+        else:
+            entry.unlink(missing_ok=True)
+    return users
 
 
 def _nameserver() -> str:
@@ -95,8 +184,9 @@ def _nameserver() -> str:
     raise RuntimeError("no nameserver in /etc/resolv.conf: the test host would have no DNS")
 
 
-def _die_with_parent() -> None:
-    # nspawn gets SIGTERM (a clean poweroff) if the thread supervising it dies with our process.
+def die_with_parent() -> None:
+    """For Popen's preexec_fn: the child gets SIGTERM when the thread that started it dies (nspawn: a
+    clean poweroff), in a session of its own."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     os.setsid()
 
@@ -168,7 +258,7 @@ class TestHost:
                 while True:
                     self._proc = subprocess.Popen(
                         cmd, env=env, stdin=subprocess.DEVNULL, stdout=console, stderr=console,
-                        preexec_fn=_die_with_parent,
+                        preexec_fn=die_with_parent,
                     )
                     self.boots += 1
                     ready.set()
@@ -215,18 +305,21 @@ class Lab:
         self.known_hosts.touch()
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kono-lab", "-f", self.key)
         self.public_key = self.key.with_suffix(".pub").read_text().strip()
+        self.hosts: list[TestHost] = []
+        self._rootfs = cached_rootfs("host", HOST_ROOTFS_ARGS)
+        self.subnet = self._network_up()  # "10.231.N": the lab's /24, shared by every run on this machine
         # For ssh, scp and testinfra: the lab's key, and strict checking against the lab's known_hosts.
         self.ssh_config = self.workdir / "ssh_config"
         self.ssh_config.write_text(
-            f"Host {SUBNET}.*\n  IdentityFile {self.key}\n  IdentitiesOnly yes\n"
+            f"Host {self.subnet}.*\n  IdentityFile {self.key}\n  IdentitiesOnly yes\n"
             f"  UserKnownHostsFile {self.known_hosts}\n  StrictHostKeyChecking yes\n"
             "  BatchMode yes\n  ConnectTimeout 5\n  LogLevel ERROR\n"
         )
-        self.hosts: list[TestHost] = []
-        self._made_bridge = False
-        self._made_nat_rule = False
-        self._rootfs = cached_rootfs("host", HOST_ROOTFS_ARGS)
-        self._network_up()
+
+    @property
+    def gateway(self) -> str:
+        """The machine's address on the lab's bridge: what the test hosts reach it at."""
+        return f"{self.subnet}.1"
 
     def __enter__(self) -> Lab:
         return self
@@ -235,56 +328,59 @@ class Lab:
         self.close()
 
     # -- network -----------------------------------------------------------------------------
-    def _network_up(self) -> None:
-        if run("ip", "link", "show", BRIDGE, check=False, capture_output=True).returncode != 0:
-            run("ip", "link", "add", BRIDGE, "type", "bridge")
-            run("ip", "addr", "add", f"{SUBNET}.1/24", "dev", BRIDGE)
-            self._made_bridge = True
-        run("ip", "link", "set", BRIDGE, "up")
-        Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
-        nat = ["-t", "nat", "POSTROUTING", "-s", f"{SUBNET}.0/24", "!", "-o", BRIDGE, "-j", "MASQUERADE"]
-        if run("iptables", nat[0], nat[1], "-C", *nat[2:], check=False, capture_output=True).returncode:
-            run("iptables", nat[0], nat[1], "-A", *nat[2:])
-            self._made_nat_rule = True
+    # Every run on this machine shares one bridge. Each run registers itself while it uses it; the
+    # last one to leave removes the bridge and its NAT rule, whichever run made them.
+    def _network_up(self) -> str:
+        LOCK_DIR.mkdir(parents=True, exist_ok=True)
+        with _locked(NETWORK_LOCK):
+            (LOCK_DIR / f"user.{os.getpid()}").write_text("")
+            if run("ip", "link", "show", BRIDGE, check=False, capture_output=True).returncode == 0:
+                address = run("ip", "-4", "-o", "addr", "show", "dev", BRIDGE, capture_output=True,
+                              text=True).stdout.split()[3]
+                subnet = address.rsplit(".", 1)[0]
+            else:
+                # A subnet another interface already routes would swallow the lab's traffic silently.
+                routes = run("ip", "-4", "route", "show", capture_output=True, text=True).stdout
+                subnet = free_subnet(routes)
+                run("ip", "link", "add", BRIDGE, "type", "bridge")
+                run("ip", "addr", "add", f"{subnet}.1/24", "dev", BRIDGE)
+            run("ip", "link", "set", BRIDGE, "up")
+            Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+            nat = _nat_rule(subnet)
+            if run("iptables", "-t", "nat", "-C", *nat, check=False, capture_output=True).returncode:
+                run("iptables", "-t", "nat", "-A", *nat)
+        return subnet
 
     def _network_down(self) -> None:
-        if not self._made_bridge:
-            return
-        # Leave the bridge to another run that still has hosts on it. A stopped host's veth may
-        # take a moment to go away.
-        ports = Path(f"/sys/class/net/{BRIDGE}/brif")
-
-        def in_use() -> bool:
-            return ports.exists() and any(ports.iterdir())
-
-        end = time.monotonic() + 10
-        while in_use() and time.monotonic() < end:
-            time.sleep(0.2)
-        if not in_use():
-            run("ip", "link", "del", BRIDGE, check=False)
-            if self._made_nat_rule:
-                run("iptables", "-t", "nat", "-D", "POSTROUTING", "-s", f"{SUBNET}.0/24", "!", "-o",
-                    BRIDGE, "-j", "MASQUERADE", check=False)
+        with _locked(NETWORK_LOCK):
+            (LOCK_DIR / f"user.{os.getpid()}").unlink(missing_ok=True)
+            if _live_users():
+                return  # another run still uses the bridge
+            ports = Path(f"/sys/class/net/{BRIDGE}/brif")
+            end = time.monotonic() + 10  # a stopped host's veth may take a moment to go away
+            while ports.exists() and any(ports.iterdir()) and time.monotonic() < end:
+                time.sleep(0.2)
+            run("ip", "link", "del", BRIDGE, check=False, capture_output=True)
+            while run("iptables", "-t", "nat", "-D", *_nat_rule(self.subnet), check=False,
+                      capture_output=True).returncode == 0:
+                pass
 
     def claim_address(self) -> str:
         LOCK_DIR.mkdir(parents=True, exist_ok=True)
         for n in range(10, 250):
-            lock = LOCK_DIR / f"{SUBNET}.{n}"
+            lock = LOCK_DIR / f"{self.subnet}.{n}"
             with contextlib.suppress(FileNotFoundError, ValueError):
-                owner = int(lock.read_text())
-                try:
-                    os.kill(owner, 0)
+                if _alive(int(lock.read_text())):
                     continue  # in use by a live run
-                except ProcessLookupError:
-                    lock.unlink()  # left behind by a run that died
+                lock.unlink()  # left behind by a run that died
             try:
                 fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 continue
             os.write(fd, str(os.getpid()).encode())
             os.close(fd)
-            return f"{SUBNET}.{n}"
-        raise RuntimeError(f"no free address left in {SUBNET}.0/24")
+            return f"{self.subnet}.{n}"
+        raise RuntimeError(f"no free address left in {self.subnet}.0/24")
 
     def release_address(self, address: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -330,7 +426,7 @@ class Lab:
         nameserver = _nameserver()
         (root / "etc/systemd/network/10-host0.network").write_text(
             f"[Match]\nName=host0\n\n[Network]\nAddress={host.address}/24\n"
-            f"Gateway={SUBNET}.1\nDNS={nameserver}\n"
+            f"Gateway={self.gateway}\nDNS={nameserver}\n"
         )
         resolv = root / "etc/resolv.conf"
         resolv.unlink(missing_ok=True)

@@ -1,0 +1,112 @@
+"""The images the stack runs on behave as the official ones do: every row of the behaviour table in
+tests/images/README.md, checked on the test host against the images in use, the test doubles by
+default and the pulled official images with KONO_TEST_IMAGES=official. A double kinder than its
+official image fails here."""
+
+import pytest
+
+from tests import lab as lab_tools
+from tests.lab import DEFAULTS
+
+pytestmark = pytest.mark.e2e
+
+MYSQL, NGINX, NODE, UBUNTU = (DEFAULTS[k] for k in ("mysql_image", "nginx_image", "node_image",
+                                                      "maintainer_base_image"))
+
+# Sourced: runs inside the entrypoint (its helpers defined), after the step-down to mysql.
+SOURCED = """echo "sourced uid=$(id -u) helper=$(type docker_process_sql >/dev/null 2>&1 && echo yes || echo no)" \
+  > /var/lib/mysql/sourced.txt
+echo "root-only readable=$(cat /run/secrets/root_only >/dev/null 2>&1 && echo yes || echo no)" >> /var/lib/mysql/sourced.txt
+docker_process_sql <<<"CREATE TABLE made_by_sourced (n INT);"
+"""
+# Executable: run as its own process, so the entrypoint's functions are not defined in it.
+EXECUTED = """#!/bin/bash
+echo "executed uid=$(id -u) helper=$(type docker_process_sql >/dev/null 2>&1 && echo yes || echo no)" \
+  > /var/lib/mysql/executed.txt
+"""
+
+
+def sh(provisioned, command: str, check: bool = True):
+    return provisioned.host.ssh(command, user=lab_tools.DEPLOY_USER, check=check)
+
+
+def run_in(provisioned, image: str, script: str, user: str = "") -> str:
+    """A script in a throwaway container of the image, its own entrypoint bypassed."""
+    as_user = f"--user {user} " if user else ""
+    return sh(provisioned, f"docker run --rm {as_user}--entrypoint sh {image} -c {lab_tools.quote(script)}").stdout
+
+
+@pytest.fixture(scope="module")
+def mysql_first_start(provisioned):
+    """A first start of the mysql image with a root-only password file and one init script of each
+    kind, the way the stack starts it (root password by *_FILE). Yields a shell in the container."""
+    workdir = "/srv/kono/.kono/image-test"
+    name = "kono-image-test-mysql"
+    sh(provisioned, f"rm -rf {workdir} && mkdir -p {workdir}/init && cd {workdir} && "
+                    "umask 077 && printf 'Root-Pa55-word-for-the-test' > root_only && "
+                    f"printf %s {lab_tools.quote(SOURCED)} > init/10-sourced.sh && "
+                    f"printf %s {lab_tools.quote(EXECUTED)} > init/20-executed.sh && "
+                    "chmod 0644 init/10-sourced.sh && chmod 0755 init/20-executed.sh")
+    sh(provisioned, f"docker run -d --name {name} -e MYSQL_ROOT_PASSWORD_FILE=/run/secrets/root_only "
+                    f"-e MYSQL_DATABASE=probe -v {workdir}/root_only:/run/secrets/root_only:ro "
+                    f"-v {workdir}/init:/docker-entrypoint-initdb.d:ro {MYSQL}")
+    try:
+        waited = sh(provisioned, f"for i in $(seq 180); do docker logs {name} 2>&1 | grep -q 'init process done' "
+                                 "&& exit 0; sleep 1; done; exit 1", check=False)
+        assert waited.returncode == 0, sh(provisioned, f"docker logs {name} 2>&1 | tail -30").stdout
+        yield lambda command: sh(provisioned, f"docker exec {name} sh -c {lab_tools.quote(command)}", check=False)
+    finally:
+        sh(provisioned, f"docker rm -f {name}; rm -rf {workdir}", check=False)
+
+
+def test_mysql_reads_file_secrets_as_root_then_runs_init_scripts_as_mysql_999(mysql_first_start):
+    sourced = mysql_first_start("cat /var/lib/mysql/sourced.txt").stdout
+    assert "sourced uid=999 helper=yes" in sourced
+    assert "root-only readable=no" in sourced  # init scripts run after the step-down
+    assert "executed uid=999 helper=no" in mysql_first_start("cat /var/lib/mysql/executed.txt").stdout
+
+
+def test_mysql_creates_root_for_any_host_and_the_database_and_listens_on_its_socket(mysql_first_start):
+    query = ("MYSQL_PWD=Root-Pa55-word-for-the-test mysql -uroot -N -e "
+             "\"SELECT host FROM mysql.user WHERE user = 'root' ORDER BY host; SHOW TABLES FROM probe\"")
+    out = mysql_first_start(query)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["%", "localhost", "made_by_sourced"]
+    assert mysql_first_start("test -S /var/run/mysqld/mysqld.sock").returncode == 0
+    for client in ("mysql", "mysqladmin", "mysqldump"):
+        assert mysql_first_start(f"command -v {client}").returncode == 0, client
+
+
+def test_nginx_logs_are_symlinks_to_stdout_and_stderr_in_the_image(provisioned):
+    links = run_in(provisioned, NGINX, "readlink /var/log/nginx/access.log /var/log/nginx/error.log")
+    assert links.split() == ["/dev/stdout", "/dev/stderr"]
+
+
+def test_nginx_workers_run_as_nginx_101_and_it_stops_on_sigquit(provisioned):
+    assert run_in(provisioned, NGINX, "id -u nginx; id -g nginx").split() == ["101", "101"]
+    scan = ("for p in /proc/[0-9]*; do case \"$(tr -d '\\000' < $p/cmdline 2>/dev/null)\" in "
+            "'nginx: worker process'*) awk '/^Uid:/ {print $2}' $p/status;; esac; done")
+    workers = sh(provisioned, f"docker exec {lab_tools.container('nginx')} sh -c {lab_tools.quote(scan)}").stdout.split()
+    assert workers and set(workers) == {"101"}
+    config = sh(provisioned, f"docker image inspect -f '{{{{.Config.StopSignal}}}} {{{{json .Config.Entrypoint}}}}' "
+                             f"{NGINX}").stdout.split()
+    assert config == ["SIGQUIT", '["/docker-entrypoint.sh"]']
+    found = run_in(provisioned, NGINX, "ls /docker-entrypoint.d; command -v curl")
+    assert "10-listen-on-ipv6-by-default.sh" in found and "/curl" in found
+
+
+def test_node_runs_as_root_with_a_node_user_1000_and_has_no_curl_or_git(provisioned):
+    assert sh(provisioned, f"docker image inspect -f '{{{{.Config.User}}}}' {NODE}").stdout.strip() == ""
+    assert run_in(provisioned, NODE, "id -u node; id -g node").split() == ["1000", "1000"]
+    assert run_in(provisioned, NODE, "command -v curl wget git || true").strip() == ""
+    # What the stack uses of Node: global fetch (the healthcheck), fs.watchFile and http (start.js).
+    used = run_in(provisioned, NODE, "node -e \"console.log(typeof fetch, typeof require('fs').watchFile, "
+                                     "typeof require('http').createServer, process.versions.node)\"").split()
+    assert used[:3] == ["function", "function", "function"]
+    if lab_tools.image_mode() == "official":
+        assert used[3].split(".")[0] == NODE.split(":")[1].split("-")[0]
+
+
+def test_ubuntu_has_user_ubuntu_1000_and_no_wheel_group(provisioned):
+    out = run_in(provisioned, UBUNTU, "id -u ubuntu; getent group wheel || echo no-wheel; command -v apt-get")
+    assert out.split() == ["1000", "no-wheel", "/usr/bin/apt-get"]

@@ -1,0 +1,52 @@
+"""The lab's pure parts: which subnet it takes, which Debian mirror it builds from."""
+
+import pytest
+
+from tests.testhost import SUBNET_CANDIDATES, debian_mirror, free_subnet
+
+ROUTES = """default via 192.0.2.1 dev eth0
+192.0.2.0/24 dev eth0 proto kernel scope link src 192.0.2.2
+"""
+DEBIAN = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\n'
+UBUNTU = 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\n'
+DEB822 = """Types: deb
+# http://snapshot.debian.org/archive/debian/20250520T000000Z
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+"""
+
+
+def test_the_first_candidate_when_nothing_routes_it():
+    assert free_subnet(ROUTES) == SUBNET_CANDIDATES[0]
+
+
+def test_a_subnet_another_interface_routes_is_skipped():
+    """A second bridge (another lab, a VPN) on 10.231.0.0/24 made the lab hang at "booting"."""
+    clash = ROUTES + "10.231.0.0/24 dev br-other proto kernel scope link src 10.231.0.1\n"
+    assert free_subnet(clash) == SUBNET_CANDIDATES[1]
+    wide = ROUTES + "10.0.0.0/8 dev tun0 scope link\n"
+    with pytest.raises(RuntimeError, match="every lab subnet .* is routed elsewhere"):
+        free_subnet(wide)
+
+
+def test_the_mirror_comes_from_apt_not_security(monkeypatch):
+    monkeypatch.delenv("KONO_DEBIAN_MIRROR", raising=False)
+    assert debian_mirror(DEBIAN, [DEB822]) == "http://deb.debian.org/debian"
+    one_line = "deb [signed-by=/k.gpg] http://mirror.example/debian/ trixie main\n"
+    assert debian_mirror(DEBIAN, ["deb http://security.debian.org/ trixie-security main\n", one_line]) \
+        == "http://mirror.example/debian"
+
+
+def test_a_machine_that_is_not_debian_must_name_a_mirror(monkeypatch):
+    monkeypatch.delenv("KONO_DEBIAN_MIRROR", raising=False)
+    with pytest.raises(RuntimeError, match="set KONO_DEBIAN_MIRROR"):
+        debian_mirror(UBUNTU, ["deb http://archive.ubuntu.com/ubuntu noble main\n"])
+    monkeypatch.setenv("KONO_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+    assert debian_mirror(UBUNTU, []) == "http://deb.debian.org/debian"
