@@ -1,10 +1,11 @@
 """The throwaway host itself: a fresh cloud-like server, reached with strict host keys, cleaned up."""
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from tests.testhost import Lab
+from tests.testhost import BRIDGE, Lab, nat_rule
 
 pytestmark = pytest.mark.e2e
 
@@ -23,3 +24,13 @@ def test_fresh_host_is_a_cloud_like_server_and_leaves_nothing_behind():
         assert refused.returncode == 255
     assert not root.exists()
     assert subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode != 0
+
+
+def test_a_lab_that_ends_leaves_the_bridge_to_a_lab_still_using_it():
+    """Labs share one bridge (the session's, a test's own, another run's): the last one removes it."""
+    with Lab() as first:
+        with Lab() as second:
+            assert second.subnet == first.subnet
+        assert Path(f"/sys/class/net/{BRIDGE}").exists(), "the bridge went while a lab still used it"
+        assert subprocess.run(["iptables", "-t", "nat", "-C", *nat_rule(first.subnet)],
+                              capture_output=True).returncode == 0

@@ -143,7 +143,7 @@ def cached_rootfs(name: str, mmdebstrap_args: list[str]) -> Path:
     return target
 
 
-def _nat_rule(subnet: str) -> list[str]:
+def nat_rule(subnet: str) -> list[str]:
     # Not "! -o BRIDGE": bridged traffic passes iptables here, so that form would also rewrite
     # traffic between hosts of another bridge on the same subnet.
     return ["POSTROUTING", "-s", f"{subnet}.0/24", "!", "-d", f"{subnet}.0/24", "-j", "MASQUERADE"]
@@ -168,7 +168,7 @@ def _live_users() -> list[int]:
     """The runs (PIDs) registered as using the bridge that are still alive; forget dead ones."""
     users = []
     for entry in LOCK_DIR.glob("user.*"):
-        pid = int(entry.name.split(".", 1)[1])
+        pid = int(entry.name.split(".")[1])
         if _alive(pid):
             users.append(pid)
         else:
@@ -330,10 +330,15 @@ class Lab:
     # -- network -----------------------------------------------------------------------------
     # Every run on this machine shares one bridge. Each run registers itself while it uses it; the
     # last one to leave removes the bridge and its NAT rule, whichever run made them.
+    @property
+    def _registration(self) -> Path:
+        # Per lab, not per process: a test may run a second lab beside the session's.
+        return LOCK_DIR / f"user.{os.getpid()}.{id(self)}"
+
     def _network_up(self) -> str:
         LOCK_DIR.mkdir(parents=True, exist_ok=True)
         with _locked(NETWORK_LOCK):
-            (LOCK_DIR / f"user.{os.getpid()}").write_text("")
+            self._registration.write_text("")
             if run("ip", "link", "show", BRIDGE, check=False, capture_output=True).returncode == 0:
                 address = run("ip", "-4", "-o", "addr", "show", "dev", BRIDGE, capture_output=True,
                               text=True).stdout.split()[3]
@@ -346,14 +351,14 @@ class Lab:
                 run("ip", "addr", "add", f"{subnet}.1/24", "dev", BRIDGE)
             run("ip", "link", "set", BRIDGE, "up")
             Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
-            nat = _nat_rule(subnet)
+            nat = nat_rule(subnet)
             if run("iptables", "-t", "nat", "-C", *nat, check=False, capture_output=True).returncode:
                 run("iptables", "-t", "nat", "-A", *nat)
         return subnet
 
     def _network_down(self) -> None:
         with _locked(NETWORK_LOCK):
-            (LOCK_DIR / f"user.{os.getpid()}").unlink(missing_ok=True)
+            self._registration.unlink(missing_ok=True)
             if _live_users():
                 return  # another run still uses the bridge
             ports = Path(f"/sys/class/net/{BRIDGE}/brif")
@@ -361,7 +366,7 @@ class Lab:
             while ports.exists() and any(ports.iterdir()) and time.monotonic() < end:
                 time.sleep(0.2)
             run("ip", "link", "del", BRIDGE, check=False, capture_output=True)
-            while run("iptables", "-t", "nat", "-D", *_nat_rule(self.subnet), check=False,
+            while run("iptables", "-t", "nat", "-D", *nat_rule(self.subnet), check=False,
                       capture_output=True).returncode == 0:
                 pass
 
