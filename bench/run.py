@@ -84,6 +84,56 @@ def idle_cpu_percent(host: TestHost, seconds: float) -> float:
     return (after - before) / 1e6 / (time.monotonic() - start) * 100
 
 
+def zero_downtime(host: TestHost, inventory: Path, git: lab_tools.GitServer, seconds: float) -> dict:
+    """Each kind of change under load (4 clients on /api/health and /api/greeting through nginx):
+    requests, failed requests, the longest answer, and how long failures lasted."""
+    def maintainer(command: str) -> str:
+        return subprocess.run([*host.ssh_args("sysop", port=lab_tools.DEFAULTS["maintainer_ssh_port"]), command],
+                              check=True, capture_output=True, text=True, timeout=600).stdout
+
+    def compose(command: str) -> None:
+        host.ssh(f"cd {lab_tools.PROJECT_DIR} && docker compose {command}", user=lab_tools.DEPLOY_USER)
+
+    lab_tools.pin_maintainer_host_key(host)
+    maintainer("kono-deploy")
+    password = lab_tools.host_secret(host, "production", "db_api_password")
+    lab_tools.mysql(host, "api", password, "CREATE TABLE IF NOT EXISTS greetings (id INT AUTO_INCREMENT "
+                                           "PRIMARY KEY, message VARCHAR(64)); INSERT INTO greetings (message) VALUES ('bench');")
+    changes = {
+        "new API code (kono-deploy api)": lambda: (git.push_api("bench-2"), maintainer("kono-deploy api")),
+        "rollback (kono-deploy --rollback api)": lambda: maintainer("kono-deploy --rollback api"),
+        "api container replaced (rotated production/api_key)":
+            lambda: lab_tools.rotate(inventory, "production/api_key"),
+        "nginx configuration (server_name; reload)":
+            lambda: lab_tools.deploy(inventory, "--data", "server_name=bench.example _"),
+        "a deploy that changes nothing": lambda: lab_tools.deploy(inventory, "--data", "server_name=bench.example _"),
+        "maintainer recreated (its configuration)": lambda: compose("up -d --wait --force-recreate maintainer"),
+        "docker compose restart api (not a deploy; for comparison)": lambda: compose("restart api"),
+        "api recreated in place (not a deploy; for comparison)": lambda: compose("up -d --wait --force-recreate api"),
+        "db_production recreated (e.g. its image)": lambda: compose("up -d --wait --force-recreate db_production"),
+        "nginx recreated (e.g. its image)": lambda: compose("up -d --wait --force-recreate nginx"),
+    }
+    results = {}
+    for name, change in changes.items():
+        _, load = lab_tools.under_load(host.address, change, settle=seconds)
+        results[name] = {"requests": load.requests, "failed": len(load.failures),
+                         "longest_s": round(load.longest, 3), "failing_for_s": round(load.window, 2)}
+        wait_ready(host)
+    lab_tools.deploy(inventory)  # back to the declared state
+    return results
+
+
+def wait_ready(host: TestHost, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = host.ssh(f"cd {lab_tools.PROJECT_DIR} && docker compose ps --format '{{{{.Health}}}}'",
+                       user=lab_tools.DEPLOY_USER).stdout.split()
+        if out and all(health == "healthy" for health in out):
+            return
+        time.sleep(1)
+    raise RuntimeError("the stack did not become healthy again")
+
+
 def count_remote_commands(inventory: Path) -> int:
     run = lab_tools.deploy(inventory, "-vv")
     return len(re.findall(r"^\s*\[[^\]]+\] >>> ", run.output, flags=re.M))
@@ -101,15 +151,16 @@ def main() -> int:
     result: dict = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, "
                     f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores",
                     "smoke": args.smoke, "runs": runs}
-    with Lab() as lab, lab_tools.GitServer(lab):
+    with Lab() as lab, lab_tools.GitServer(lab) as git:
         hosts = [lab.boot() for _ in range(max(fleet))]
         passwords = {login: f"{login}-bench-Pa55" for login in lab_tools.MAINTAINERS}
         lab_tools.write_maintainer_passwords(lab, passwords)
-        one = lab_tools.write_inventory(lab, hosts[:1], lab.workdir / "one.py")
+        repos = {"api_repo": git.repo("api"), "app_repo": git.repo("app")}  # the same for every inventory
+        one = lab_tools.write_inventory(lab, hosts[:1], lab.workdir / "one.py", **repos)
         parts = provision(lab, hosts[:1], one)
         result["fresh_provision_s"] = {"total": sum(parts.values()), **parts}
         if len(hosts) > 1:
-            rest = lab_tools.write_inventory(lab, hosts[1:], lab.workdir / "rest.py")
+            rest = lab_tools.write_inventory(lab, hosts[1:], lab.workdir / "rest.py", **repos)
             provision(lab, hosts[1:], rest)
 
         result["noop_deploy_s"] = median_time(runs, noop_deploy, one)
@@ -117,10 +168,11 @@ def main() -> int:
         result["noop_ratio"] = result["noop_deploy_s"] / result["exec_true_s"]
         result["remote_commands"] = count_remote_commands(one)
         result["idle_cpu_percent"] = idle_cpu_percent(hosts[0], 10 if args.smoke else 120)
+        result["under_load"] = zero_downtime(hosts[0], one, git, 1.0 if args.smoke else 3.0)
 
         result["fleet_noop_s"], result["fleet_exec_true_s"] = {}, {}
         for size in fleet:
-            inventory = lab_tools.write_inventory(lab, hosts[:size], lab.workdir / f"fleet{size}.py")
+            inventory = lab_tools.write_inventory(lab, hosts[:size], lab.workdir / f"fleet{size}.py", **repos)
             result["fleet_noop_s"][size] = median_time(runs, noop_deploy, inventory, "--parallel", str(size))
             result["fleet_exec_true_s"][size] = median_time(runs, exec_true, inventory)
         result["fleet_ratio"] = {size: t / result["fleet_noop_s"][1] for size, t in result["fleet_noop_s"].items()}
@@ -163,6 +215,10 @@ def table(r: dict) -> str:
         lines.append(f"| no-op redeploy, {size} host(s) in parallel | {r['fleet_noop_s'][size]:.2f} s = "
                      f"{ratio:.2f}x one host (`exec -- true`: {r['fleet_exec_true_s'][size]:.2f} s = "
                      f"{r['fleet_exec_true_ratio'][size]:.2f}x) | {ok} |")
+    lines += ["", "Under load (4 clients, /api/health and /api/greeting through nginx):", "",
+              "| change | requests | failed | longest answer | failing for |", "|---|---|---|---|---|"]
+    for change, m in r["under_load"].items():
+        lines.append(f"| {change} | {m['requests']} | {m['failed']} | {m['longest_s']:.2f} s | {m['failing_for_s']:.2f} s |")
     return "\n".join(lines)
 
 

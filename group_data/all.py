@@ -44,6 +44,7 @@ api_repo = None                    # the API's repository, cloned into api_build
 api_branch = "main"                # the API's branch to deploy
 app_repo = None                    # the web app's repository, built into app_build (served at /)
 app_branch = "main"                # the web app's branch to deploy
+releases_kept = 5                  # releases of the API and of the app kept for `kono-deploy --rollback`
 
 # --- Stack ------------------------------------------------------------------------------------
 server_name = "_"                  # nginx server_name ("_" answers any name)

@@ -19,6 +19,7 @@ from shlex import quote
 STATE_DIR = ".kono"
 APPLIED = f"{STATE_DIR}/applied"  # digest of the project as of the last successful `up`
 LAST_UP_SECONDS = f"{STATE_DIR}/last-up-seconds"  # how long that `up` took (bench/)
+SERVICES_RECORD = f"{STATE_DIR}/services"  # what each service was last brought up with
 STAGED_COMPOSE_FILE = f"{STATE_DIR}/compose.yaml.new"
 COMPOSE_FILE = "compose.yaml"
 LOCK = f"{STATE_DIR}/deploy.lock"
@@ -26,11 +27,15 @@ OWNER = f"{STATE_DIR}/deploy.owner"
 PENDING = f"{STATE_DIR}/deploy.pending"  # the audit record of the run in progress
 AUDIT_LOG = f"{STATE_DIR}/audit.log"
 
-# Digest of all project files but our own bookkeeping and .env, in a stable order.
-PROJECT_DIGEST = (
-    f"find . \\( -path ./{STATE_DIR} -o -path ./.env \\) -prune -o -type f -print0 | LC_ALL=C sort -z "
-    "| xargs -0 -r sha256sum | sha256sum | cut -c1-64"
-)
+STAGED_DIR = f"{STATE_DIR}/staged"  # a configuration folder checked here before it replaces the live one
+
+
+def project_digest(reloaded: tuple[str, ...] = ()) -> str:
+    """Digest of all project files but our own bookkeeping, .env and the folders applied by reload,
+    in a stable order: what `compose up` must follow."""
+    skipped = " -o ".join(f"-path ./{path}" for path in (STATE_DIR, ".env", *reloaded))
+    return (f"find . \\( {skipped} \\) -prune -o -type f -print0 | LC_ALL=C sort -z "
+            "| xargs -0 -r sha256sum | sha256sum | cut -c1-64")
 
 
 def in_dir(directory: str, command: str) -> str:
@@ -63,26 +68,29 @@ def replace_compose_file_if_valid(directory: str) -> str:
 
 # -- the stack ---------------------------------------------------------------------------------
 
-def stack_state(directory: str) -> str:
-    """The project's digest now, the digest last brought up, and each service's state and health."""
-    return (f"cd {quote(directory)} 2>/dev/null || exit 0; "
-            f"echo \"digest $({PROJECT_DIGEST})\"; "
-            f"echo \"applied $(cat {APPLIED} 2>/dev/null)\"; "
-            + services_state())
-
-
 def services_state() -> str:
     """One line per container of the project in the current directory: service, state, health."""
     return ("docker compose ps --all --format 'service {{.Service}} {{.State}} {{.Health}}' "
             "2>/dev/null || true")
 
 
+def secrets_digest(paths: list[str]) -> str:
+    """Shell expression: a digest of some secret files' contents (the contents never leave the host)."""
+    return f"$(cat {' '.join(quote(p) for p in paths)} | sha256sum | cut -c1-16)"
+
+
 def secrets_env(service_secrets: dict[str, list[str]]) -> str:
-    """Write .env: per service, a digest of its secret files (paths relative to the project). Compose
-    puts it in a label, so that a changed secret recreates exactly the services that use it."""
-    lines = [f"echo {env_name(service)}=$(cat {' '.join(quote(p) for p in paths)} | sha256sum | cut -c1-16)"
+    """Write .env: per service, a digest of the secret files whose change restarts it. Compose puts
+    it in a label, so that a changed secret recreates exactly the services that use it."""
+    lines = [f"echo {env_name(service)}={secrets_digest(paths)}"
              for service, paths in service_secrets.items() if paths]
     return "{ " + "; ".join(lines) + "; } > .env"
+
+
+def secrets_now(service_secrets: dict[str, list[str]]) -> str:
+    """One line per service with restarting secrets: "secrets <service> <digest>", as .env would have it."""
+    return "; ".join(f"echo \"secrets {service} {secrets_digest(paths)}\""
+                     for service, paths in service_secrets.items() if paths) or "true"
 
 
 def env_name(service: str) -> str:
@@ -90,14 +98,85 @@ def env_name(service: str) -> str:
     return f"KONO_SECRETS_{service.upper()}"
 
 
-def compose_up(directory: str, wait_timeout: int, service_secrets: dict[str, list[str]]) -> str:
-    """Validate the project, bring it up and wait for health; record its digest and how long it took."""
+def stack_state(directory: str, reloaded: tuple[str, ...], service_secrets: dict[str, list[str]]) -> str:
+    """The project's digest now and as last brought up, what each service was last brought up with,
+    its secrets' digests now, and each container's state and health."""
+    return (f"cd {quote(directory)} 2>/dev/null || exit 0; "
+            f"echo \"digest $({project_digest(reloaded)})\"; "
+            f"echo \"applied $(cat {APPLIED} 2>/dev/null)\"; "
+            f"sed 's/^/recorded /' {SERVICES_RECORD} 2>/dev/null; "
+            f"{{ {secrets_now(service_secrets)}; }} 2>/dev/null; "
+            + services_state())
+
+
+def record_services(records: dict[str, str]) -> str:
+    """Write what each service was brought up with: "<service> <its record> <its secrets digest or ->",
+    the digest taken from the .env just used."""
+    lines = "; ".join(f"s=$(sed -n 's/^{env_name(service)}=//p' .env); echo \"{service} {record} ${{s:--}}\""
+                      for service, record in records.items())
+    return f"{{ {lines}; }} > {SERVICES_RECORD}"
+
+
+def start_first(service: str, wait_timeout: int, stop_timeout: int) -> str:
+    """Replace a service's container without downtime: a new one beside the old (compose scales it to
+    two and keeps the old as it is), wait until it is healthy, then stop the old one, which drains,
+    and remove it. If the new one never becomes healthy, it is removed and the old one keeps serving."""
+    return (f"old=$(docker compose ps -q {service} | sort) && "
+            f"if ! docker compose up --detach --no-deps --no-recreate --scale {service}=2 --wait "
+            f"--wait-timeout {int(wait_timeout)} {service}; then "
+            f"docker compose ps -aq {service} | grep -vxF \"$old\" | xargs -r docker rm -f >/dev/null; "
+            f"echo '{service}: the new container did not become healthy; the old one keeps serving' >&2; exit 1; fi && "
+            f"echo \"$old\" | xargs -r docker stop --time {int(stop_timeout)} >/dev/null && "
+            f"echo \"$old\" | xargs -r docker rm >/dev/null")
+
+
+def compose_up(directory: str, wait_timeout: int, service_secrets: dict[str, list[str]],
+               reloaded: tuple[str, ...] = (), rollouts: tuple[str, ...] = (), others: tuple[str, ...] = (),
+               records: dict[str, str] | None = None, stop_timeout: int = 30) -> str:
+    """Validate the project, bring it up and wait for health; record its digest, what each service
+    was brought up with, and how long it took. Services in ``rollouts`` are replaced start-first
+    (``others`` then lists every other service, which a plain `up` handles)."""
+    up = (f"docker compose up --detach --build --remove-orphans --wait --wait-timeout {int(wait_timeout)}"
+          + "".join(f" {service}" for service in (others if rollouts else ())))
+    steps = [up, *(start_first(service, wait_timeout, stop_timeout) for service in rollouts)]
     return in_dir(directory, (
         f"{secrets_env(service_secrets)} && docker compose config --quiet && "
-        f"digest=$({PROJECT_DIGEST}) && started=$(date +%s.%N) && "
-        f"docker compose up --detach --build --remove-orphans --wait --wait-timeout {int(wait_timeout)} "
-        f"&& mkdir -p {STATE_DIR} && echo \"$digest\" > {APPLIED} "
-        f"&& awk \"BEGIN {{ print $(date +%s.%N) - $started }}\" > {LAST_UP_SECONDS}"
+        f"digest=$({project_digest(reloaded)}) && started=$(date +%s.%N) && "
+        + " && ".join(steps) +
+        f" && mkdir -p {STATE_DIR} && echo \"$digest\" > {APPLIED}"
+        + (f" && {record_services(records)}" if records else "") +
+        f" && awk \"BEGIN {{ print $(date +%s.%N) - $started }}\" > {LAST_UP_SECONDS}"
+    ))
+
+
+def stage_folder(directory: str, folder: str) -> str:
+    """A copy of a live configuration folder under .kono/staged/, to change and check there."""
+    staged = f"{STAGED_DIR}/{folder}"
+    return in_dir(directory, f"rm -rf {quote(staged)} && mkdir -p {quote(staged)} && "
+                             f"cp -a {quote(folder)}/. {quote(staged)}/ 2>/dev/null; true")
+
+
+def reloaded_marker(folder: str) -> str:
+    """What a configuration folder was last applied with (a digest): a deploy that died between
+    putting files in place and reloading is finished by the next one."""
+    return f"{STATE_DIR}/reloaded.{folder}"
+
+
+def nginx_check_and_reload(directory: str, folder: str, image: str, digest: str, service: str = "nginx") -> str:
+    """Check a staged nginx conf.d with `nginx -t` in a throwaway container of the image (the whole
+    configuration, as the image's nginx.conf includes it); only if it passes, put it in place and
+    reload a running nginx: its workers finish what they serve, none is dropped. On failure, nginx's
+    own message, and the live folder and the running nginx untouched."""
+    staged = f"{STAGED_DIR}/{folder}"
+    check = ("mkdir -p /tmp/kono-conf.d && tar -C /tmp/kono-conf.d -xf - && "
+             "sed 's#/etc/nginx/conf.d/#/tmp/kono-conf.d/#' /etc/nginx/nginx.conf > /tmp/kono-nginx.conf && "
+             "nginx -t -q -c /tmp/kono-nginx.conf")
+    return in_dir(directory, (
+        f"tar -C {quote(staged)} -cf - . | docker run --rm -i --network none --entrypoint sh {quote(image)} "
+        f"-c {quote(check)} && mkdir -p {quote(folder)} && cp -a {quote(staged)}/. {quote(folder)}/ && "
+        f"rm -rf {quote(staged)} && "
+        f"if [ -n \"$(docker compose ps -q --status running {service} 2>/dev/null)\" ]; then "
+        f"docker compose exec -T {service} nginx -s reload; fi && echo {quote(digest)} > {reloaded_marker(folder)}"
     ))
 
 

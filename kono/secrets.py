@@ -37,13 +37,14 @@ import re
 from pathlib import Path
 
 from passlib.hash import sha512_crypt
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 from pyinfra.api.exceptions import OperationError
 
 from kono import commands
 from kono.plan import drift
-from kono.services import SECRETS, Secret, environments, root_password, secret, secret_file, stack_secrets
+from kono.services import (SECRETS, Secret, environments, replacement_note, restarted_by, root_password, secret,
+                           secret_file, stack_secrets)
 from kono.settings import Settings, SettingsError
 
 PASSWORD_HASHES = next(s for s in SECRETS if s.origin == "maintainer passwords")  # "login:hash" lines
@@ -300,6 +301,9 @@ def rotated_secret(directory: str, key: str, value: str | None):
         rotated_secret(name="Rotate", directory="/srv/kono", key="production/api_key", value=None)
     """
     entry = secret(key)
+    for restarted in restarted_by(key):  # in the plan, and right before it happens
+        logger.warning(f"{host.print_prefix}"
+                       f"{replacement_note(restarted.name, ['secret'], restarted.rollout == 'start-first')}")
     path = f"{directory}/{entry.path}"
     staged = f"{path}.rotating"
     if value is None:

@@ -33,6 +33,18 @@ class Service:
     inputs: tuple[str, ...] = ()
     # A MySQL server: (environment, the settings knob naming its database). None for other services.
     database: tuple[str, str] | None = None
+    # How a change that needs a new container is applied. "recreate": stop the old one, start the new
+    # (the service is down meanwhile; announced in the plan). "start-first": start the new container
+    # beside the old, wait until it is healthy, then drain and remove the old (no downtime; the
+    # service must publish no host port and tolerate two copies for a moment).
+    rollout: str = "recreate"
+    # Project folders holding its configuration that a change applies by a checked reload, never by a
+    # new container (commands.nginx_check_and_reload). Left out of the digest that triggers `up`.
+    reloads: tuple[str, ...] = ()
+    # The settings knob naming its image; None for an image built from the project.
+    image: str | None = None
+    # What users see while a new container of it starts (said in the plan before it happens).
+    impact: str = "unavailable until the new container is healthy"
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,9 @@ class Secret:
     # "stack": supplied by the operator or generated on the host, then never changed but by rotation;
     # "maintainer passwords": sha512-crypt hashes of the passwords the operator gives (kono/secrets.py).
     origin: str = "stack"
+    # Services that read it only when they initialise (a database's first start): a new value does not
+    # restart them.
+    first_start_only: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -70,20 +85,27 @@ class Secret:
 
 
 SERVICES: tuple[Service, ...] = (
-    Service("db_production", database=("production", "db_production_name")),
-    Service("db_dev", database=("dev", "db_dev_name")),
-    Service("api", inputs=("api",)),
-    Service("maintainer", inputs=("maintainer/keys",)),
-    Service("nginx", inputs=("nginx",)),
+    Service("db_production", database=("production", "db_production_name"), image="mysql_image",
+            impact="the production database stops for a few seconds: API requests that need it fail"),
+    Service("db_dev", database=("dev", "db_dev_name"), image="mysql_image",
+            impact="the development database stops for a few seconds"),
+    Service("api", inputs=("api",), rollout="start-first", image="node_image",
+            impact="API requests fail until the new container answers (about 2 s)"),
+    Service("maintainer", inputs=("maintainer",),
+            impact="open SSH sessions on the maintainer port are cut; logins fail for a few seconds"),
+    Service("nginx", reloads=("nginx",), image="nginx_image",
+            impact="every HTTP request fails until nginx is back (about a second)"),
 )
 
 SECRETS: tuple[Secret, ...] = (
     Secret("production", "db_root_password", ("db_production",), ("root@%", "root@localhost")),
-    Secret("production", "db_api_password", ("db_production", "api"), ("api@%",)),
-    Secret("production", "db_unauthorized_api_password", ("db_production",), ("unauthorized_api@%",)),
+    Secret("production", "db_api_password", ("db_production", "api"), ("api@%",),
+           first_start_only=("db_production",)),
+    Secret("production", "db_unauthorized_api_password", ("db_production",), ("unauthorized_api@%",),
+           first_start_only=("db_production",)),
     Secret("production", "api_key", ("api",)),
     Secret("dev", "db_root_password", ("db_dev",), ("root@%", "root@localhost")),
-    Secret("dev", "db_dev_password", ("db_dev",), ("dev@%",)),
+    Secret("dev", "db_dev_password", ("db_dev",), ("dev@%",), first_start_only=("db_dev",)),
     Secret("production", "maintainer_password_hashes", ("maintainer",), origin="maintainer passwords"),
 )
 
@@ -123,6 +145,15 @@ def secrets_of(service_name: str) -> tuple[Secret, ...]:
     return tuple(s for s in SECRETS if service_name in s.services)
 
 
+def reloaded_folders() -> tuple[str, ...]:
+    return tuple(folder for s in SERVICES for folder in s.reloads)
+
+
+def restarting_secrets(service_name: str) -> tuple[Secret, ...]:
+    """The secrets whose new value must restart a service: those it reads beyond its first start."""
+    return tuple(s for s in secrets_of(service_name) if service_name not in s.first_start_only)
+
+
 def environments() -> tuple[str, ...]:
     """The folders under config/, in table order."""
     return tuple(dict.fromkeys(s.env for s in SECRETS))
@@ -150,9 +181,16 @@ def secret_file(key: str, service_name: str) -> str:
     return f"{folder}/{entry.compose_name}"
 
 
-def container_name(project: str, service_name: str) -> str:
-    """The container compose runs for a service (one replica)."""
-    return f"{project}-{service_name}-1"
+def replacement_note(service_name: str, reasons: list[str], start_first: bool) -> str:
+    """What a plan says, before it happens, about a service getting a new container."""
+    how = ("started beside the old one, which drains once the new one is healthy: no downtime" if start_first
+           else f"RESTARTS: {service(service_name).impact}")
+    return f"{service_name} gets a new container ({', '.join(reasons)}): {how}"
+
+
+def restarted_by(key: str) -> tuple[Service, ...]:
+    """The services a new value of the secret restarts."""
+    return tuple(s for s in SERVICES if secret(key) in restarting_secrets(s.name))
 
 
 def ready(state: str, health: str) -> bool:

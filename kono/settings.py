@@ -123,6 +123,8 @@ class Settings:
     api_branch: str = knob(*BRANCH)
     app_repo: str | None = knob(*GIT_REPO)
     app_branch: str = knob(*BRANCH)
+    releases_kept: int = knob("a whole number >= 2 (the current release and one to roll back to)",
+                              lambda v: v >= 2)
     # Stack
     server_name: str = knob("nginx server names separated by spaces", _matches(SERVER_NAME))
     db_production_name: str = knob(*DATABASE)

@@ -16,16 +16,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import json
 import posixpath
 from pathlib import Path
 
+import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 
 from kono import commands
 from kono.plan import drift
-from kono.services import (DB_SECRETS_DIR, SECRETS, SECRETS_DIR, SERVICES, VOLUMES, secret_file, secrets_of,
+from kono.services import (DB_SECRETS_DIR, SECRETS, SECRETS_DIR, SERVICES, VOLUMES, reloaded_folders,
+                           replacement_note, restarting_secrets, secret_file, secrets_of, service,
                            unready)
 from kono.settings import Settings
 
@@ -53,8 +56,8 @@ def _static(folder: str) -> dict[str, str]:
 
 
 def service_secret_paths() -> dict[str, list[str]]:
-    """{service: [its secret files, relative to the project]}, for the .env of secret digests."""
-    return {s.name: [secret.path for secret in secrets_of(s.name)] for s in SERVICES}
+    """{service: [the secret files whose change restarts it]}, for the .env of secret digests."""
+    return {s.name: [secret.path for secret in restarting_secrets(s.name)] for s in SERVICES}
 
 
 def compose_file(settings: Settings, files: dict[str, str]) -> str:
@@ -73,6 +76,7 @@ def compose_file(settings: Settings, files: dict[str, str]) -> str:
     return _render(
         "compose.yaml.j2", s=settings, services=SERVICES, blocks=blocks, inputs=inputs,
         service_secrets={s.name: [secret.compose_name for secret in secrets_of(s.name)] for s in SERVICES},
+        restarting={s.name: bool(restarting_secrets(s.name)) for s in SERVICES},
         secrets_env_names={s.name: commands.env_name(s.name) for s in SERVICES},
         secrets=SECRETS, volumes=VOLUMES, secrets_dir=SECRETS_DIR, db_secrets_dir=DB_SECRETS_DIR,
     )
@@ -87,6 +91,45 @@ def project_files(settings: Settings) -> dict[str, str]:
     files.update({f"maintainer/keys/{login}": "".join(key + "\n" for key in public_keys)
                   for login, public_keys in settings.maintainer_users})
     return {commands.COMPOSE_FILE: compose_file(settings, files), **files}
+
+
+@functools.lru_cache(maxsize=None)
+def service_records(settings: Settings) -> dict[str, str]:
+    """{service: "<config digest> <image> <volumes digest>"}: what a container of it is made from
+    (its compose definition as rendered, so the digests of the files it mounts are in it too)."""
+    compose = yaml.safe_load(project_files(settings)[commands.COMPOSE_FILE])
+    records = {}
+    for name, block in compose["services"].items():
+        rest = {key: value for key, value in block.items() if key != "volumes"}
+        records[name] = " ".join([_digest({"": json.dumps(rest, sort_keys=True)}),
+                                  str(block.get("image", "built")),
+                                  _digest({"": json.dumps(block.get("volumes", []))})])
+    return records
+
+
+def replacements(wanted: dict[str, str], recorded: dict[str, str],
+                 secrets_now: dict[str, str]) -> dict[str, list[str]]:
+    """{service: why it needs a new container}, for each service brought up before whose image,
+    configuration, volumes or secrets differ from what it was brought up with. A service without a
+    record (new, or brought up by an older kono-infra) is left to `compose up` alone."""
+    changes: dict[str, list[str]] = {}
+    for name, record in wanted.items():
+        if len(recorded.get(name, "").split()) != 4:
+            continue
+        config, image, volumes = record.split()
+        old_config, old_image, old_volumes, old_secrets = recorded[name].split()
+        reasons = []
+        if image != old_image:
+            reasons.append(f"image {old_image} -> {image}")
+        elif config != old_config:
+            reasons.append("configuration")
+        if volumes != old_volumes:
+            reasons.append("volumes")
+        if secrets_now.get(name, "-") != old_secrets:
+            reasons.append("secret")
+        if reasons:
+            changes[name] = reasons
+    return changes
 
 
 class FileDigests(FactBase):
@@ -108,25 +151,40 @@ class FileDigests(FactBase):
 
 
 @operation()
-def project_tree(directory: str, files: dict[str, str]):
+def project_tree(directory: str, files: dict[str, str], reload_images: dict[str, str]):
     """
-    Upload each file whose content differs from the host's copy (one fact for all of them).
+    Upload each file whose content differs from the host's copy (one fact for all of them). A
+    configuration folder applied by reload is changed in a staged copy, checked, then put in place
+    and reloaded; the compose file is checked by compose before it replaces the live one.
 
     + directory: the project directory, which must exist
     + files: {relative path: content}
+    + reload_images: {folder applied by reload: the image that checks it}
 
     **Example:**
 
     .. code:: python
 
-        project_tree(name="Compose project", directory="/srv/kono", files={"compose.yaml": "..."})
+        project_tree(name="Compose project", directory="/srv/kono", files={"compose.yaml": "..."},
+                     reload_images={"nginx": "nginx:1.27"})
     """
-    on_host = host.get_fact(FileDigests, directory=directory, paths=sorted(files))
+    # Per reloaded folder, the marker its last reload wrote: stale or missing means apply it again.
+    markers = {folder: _digest({p: c for p, c in files.items() if p.startswith(folder + "/")})
+               for folder in reload_images}
+    paths = sorted(files) + [commands.reloaded_marker(folder) for folder in markers]
+    on_host = host.get_fact(FileDigests, directory=directory, paths=paths)
     made: set[str] = set()
+    to_reload: dict[str, list[tuple[str, str]]] = {
+        folder: [] for folder, digest in markers.items()
+        if on_host.get(commands.reloaded_marker(folder)) != hashlib.sha256(f"{digest}\n".encode()).hexdigest()}
     for path, content in sorted(files.items()):
         if on_host.get(path) == hashlib.sha256(content.encode()).hexdigest():
             continue
         drift(f"{path} {'is missing' if on_host.get(path) is None else 'differs from what is declared'}")
+        folder = next((f for f in reload_images if path.startswith(f + "/")), None)
+        if folder:
+            to_reload.setdefault(folder, []).append((path, content))
+            continue
         dest = posixpath.join(directory, path)
         parent = posixpath.dirname(dest)
         if parent != directory and parent not in made:
@@ -142,6 +200,13 @@ def project_tree(directory: str, files: dict[str, str]):
             continue
         yield FileUploadCommand(io.BytesIO(content.encode()), dest)
         yield commands.chmod("0644", dest)
+    for folder, changed in to_reload.items():
+        logger.warning(f"{host.print_prefix}{folder}/ changes: checked, then applied by a reload (no downtime)")
+        yield commands.stage_folder(directory, folder)
+        for path, content in changed:
+            yield FileUploadCommand(io.BytesIO(content.encode()),
+                                    posixpath.join(directory, commands.STAGED_DIR, path))
+        yield commands.nginx_check_and_reload(directory, folder, reload_images[folder], markers[folder])
 
 
 def parse_services(lines: list[str]) -> dict[str, tuple[str, str]]:
@@ -156,14 +221,15 @@ def parse_services(lines: list[str]) -> dict[str, tuple[str, str]]:
 
 
 class StackState(FactBase):
-    """The project's digest now, the digest last brought up, and each service's state and health."""
+    """The project's digest now and as last brought up, what each service was last brought up with
+    and its secrets' digest now, and each container's state and health."""
 
     @staticmethod
     def default() -> dict:
-        return {"digest": None, "applied": None, "services": {}}
+        return {"digest": None, "applied": None, "services": {}, "recorded": {}, "secrets": {}}
 
     def command(self, directory: str) -> str:
-        return commands.stack_state(directory)
+        return commands.stack_state(directory, reloaded_folders(), service_secret_paths())
 
     def process(self, output: list[str]) -> dict:
         state = self.default()
@@ -171,29 +237,37 @@ class StackState(FactBase):
             key, _, rest = line.partition(" ")
             if key in ("digest", "applied"):
                 state[key] = rest.strip() or None
+            elif key in ("recorded", "secrets") and len(rest.split(" ", 1)) == 2:
+                name, value = rest.split(" ", 1)
+                state[key][name] = value.strip()
         state["services"] = parse_services(output)
         return state
 
 
 @operation()
-def compose_up(directory: str, wait_timeout: int):
+def compose_up(directory: str, wait_timeout: int, records: dict[str, str]):
     """
     ``docker compose up`` only when the project changed since the last successful one, or a service
     is not running and healthy. ``docker compose config`` gates it: a broken project never reaches
-    the running containers.
+    the running containers. While planning, it says which services get a new container and why;
+    a running start-first service (the api) is replaced beside the old one, without downtime.
 
     + directory: the project directory (compose.yaml holds the fixed project name)
     + wait_timeout: seconds to wait for every service to become healthy
+    + records: {service: what it is to be brought up with} (``service_records``)
 
     **Example:**
 
     .. code:: python
 
-        compose_up(name="Bring the stack up", directory="/srv/kono", wait_timeout=300)
+        compose_up(name="Bring the stack up", directory="/srv/kono", wait_timeout=300, records={...})
     """
     state = host.get_fact(StackState, directory=directory)
     not_ready = unready(state["services"])
-    if state["digest"] and state["digest"] == state["applied"] and not not_ready:
+    # From what each service was brought up with, not from the project's files: a plan (--dry) has
+    # not pushed them, and must still say what will restart.
+    replaced = replacements(records, state["recorded"], state["secrets"])
+    if state["digest"] and state["digest"] == state["applied"] and not not_ready and not replaced:
         host.noop("the stack is up to date, running and healthy")
         return
     for name in not_ready:
@@ -201,16 +275,25 @@ def compose_up(directory: str, wait_timeout: int):
         drift(f"service {name} is not running and healthy ({status}{', ' + health if health else ''})")
     if state["digest"] != state["applied"]:
         drift("the project changed since the stack was last brought up")
-    yield commands.compose_up(directory, wait_timeout, service_secret_paths())
+    rollouts = tuple(name for name in replaced if service(name).rollout == "start-first"
+                     and name not in not_ready)
+    # Said in the plan, and again right before it happens (with -y pyinfra plans nothing ahead).
+    for name, reasons in replaced.items():
+        logger.warning(f"{host.print_prefix}{replacement_note(name, reasons, name in rollouts)}")
+    others = tuple(s.name for s in SERVICES if s.name not in rollouts)
+    yield commands.compose_up(directory, wait_timeout, service_secret_paths(), reloaded_folders(),
+                              rollouts, others, records)
 
 
 @deploy("Compose project")
 def push_project(settings: Settings) -> None:
     project_tree(name="Compose project files (rendered from templates/ and files/)",
-                 directory=settings.project_dir, files=project_files(settings))
+                 directory=settings.project_dir, files=project_files(settings),
+                 reload_images={folder: getattr(settings, s.image) for s in SERVICES for folder in s.reloads})
 
 
 @deploy("Stack up")
 def bring_up(settings: Settings) -> None:
     compose_up(name="Validate the project and bring the stack up if it changed or is not healthy",
-               directory=settings.project_dir, wait_timeout=settings.compose_wait_timeout)
+               directory=settings.project_dir, wait_timeout=settings.compose_wait_timeout,
+               records=service_records(settings))

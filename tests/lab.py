@@ -6,25 +6,28 @@ against the lab's own known_hosts file.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
-from shlex import quote
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from shlex import quote
 
 import docker
 import paramiko
 from docker.transport.sshconn import SSHHTTPAdapter
 
 from kono.deploy_run import deploy_commit
-from kono.services import container_name, secret
+from kono.services import secret
 from tests.testhost import Lab, TestHost, cached_rootfs, die_with_parent
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,9 +52,20 @@ DEPLOY_USER = DEFAULTS["deploy_user"]
 PROJECT_DIR = DEFAULTS["project_dir"]
 
 
+def labels(service: str) -> list[str]:
+    """The compose labels that find a service's container (its name changes with each rollout)."""
+    return [f"com.docker.compose.project={DEFAULTS['compose_project']}", f"com.docker.compose.service={service}"]
+
+
 def container(service: str) -> str:
-    """The name of a service's container under the default compose project."""
-    return container_name(DEFAULTS["compose_project"], service)
+    """Shell, for commands run on the host: the id of the service's (running) container."""
+    filters = " ".join(f"--filter label={label}" for label in labels(service))
+    return f"$(docker ps -q {filters} | head -n 1)"
+
+
+def sdk_container(client, service: str):
+    """The docker SDK's object for the service's (running) container."""
+    return client.containers.list(filters={"label": labels(service)})[0]
 
 
 def write_inventory(lab: Lab, hosts: list[TestHost], path: Path, **data) -> Path:
@@ -273,6 +287,16 @@ class GitServer:
     def repo(self, name: str) -> str:
         return f"{self.url}/{name}.git"
 
+    def push_api(self, version: str, broken: bool = False) -> None:
+        """A new commit of the sample API: a new version string, or a server that dies at start."""
+        work = self.root.parent / "api-work" / "server.js"
+        text = re.sub(r"const VERSION = '[^']*';", f"const VERSION = '{version}';", work.read_text())
+        text = text.replace("process.exit(7); // broken release\n", "")
+        if broken:
+            text = text.replace("'use strict';\n", "'use strict';\nprocess.exit(7); // broken release\n", 1)
+        work.write_text(text)
+        self.commit("api", version, push=True)
+
     def commit(self, name: str, message: str, edit: tuple[str, str, str] | None = None,
                push: bool = False) -> None:
         """Commit the sample ``name`` (optionally after replacing old->new in one file) and push it."""
@@ -308,3 +332,74 @@ def _free_port(address: str) -> int:
     with socket.socket() as probe:
         probe.bind((address, 0))
         return probe.getsockname()[1]
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    failures: list[str]  # "<path> <status or error>" for each non-2xx answer or connection error
+    longest: float  # seconds, the slowest answer
+    window: float = 0.0  # seconds from the first failure to the last (0 without failures)
+
+    def __str__(self) -> str:
+        return (f"{self.requests} requests, {len(self.failures)} failed, longest {self.longest:.2f} s"
+                + (f": {sorted(set(self.failures))[:5]}" if self.failures else ""))
+
+
+class Load:
+    """Clients in a loop against a host's published HTTP port (through nginx), each request on a new
+    connection, alternating paths; bounded by time and by count. Counts every non-2xx answer and
+    every connection error, and the slowest answer."""
+
+    def __init__(self, address: str, paths: tuple[str, ...] = ("/api/health", "/api/greeting"),
+                 clients: int = 4, seconds: float = 120, most: int = 100_000, port: int = 80) -> None:
+        self.address, self.port, self.paths = address, port, paths
+        self.deadline, self.most = time.monotonic() + seconds, most
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.requests, self.failures, self.longest, self.failed_at = 0, [], 0.0, []
+        self.threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(clients)]
+        for thread in self.threads:
+            thread.start()
+
+    def _client(self, index: int) -> None:
+        n = index
+        while not self.stopping.is_set() and time.monotonic() < self.deadline and self.requests < self.most:
+            path = self.paths[n % len(self.paths)]
+            n += 1
+            started = time.monotonic()
+            try:
+                connection = http.client.HTTPConnection(self.address, self.port, timeout=30)
+                connection.request("GET", path)
+                response = connection.getresponse()
+                response.read()
+                connection.close()
+                outcome = "" if 200 <= response.status < 300 else f"{path} {response.status}"
+            except OSError as error:
+                outcome = f"{path} {type(error).__name__}"
+            with self.lock:
+                self.requests += 1
+                self.longest = max(self.longest, time.monotonic() - started)
+                if outcome:
+                    self.failures.append(outcome)
+                    self.failed_at.append(time.monotonic())
+
+    def stop(self) -> LoadResult:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join()
+        window = max(self.failed_at) - min(self.failed_at) if self.failed_at else 0.0
+        return LoadResult(self.requests, self.failures, self.longest, window)
+
+
+def under_load(address: str, action, settle: float = 1.0, **load) -> tuple[object, LoadResult]:
+    """Run ``action()`` while clients load the host; a moment of load before and after it."""
+    running = Load(address, **load)
+    time.sleep(settle)
+    try:
+        outcome = action()
+        time.sleep(settle)
+    finally:
+        result = running.stop()
+    assert result.requests > 0, "the load loop made no request"
+    return outcome, result

@@ -37,12 +37,12 @@ def written(provisioned):
 
 
 def test_data_survives_a_redeploy_with_changed_templates(provisioned, written):
-    run = provisioned.deploy("--json", "--data", "server_name=data.example")
-    assert run.changes == 2  # nginx config, and the bring-up that recreates nginx
+    run = provisioned.deploy("--json", "--data", "server_name=data.example", "--data", "releases_kept=6")
+    assert run.changes == 2  # the project files, and the bring-up that recreates the maintainer
     provisioned.wait_healthy()
     assert rows(provisioned) == written
     assert asset(provisioned) == b"uploaded asset\n"
-    provisioned.deploy("--data", "server_name=_")
+    provisioned.deploy("--data", "server_name=_", "--data", "releases_kept=5")
 
 
 def test_data_survives_recreated_database_containers(provisioned, written):

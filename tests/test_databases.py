@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tests.lab import container, host_secret, mysql
+from tests.lab import host_secret, mysql, sdk_container
 
 pytestmark = pytest.mark.e2e
 
@@ -66,7 +66,7 @@ def test_the_api_container_holds_no_root_password(provisioned):
     roots = {host_secret(provisioned.host, env, "db_root_password") for env in ("production", "dev")}
     client = provisioned.docker()
     try:
-        api = client.containers.get(container("api"))
+        api = sdk_container(client, "api")
         env = api.attrs["Config"]["Env"]
         assert not [e for e in env if any(root in e for root in roots)]
         listing = api.exec_run(["ls", "/run/secrets"]).output.decode().split()

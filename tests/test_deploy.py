@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from kono.services import SERVICES, environments, stack_secrets
-from tests.lab import REPO, container
+from tests.lab import REPO, sdk_container
 
 pytestmark = pytest.mark.e2e
 
@@ -70,7 +70,7 @@ def test_a_container_stopped_by_hand_is_started_by_the_next_deploy(provisioned):
     provisioned.wait_healthy()
     client = provisioned.docker()
     try:
-        api = client.containers.get(container("api"))
+        api = sdk_container(client, "api")
         api.stop(timeout=5)
         api.reload()
         assert api.status == "exited"

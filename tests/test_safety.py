@@ -110,8 +110,9 @@ def test_a_deploy_killed_at_any_point_is_finished_by_the_next(provisioned, kill_
              f"'MYSQL_PWD=$(cat {secret_file('production/db_api_password', 'db_production')}) mysql -N -uapi kono' ")
     provisioned.host.ssh(count, user="kono", input="CREATE TABLE IF NOT EXISTS kept (n INT); INSERT INTO kept VALUES (1);")
     rows = provisioned.host.ssh(count, user="kono", input="SELECT COUNT(*) FROM kept;").stdout.strip()
-    # A new server_name: new nginx config, nginx recreated, i.e. work all along the deploy.
-    data = ("--data", f"server_name=kill-{str(kill_after).replace('.', '-')}.example")
+    # A new server_name (nginx checked and reloaded) and a maintainer recreated: work all along the deploy.
+    data = ("--data", f"server_name=kill-{str(kill_after).replace('.', '-')}.example",
+            "--data", f"releases_kept={int(kill_after) + 6}")
     victim = lab_tools.pyinfra_background(provisioned.inventory, "deploy.py", *data)
     time.sleep(kill_after)
     victim.send_signal(signal.SIGKILL)

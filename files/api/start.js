@@ -1,43 +1,175 @@
-// Starts the kono API from the api_build volume (/srv/api), where the maintainer's kono-deploy puts it.
-// Until code is deployed there, it answers /api/health itself, so the stack is healthy from day one.
-// Restarts on new code: when kono-deploy rewrites /srv/api/.deployed, this process exits and the
-// restart policy starts it again on the new code. Logs go to stdout and to /var/log/api/api.log.
+// The api container's main process: serves the API on PORT by handing each connection to the worker
+// process that runs the active release, and swaps releases without dropping a request.
+//
+// Releases live in the api_build volume (/srv/api): releases/<id>/server.js, and `current`, a
+// symlink to the release to run, which the maintainer's kono-deploy switches. When `current` changes:
+// a new worker starts the new release on a spare port; only once it answers /api/health does it get
+// new connections; the old worker finishes what it is serving and stops. A release whose worker fails
+// its health check never gets a connection: the old one keeps serving, and /srv/api/.kono-status
+// says why (kono-deploy waits for that verdict). Until a release exists, a placeholder answers
+// /api/health, so the stack is healthy from day one.
+//
+// On SIGTERM (docker stop, a rollout replacing this container): stop accepting, so nginx sends new
+// requests to another api container; finish what is in flight; linger a moment so nginx's resolver
+// forgets this container's address; then stop. Logs go to stdout and to /var/log/api/api.log.
 'use strict';
 const fs = require('fs');
 const http = require('http');
+const net = require('net');
+const path = require('path');
+const { fork } = require('child_process');
 
-const app = '/srv/api/server.js';
-const marker = '/srv/api/.deployed';
-const logFile = '/var/log/api/api.log';
+const ROOT = process.env.KONO_API_ROOT || '/srv/api';
+const CURRENT = path.join(ROOT, 'current');
+const STATUS = path.join(ROOT, '.kono-status');
+const LOG_FILE = path.join(process.env.KONO_API_LOG_DIR || '/var/log/api', 'api.log');
+const PORT = Number(process.env.PORT || 3000);
+const WORKER_PORTS = [PORT + 1, PORT + 2];
+const HEALTH_TIMEOUT_MS = Number(process.env.KONO_API_HEALTH_TIMEOUT_MS || 30000);
+const DRAIN_TIMEOUT_MS = Number(process.env.KONO_API_DRAIN_TIMEOUT_MS || 20000);
+const LINGER_MS = Number(process.env.KONO_API_LINGER_MS || 3000);  // > nginx's resolver `valid`
+const WORKER = path.join(__dirname, 'worker.js');
 
-// As PID 1 node would ignore SIGTERM, and `docker stop` or a reboot would wait for the kill timeout.
-for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => process.exit(0));
-
-fs.mkdirSync('/var/log/api', { recursive: true });
-const log = fs.createWriteStream(logFile, { flags: 'a' });
-for (const stream of [process.stdout, process.stderr]) {
-  const write = stream.write.bind(stream);
-  stream.write = (chunk, ...rest) => { log.write(chunk); return write(chunk, ...rest); };
+fs.mkdirSync(path.dirname(LOG_FILE), { recursive: true });
+const logFile = fs.createWriteStream(LOG_FILE, { flags: 'a' });
+function log(message) {
+  const line = `${new Date().toISOString()} [supervisor] ${message}\n`;
+  process.stdout.write(line);
+  logFile.write(line);
+}
+function relay(stream, target) {  // a worker's output, to stdout (docker logs) and the log file
+  stream.on('data', (chunk) => { target.write(chunk); logFile.write(chunk); });
 }
 
-const deployedAt = fs.existsSync(marker) ? fs.readFileSync(marker, 'utf8') : '';
-fs.watchFile(marker, { interval: 1000 }, () => {
-  const now = fs.existsSync(marker) ? fs.readFileSync(marker, 'utf8') : '';
-  if (now !== deployedAt) {
-    console.log(`new code deployed (${now.trim()}), restarting`);
-    log.end(() => process.exit(0));
+function releaseOf(link) {  // the release `current` points at, or '' before the first one
+  try {
+    return path.resolve(ROOT, fs.readlinkSync(link));
+  } catch {
+    return '';
   }
+}
+
+function writeStatus(status) {
+  const staged = `${STATUS}.new`;
+  fs.writeFileSync(staged, JSON.stringify({ ...status, at: new Date().toISOString() }) + '\n');
+  fs.renameSync(staged, STATUS);
+}
+
+function probe(port) {  // one GET /api/health on a worker's own port: true when 2xx
+  return new Promise((resolve) => {
+    const request = http.get({ host: '127.0.0.1', port, path: '/api/health', timeout: 2000 }, (response) => {
+      response.resume();
+      resolve(response.statusCode >= 200 && response.statusCode < 300);
+    });
+    request.on('timeout', () => request.destroy());
+    request.on('error', () => resolve(false));
+  });
+}
+
+async function healthy(worker) {  // polls until healthy, the worker exits, or the time is up
+  const deadline = Date.now() + HEALTH_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (worker.exited) return `its process exited (${worker.exited})`;
+    if (await probe(worker.port)) return '';
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return `GET /api/health did not answer 2xx within ${HEALTH_TIMEOUT_MS / 1000}s`;
+}
+
+function startWorker(release, port) {
+  const child = fork(WORKER, [], {
+    env: { ...process.env, PORT: String(port), KONO_RELEASE: release },
+    silent: true,
+  });
+  const worker = { child, port, release, connections: new Set(), exited: '' };
+  relay(child.stdout, process.stdout);
+  relay(child.stderr, process.stderr);
+  child.on('exit', (code, signal) => {
+    worker.exited = signal || `code ${code}`;
+    if (active === worker && !stopping) {
+      log(`the worker of ${release || 'the placeholder'} exited (${worker.exited}); starting it again`);
+      active = null;
+      activate(release);
+    }
+  });
+  return worker;
+}
+
+async function drain(worker) {  // no new connections reach it: wait for the open ones, then stop it
+  const deadline = Date.now() + DRAIN_TIMEOUT_MS;
+  while (worker.connections.size > 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  worker.child.kill('SIGTERM');
+}
+
+let active = null;   // the worker that gets new connections
+let failed = '';     // the last release that failed its health check (not retried until `current` moves)
+let switching = false;
+let stopping = false;
+
+async function activate(release) {
+  switching = true;
+  try {
+    const port = WORKER_PORTS.find((p) => !active || active.port !== p);
+    const worker = startWorker(release, port);
+    const problem = await healthy(worker);
+    if (problem) {
+      worker.child.kill('SIGKILL');
+      failed = release;
+      log(`release ${release} failed its health check: ${problem}; ${active ? `still serving ${active.release}` : 'nothing to serve'}`);
+      writeStatus({ release, state: 'failed', reason: problem, serving: active ? active.release : '' });
+      return;
+    }
+    const old = active;
+    active = worker;
+    failed = '';
+    log(`serving ${release || 'the placeholder (no release yet)'}`);
+    writeStatus({ release, state: 'active' });
+    if (old) drain(old);
+  } finally {
+    switching = false;
+  }
+}
+
+function watch() {
+  if (stopping || switching) return;
+  const release = releaseOf(CURRENT);
+  if (active && release === active.release) return;
+  if (release && release === failed) return;
+  activate(release);
+}
+
+const proxy = net.createServer((client) => {
+  const worker = active;
+  if (!worker) { client.destroy(); return; }
+  const upstream = net.connect(worker.port, '127.0.0.1');
+  worker.connections.add(client);
+  const done = () => { worker.connections.delete(client); client.destroy(); upstream.destroy(); };
+  client.on('error', done).on('close', done);
+  upstream.on('error', done).on('close', done);
+  client.pipe(upstream).pipe(client);
 });
 
-if (fs.existsSync(app)) {
-  console.log(`starting ${app} (${deployedAt.trim() || 'no marker'})`);
-  require(app);
-} else {
-  const port = Number(process.env.PORT || 3000);
-  http.createServer((req, res) => {
-    const ok = req.url === '/api/health';
-    console.log(`${new Date().toISOString()} ${req.method} ${req.url} ${ok ? 200 : 404}`);
-    res.writeHead(ok ? 200 : 404, { 'Content-Type': 'application/json' });
-    res.end(JSON.stringify(ok ? { status: 'ok', app: 'not deployed yet' } : { error: 'not found' }) + '\n');
-  }).listen(port, () => console.log(`placeholder API on :${port}; no ${app} yet`));
+async function stop(signal) {
+  if (stopping) return;
+  stopping = true;
+  log(`${signal}: no new connections; finishing those in flight`);
+  proxy.close();
+  const worker = active;
+  if (worker) {
+    const deadline = Date.now() + DRAIN_TIMEOUT_MS;
+    while (worker.connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  }
+  await new Promise((r) => setTimeout(r, LINGER_MS));
+  if (worker) worker.child.kill('SIGTERM');
+  log('stopped');
+  logFile.end(() => process.exit(0));
 }
+for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => stop(signal));
+
+proxy.listen(PORT, () => {
+  log(`listening on :${PORT}; releases from ${CURRENT}`);
+  watch();
+  setInterval(watch, 500);
+});

@@ -32,11 +32,24 @@ EXPECTED = {
         commands.services_state(),
         "docker compose ps --all --format 'service {{.Service}} {{.State}} {{.Health}}' 2>/dev/null || true"),
     "stack_state": (
-        commands.stack_state("/srv/kono"),
-        "cd /srv/kono 2>/dev/null || exit 0; echo \"digest $(find . \\( -path ./.kono -o -path ./.env \\) "
+        commands.stack_state("/srv/kono", ("nginx",), SECRET_PATHS),
+        "cd /srv/kono 2>/dev/null || exit 0; echo \"digest $(find . \\( -path ./.kono -o -path ./.env -o -path ./nginx \\) "
         "-prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum | sha256sum | cut -c1-64)\"; "
-        "echo \"applied $(cat .kono/applied 2>/dev/null)\"; docker compose ps --all --format "
+        "echo \"applied $(cat .kono/applied 2>/dev/null)\"; sed 's/^/recorded /' .kono/services 2>/dev/null; "
+        "{ echo \"secrets api $(cat config/production/db_api_password config/production/api_key | sha256sum "
+        "| cut -c1-16)\"; } 2>/dev/null; docker compose ps --all --format "
         "'service {{.Service}} {{.State}} {{.Health}}' 2>/dev/null || true"),
+    "record_services": (
+        commands.record_services({"api": "c0ffee node:22-slim 5ca1ab"}),
+        "{ s=$(sed -n 's/^KONO_SECRETS_API=//p' .env); echo \"api c0ffee node:22-slim 5ca1ab ${s:--}\"; } "
+        "> .kono/services"),
+    "start_first": (
+        commands.start_first("api", 300, 30),
+        "old=$(docker compose ps -q api | sort) && if ! docker compose up --detach --no-deps --no-recreate "
+        "--scale api=2 --wait --wait-timeout 300 api; then docker compose ps -aq api | grep -vxF \"$old\" | "
+        "xargs -r docker rm -f >/dev/null; echo 'api: the new container did not become healthy; the old one "
+        "keeps serving' >&2; exit 1; fi && echo \"$old\" | xargs -r docker stop --time 30 >/dev/null && "
+        "echo \"$old\" | xargs -r docker rm >/dev/null"),
     "secrets_env": (
         commands.secrets_env(SECRET_PATHS),
         "{ echo KONO_SECRETS_API=$(cat config/production/db_api_password config/production/api_key "
@@ -78,6 +91,18 @@ EXPECTED = {
                 "docker compose exec -T maintainer tar -C /srv/static -cf - ."),
     "tar_in": (commands.tar_in("maintainer", "/srv/static", "sudo"),
                "docker compose exec -T maintainer sh -c 'tar -C /srv/static -xf - && chgrp -R sudo /srv/static'"),
+    "stage_folder": (
+        commands.stage_folder("/srv/kono", "nginx"),
+        "cd /srv/kono && rm -rf .kono/staged/nginx && mkdir -p .kono/staged/nginx && "
+        "cp -a nginx/. .kono/staged/nginx/ 2>/dev/null; true"),
+    "nginx_check_and_reload": (
+        commands.nginx_check_and_reload("/srv/kono", "nginx", "nginx:1.27", "0123abcd"),
+        "cd /srv/kono && tar -C .kono/staged/nginx -cf - . | docker run --rm -i --network none --entrypoint sh "
+        "nginx:1.27 -c 'mkdir -p /tmp/kono-conf.d && tar -C /tmp/kono-conf.d -xf - && "
+        "sed '\"'\"'s#/etc/nginx/conf.d/#/tmp/kono-conf.d/#'\"'\"' /etc/nginx/nginx.conf > /tmp/kono-nginx.conf && "
+        "nginx -t -q -c /tmp/kono-nginx.conf' && mkdir -p nginx && cp -a .kono/staged/nginx/. nginx/ && "
+        "rm -rf .kono/staged/nginx && if [ -n \"$(docker compose ps -q --status running nginx 2>/dev/null)\" ]; "
+        "then docker compose exec -T nginx nginx -s reload; fi && echo 0123abcd > .kono/reloaded.nginx"),
     "close_record": (
         commands.close_record({"result": "failed or interrupted"}),
         "sed 's/}$/, \"result\": \"failed or interrupted\"}/' .kono/deploy.pending >> .kono/audit.log"),
@@ -97,12 +122,20 @@ def test_command_text_and_syntax(name):
 
 
 def test_compose_up_validates_brings_up_and_records_the_digest():
-    up = commands.compose_up("/srv/kono", 300, SECRET_PATHS)
+    up = commands.compose_up("/srv/kono", 300, SECRET_PATHS, ("nginx",), records={"api": "c i v"})
     assert up.startswith("cd /srv/kono && { echo KONO_SECRETS_API=")
     assert "} > .env && docker compose config --quiet && digest=$(find . " in up
     assert ("docker compose up --detach --build --remove-orphans --wait --wait-timeout 300 "
-            "&& mkdir -p .kono && echo \"$digest\" > .kono/applied") in up
+            "&& mkdir -p .kono && echo \"$digest\" > .kono/applied && { s=$(sed") in up
+    assert "-o -path ./nginx" in up
     assert up.endswith("> .kono/last-up-seconds")
+    assert syntax_ok(up)
+
+
+def test_compose_up_replaces_start_first_services_after_bringing_up_the_others():
+    up = commands.compose_up("/srv/kono", 300, SECRET_PATHS, (), ("api",), ("db_production", "nginx"))
+    assert ("docker compose up --detach --build --remove-orphans --wait --wait-timeout 300 db_production nginx "
+            f"&& {commands.start_first('api', 300, 30)} && mkdir -p .kono") in up
     assert syntax_ok(up)
 
 

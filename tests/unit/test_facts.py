@@ -7,6 +7,9 @@ from kono.stack import FileDigests, StackState
 STACK_STATE_OUTPUT = """\
 digest 5d41402abc4b2a76b9719d911017c592aaf0c5c9e4b3a1e1d1b1e1f0a1b2c3d4
 applied 5d41402abc4b2a76b9719d911017c592aaf0c5c9e4b3a1e1d1b1e1f0a1b2c3d4
+recorded api 0a1b2c3d4e5f6a7b node:22-slim 9f8e7d6c5b4a3f2e 1234567890abcdef
+recorded nginx 1111111111111111 nginx:1.27 2222222222222222 -
+secrets api fedcba0987654321
 service api running healthy
 service db_dev running healthy
 service db_production running starting
@@ -22,11 +25,14 @@ def test_stack_state_reads_digests_and_each_services_state_and_health():
         "db_production": ("running", "starting"), "maintainer": ("exited", ""),
         "nginx": ("running", "unhealthy"),
     }
+    assert state["recorded"] == {"api": "0a1b2c3d4e5f6a7b node:22-slim 9f8e7d6c5b4a3f2e 1234567890abcdef",
+                                 "nginx": "1111111111111111 nginx:1.27 2222222222222222 -"}
+    assert state["secrets"] == {"api": "fedcba0987654321"}
 
 
 def test_stack_state_of_a_host_never_brought_up():
     state = StackState().process(["digest 0123", "applied "])
-    assert state == {"digest": "0123", "applied": None, "services": {}}
+    assert state == {"digest": "0123", "applied": None, "services": {}, "recorded": {}, "secrets": {}}
 
 
 def test_file_digests_mark_missing_files_as_none():

@@ -35,7 +35,7 @@ def test_the_compose_file_has_exactly_the_tables_services_secrets_and_volumes():
         assert block.get("secrets", []) == [s.compose_name for s in secrets_of(service.name)]
         labels = block.get("labels", {})
         assert ("kono.inputs" in labels) == bool(service.inputs)
-        assert ("kono.secrets" in labels) == bool(secrets_of(service.name))
+        assert ("kono.secrets" in labels) == bool(services.restarting_secrets(service.name))
         assert "healthcheck" in block, f"{service.name}: the readiness rule needs a healthcheck"
 
 
@@ -62,7 +62,7 @@ def test_a_throwaway_service_and_secret_through_the_tables_alone(monkeypatch, tm
     (templates / "services/cache.yaml.j2").write_text(
         "image: redis:7\nenvironment:\n  PASSWORD_FILE: {{ secret_file('production/cache_password') }}\n"
         "healthcheck:\n  test: [\"CMD\", \"true\"]\n")
-    cache = Service("cache", inputs=("nginx",))
+    cache = Service("cache", inputs=("api",))
     password = Secret("production", "cache_password", ("cache",))
     monkeypatch.setattr(stack, "TEMPLATES", templates)
     for module in (services, stack):
@@ -74,7 +74,7 @@ def test_a_throwaway_service_and_secret_through_the_tables_alone(monkeypatch, tm
     assert block["image"] == "redis:7"
     assert block["environment"]["PASSWORD_FILE"] == "/run/secrets/production_cache_password"
     assert block["secrets"] == ["production_cache_password"]
-    assert block["labels"] == {"kono.inputs": compose["services"]["nginx"]["labels"]["kono.inputs"],
+    assert block["labels"] == {"kono.inputs": compose["services"]["api"]["labels"]["kono.inputs"],
                                "kono.secrets": "${KONO_SECRETS_CACHE:-}"}
     assert compose["secrets"]["production_cache_password"] == {"file": "./config/production/cache_password"}
     assert stack.service_secret_paths()["cache"] == ["config/production/cache_password"]
@@ -82,6 +82,17 @@ def test_a_throwaway_service_and_secret_through_the_tables_alone(monkeypatch, tm
     everything_else_ready = {s.name: ("running", "healthy") for s in SERVICES}
     assert unready(everything_else_ready) == ["cache"]
     stack.project_files.cache_clear()
+
+
+def test_a_secret_read_only_at_first_start_does_not_restart_its_database():
+    """Rotating the api's database password restarts the api, not db_production (which needs the
+    file only to initialise), and the database keeps receiving it for a first start."""
+    paths = stack.service_secret_paths()
+    assert "config/production/db_api_password" in paths["api"]
+    assert "config/production/db_api_password" not in paths["db_production"]
+    assert paths["db_production"] == ["config/production/db_root_password"]
+    compose = rendered()
+    assert "production_db_api_password" in compose["services"]["db_production"]["secrets"]
 
 
 def test_readiness_is_running_and_healthy():
@@ -113,3 +124,40 @@ def test_project_files_hold_no_secret_and_the_templates_render_every_knob():
     assert "server_name kono.example.com;" in files["nginx/default.conf"]
     assert '"8080:80"' in files["compose.yaml"]
     assert not any(path.startswith("config/") for path in files)
+
+
+def test_what_needs_a_new_container_and_why():
+    recorded = {"api": "c1 node:22-slim v1 s1", "nginx": "c2 nginx:1.27 v2 -", "db_dev": "c3 mysql:8.4 v3 s3",
+                "db_production": "an older record"}
+    wanted = {"api": "c1 node:22-slim v1", "nginx": "c2x nginx:1.28 v2", "db_dev": "c3x mysql:8.4 v3x",
+              "maintainer": "c4 built v4", "db_production": "c5 mysql:8.4 v5"}
+    changes = stack.replacements(wanted, recorded, {"api": "s1-rotated", "db_dev": "s3"})
+    assert changes == {"api": ["secret"], "nginx": ["image nginx:1.27 -> nginx:1.28"],
+                       "db_dev": ["configuration", "volumes"]}  # never brought up, or an unreadable record: not listed
+    assert stack.replacements(wanted | {"api": "c1 node:22-slim v1"}, recorded, {"api": "s1", "db_dev": "s3"}) \
+        == {"nginx": ["image nginx:1.27 -> nginx:1.28"], "db_dev": ["configuration", "volumes"]}
+
+
+def test_service_records_change_with_what_a_container_is_made_from():
+    base = stack.service_records(settings())
+    assert set(base) == {s.name for s in SERVICES}
+    assert base["api"].split()[1] == "node:22-slim" and base["maintainer"].split()[1] == "built"
+    stack.project_files.cache_clear(), stack.service_records.cache_clear()
+    other = stack.service_records(settings(node_image="node:24-slim", server_name="elsewhere.example"))
+    assert other["api"] != base["api"]
+    assert other["nginx"] == base["nginx"]  # a config-only change of nginx is a reload, not a new container
+    assert other["db_production"] == base["db_production"]
+    stack.project_files.cache_clear(), stack.service_records.cache_clear()
+
+
+def test_a_plan_names_what_restarts_and_how():
+    assert [s.name for s in services.restarted_by("production/db_api_password")] == ["api"]
+    assert [s.name for s in services.restarted_by("production/db_root_password")] == ["db_production"]
+    assert services.replacement_note("api", ["secret"], True) == (
+        "api gets a new container (secret): started beside the old one, which drains once the new one is "
+        "healthy: no downtime")
+    assert services.replacement_note("nginx", ["image nginx:1.27 -> nginx:1.28"], False).startswith(
+        "nginx gets a new container (image nginx:1.27 -> nginx:1.28): RESTARTS: every HTTP request fails")
+    for entry in SERVICES:  # start-first needs no published port: two copies run side by side
+        block = rendered()["services"][entry.name]
+        assert entry.rollout == "recreate" or not block.get("ports"), entry.name
