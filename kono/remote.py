@@ -21,7 +21,6 @@ from typing import IO, Iterator
 import pyinfra_cli  # noqa: F401  (gevent's monkey-patching must come before ssl and paramiko load)
 import paramiko
 from pyinfra.api import Config, State
-from pyinfra.api.exceptions import ConnectError
 from pyinfra.api.host import Host
 from pyinfra.context import ctx_state
 from pyinfra_cli.inventory import make_inventory

@@ -60,6 +60,14 @@ class Provisioned:
     def docker(self):
         return lab_tools.docker_client(self.host)
 
+    def container_ids(self) -> dict[str, str]:
+        """{service: the id of its running container}: a changed id is a new container."""
+        client = self.docker()
+        try:
+            return {c.labels["com.docker.compose.service"]: c.id for c in client.containers.list()}
+        finally:
+            client.close()
+
     def deploy(self, *args: str, **kwargs) -> lab_tools.Run:
         return lab_tools.deploy(self.inventory, *args, **kwargs)
 

@@ -3,6 +3,8 @@ tests/images/README.md, checked on the test host against the images in use, the 
 default and the pulled official images with KONO_TEST_IMAGES=official. A double kinder than its
 official image fails here."""
 
+from shlex import quote
+
 import pytest
 
 from tests import lab as lab_tools
@@ -33,7 +35,7 @@ def sh(provisioned, command: str, check: bool = True):
 def run_in(provisioned, image: str, script: str, user: str = "") -> str:
     """A script in a throwaway container of the image, its own entrypoint bypassed."""
     as_user = f"--user {user} " if user else ""
-    return sh(provisioned, f"docker run --rm {as_user}--entrypoint sh {image} -c {lab_tools.quote(script)}").stdout
+    return sh(provisioned, f"docker run --rm {as_user}--entrypoint sh {image} -c {quote(script)}").stdout
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +46,8 @@ def mysql_first_start(provisioned):
     name = "kono-image-test-mysql"
     sh(provisioned, f"rm -rf {workdir} && mkdir -p {workdir}/init && cd {workdir} && "
                     "umask 077 && printf 'Root-Pa55-word-for-the-test' > root_only && "
-                    f"printf %s {lab_tools.quote(SOURCED)} > init/10-sourced.sh && "
-                    f"printf %s {lab_tools.quote(EXECUTED)} > init/20-executed.sh && "
+                    f"printf %s {quote(SOURCED)} > init/10-sourced.sh && "
+                    f"printf %s {quote(EXECUTED)} > init/20-executed.sh && "
                     "chmod 0644 init/10-sourced.sh && chmod 0755 init/20-executed.sh")
     sh(provisioned, f"docker run -d --name {name} -e MYSQL_ROOT_PASSWORD_FILE=/run/secrets/root_only "
                     f"-e MYSQL_DATABASE=probe -v {workdir}/root_only:/run/secrets/root_only:ro "
@@ -54,7 +56,7 @@ def mysql_first_start(provisioned):
         waited = sh(provisioned, f"for i in $(seq 180); do docker logs {name} 2>&1 | grep -q 'init process done' "
                                  "&& exit 0; sleep 1; done; exit 1", check=False)
         assert waited.returncode == 0, sh(provisioned, f"docker logs {name} 2>&1 | tail -30").stdout
-        yield lambda command: sh(provisioned, f"docker exec {name} sh -c {lab_tools.quote(command)}", check=False)
+        yield lambda command: sh(provisioned, f"docker exec {name} sh -c {quote(command)}", check=False)
     finally:
         sh(provisioned, f"docker rm -f {name}; rm -rf {workdir}", check=False)
 
@@ -86,7 +88,7 @@ def test_nginx_workers_run_as_nginx_101_and_it_stops_on_sigquit(provisioned):
     assert run_in(provisioned, NGINX, "id -u nginx; id -g nginx").split() == ["101", "101"]
     scan = ("for p in /proc/[0-9]*; do case \"$(tr -d '\\000' < $p/cmdline 2>/dev/null)\" in "
             "'nginx: worker process'*) awk '/^Uid:/ {print $2}' $p/status;; esac; done")
-    workers = sh(provisioned, f"docker exec {lab_tools.container('nginx')} sh -c {lab_tools.quote(scan)}").stdout.split()
+    workers = sh(provisioned, f"docker exec {lab_tools.container('nginx')} sh -c {quote(scan)}").stdout.split()
     assert workers and set(workers) == {"101"}
     config = sh(provisioned, f"docker image inspect -f '{{{{.Config.StopSignal}}}} {{{{json .Config.Entrypoint}}}}' "
                              f"{NGINX}").stdout.split()

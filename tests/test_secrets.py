@@ -11,14 +11,6 @@ from tests.lab import host_secret, mysql
 pytestmark = pytest.mark.e2e
 
 
-def container_ids(provisioned) -> dict[str, str]:
-    client = provisioned.docker()
-    try:
-        return {c.labels["com.docker.compose.service"]: c.id for c in client.containers.list()}
-    finally:
-        client.close()
-
-
 def test_a_supplied_value_that_differs_from_the_hosts_stops_before_any_change(provisioned):
     provisioned.wait_healthy()
     before = provisioned.snapshot()
@@ -40,13 +32,13 @@ def test_a_missing_secret_is_written_from_the_local_secrets_directory(provisione
     (local / "api_key").write_text(value + "\n")
     try:
         provisioned.host.ssh("rm /srv/kono/config/production/api_key", user="kono")
-        before = container_ids(provisioned)
+        before = provisioned.container_ids()
         run = provisioned.deploy("--json")
         assert run.changes == 2  # the secret file, and the bring-up that hands it to the api
         secret = provisioned.testinfra("kono").file("/srv/kono/config/production/api_key")
         assert secret.content_string == value and secret.mode == 0o600
         provisioned.wait_healthy()
-        after = container_ids(provisioned)
+        after = provisioned.container_ids()
         assert [s for s in after if after[s] != before[s]] == ["api"]
         assert provisioned.deploy("--json").changes == 0
     finally:
@@ -56,7 +48,7 @@ def test_a_missing_secret_is_written_from_the_local_secrets_directory(provisione
 def test_rotation_changes_the_account_and_the_file_and_recreates_only_its_users(provisioned):
     provisioned.wait_healthy()
     old = host_secret(provisioned.host, "production", "db_api_password")
-    before = container_ids(provisioned)
+    before = provisioned.container_ids()
     run = lab_tools.rotate(provisioned.inventory, "production/db_api_password")
     new = host_secret(provisioned.host, "production", "db_api_password")
     assert new != old and len(new) == 32
@@ -64,7 +56,7 @@ def test_rotation_changes_the_account_and_the_file_and_recreates_only_its_users(
     assert mysql(provisioned.host, "api", new, "SELECT 1;").returncode == 0
     assert mysql(provisioned.host, "api", old, "SELECT 1;").returncode != 0
     provisioned.wait_healthy()
-    after = container_ids(provisioned)
+    after = provisioned.container_ids()
     # db_production read that file only to initialise: a new value does not restart it.
     assert sorted(s for s in after if after[s] != before[s]) == ["api"]
     assert provisioned.deploy("--json").changes == 0

@@ -19,18 +19,6 @@ def api_version(provisioned) -> str:
         return json.loads(response.read()).get("version", "")
 
 
-def push_api(provisioned, version: str, broken: bool = False) -> None:
-    provisioned.git.push_api(version, broken)
-
-
-def ids(provisioned) -> dict[str, str]:
-    client = provisioned.docker()
-    try:
-        return {c.labels["com.docker.compose.service"]: c.id for c in client.containers.list()}
-    finally:
-        client.close()
-
-
 @pytest.fixture(scope="module")
 def serving(provisioned):
     """The sample API deployed by the maintainer, and a row for /api/greeting to read."""
@@ -45,7 +33,7 @@ def serving(provisioned):
 
 
 def test_a_maintainer_deploying_new_api_code_drops_no_request(serving):
-    push_api(serving, "zd-1")
+    serving.git.push_api("zd-1")
     out, load = under_load(serving.host.address, lambda: serving.maintainer("kono-deploy api").stdout)
     assert load.failures == [], load
     assert "api: serving" in out and api_version(serving) == "zd-1"
@@ -54,7 +42,7 @@ def test_a_maintainer_deploying_new_api_code_drops_no_request(serving):
 def test_a_release_that_fails_its_health_check_never_takes_traffic(serving):
     before = api_version(serving)
     release = serving.maintainer("readlink /srv/api/current").stdout
-    push_api(serving, "zd-broken", broken=True)
+    serving.git.push_api("zd-broken", broken=True)
     failed, load = under_load(serving.host.address,
                               lambda: serving.maintainer("kono-deploy api", check=False))
     assert load.failures == [], load
@@ -66,7 +54,7 @@ def test_a_release_that_fails_its_health_check_never_takes_traffic(serving):
 
 
 def test_rollback_returns_to_the_previous_release_without_dropping_a_request(serving):
-    push_api(serving, "zd-2")
+    serving.git.push_api("zd-2")
     serving.maintainer("kono-deploy api")
     assert api_version(serving) == "zd-2"
     out, load = under_load(serving.host.address, lambda: serving.maintainer("kono-deploy --rollback api").stdout)
@@ -77,7 +65,7 @@ def test_rollback_returns_to_the_previous_release_without_dropping_a_request(ser
 
 def test_releases_are_kept_up_to_the_knob_and_the_app_switches_atomically(serving):
     for n in range(4):
-        push_api(serving, f"zd-keep-{n}")
+        serving.git.push_api(f"zd-keep-{n}")
         serving.maintainer("kono-deploy api")
     releases = serving.maintainer("ls /srv/api/releases").stdout.split()
     assert len(releases) == lab_tools.DEFAULTS["releases_kept"]
@@ -88,22 +76,22 @@ def test_releases_are_kept_up_to_the_knob_and_the_app_switches_atomically(servin
 
 
 def test_a_rotated_api_key_replaces_the_api_container_without_dropping_a_request(serving):
-    before = ids(serving)
+    before = serving.container_ids()
     run, load = under_load(serving.host.address,
                            lambda: lab_tools.rotate(serving.inventory, "production/api_key"))
     assert load.failures == [], load
     assert "api gets a new container (secret): started beside the old one" in run.output
-    after = ids(serving)
+    after = serving.container_ids()
     assert after["api"] != before["api"]
     assert {s for s in after if after[s] != before[s]} == {"api"}
     assert serving.deploy("--json").changes == 0
 
 
 def test_rotating_the_apis_database_password_does_not_restart_db_production(serving):
-    before = ids(serving)
+    before = serving.container_ids()
     lab_tools.rotate(serving.inventory, "production/db_api_password")
     serving.wait_healthy()
-    after = ids(serving)
+    after = serving.container_ids()
     assert after["db_production"] == before["db_production"]
     assert after["api"] != before["api"]
     new = host_secret(serving.host, "production", "db_api_password")
@@ -111,14 +99,14 @@ def test_rotating_the_apis_database_password_does_not_restart_db_production(serv
 
 
 def test_an_nginx_configuration_change_is_a_reload_not_a_restart(serving):
-    before = ids(serving)
+    before = serving.container_ids()
     plan = serving.deploy("--dry", "--data", "server_name=zd.example _")
     assert "nginx/ changes: checked, then applied by a reload (no downtime)" in plan.output
     run, load = under_load(serving.host.address,
                            lambda: serving.deploy("--json", "--data", "server_name=zd.example _"))
     assert load.failures == [], load
     assert run.changes == 1  # the project files; the stack is not brought up again
-    assert ids(serving) == before
+    assert serving.container_ids() == before
     assert "server_name zd.example _;" in serving.host.ssh(f"docker exec {container('nginx')} cat "
                                                            "/etc/nginx/conf.d/default.conf", user="kono").stdout
     assert serving.deploy("--json", "--data", "server_name=zd.example _").changes == 0

@@ -8,10 +8,12 @@ healthcheck passing). Exit 0 when every service of every host is ready, 1 otherw
 
 from __future__ import annotations
 
-from kono.remote import ConnectError, connect, inventory_hosts, run  # first: gevent patches before ssl loads
+from kono.remote import connect, inventory_hosts, run  # first: gevent patches before ssl loads
 
 import argparse
 import sys
+
+from pyinfra.api.exceptions import ConnectError
 
 from kono import commands
 from kono.services import SERVICES, ready
