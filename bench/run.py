@@ -10,6 +10,7 @@ all in one run on this machine, so ratios compare like with like. Times are repo
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import platform
 import re
@@ -19,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from kono.services import SERVICES
 from tests.testhost import Lab, TestHost
 from tests import lab as lab_tools
 
@@ -69,19 +71,25 @@ def provision(lab: Lab, hosts: list[TestHost], inventory: Path) -> dict[str, flo
 CONTAINERS_CPU_USEC = (
     "for c in $(docker ps -q --filter label=com.docker.compose.project={project}); do "
     "pid=$(docker inspect -f '{{{{.State.Pid}}}}' $c); "
-    "awk '/^usage_usec/ {{print $2}}' /sys/fs/cgroup$(cut -d: -f3 /proc/$pid/cgroup)/cpu.stat; "
-    "done | awk '{{s += $1}} END {{print s + 0}}'"
+    "awk '/^usage_usec/ {{print $2}}' /sys/fs/cgroup$(sed -n 's/^0:://p' /proc/$pid/cgroup)/cpu.stat; "
+    "done | awk '{{s += $1; n += 1}} END {{print s + 0, n + 0}}'"
 )
 
 
 def idle_cpu_percent(host: TestHost, seconds: float) -> float:
     """CPU the deployed stack's containers use while nothing happens, in % of one core."""
     command = CONTAINERS_CPU_USEC.format(project=lab_tools.DEFAULTS["compose_project"])
-    before = int(host.ssh(command, user=lab_tools.DEPLOY_USER).stdout)
+
+    def cpu_usec() -> int:
+        usec, found = host.ssh(command, user=lab_tools.DEPLOY_USER).stdout.split()
+        if int(found) != len(SERVICES):
+            raise RuntimeError(f"read the CPU time of {found} containers, expected {len(SERVICES)}")
+        return int(usec)
+
+    before = cpu_usec()
     start = time.monotonic()
     time.sleep(seconds)
-    after = int(host.ssh(command, user=lab_tools.DEPLOY_USER).stdout)
-    return (after - before) / 1e6 / (time.monotonic() - start) * 100
+    return (cpu_usec() - before) / 1e6 / (time.monotonic() - start) * 100
 
 
 def zero_downtime(host: TestHost, inventory: Path, git: lab_tools.GitServer, seconds: float) -> dict:
@@ -117,7 +125,8 @@ def zero_downtime(host: TestHost, inventory: Path, git: lab_tools.GitServer, sec
     for name, change in changes.items():
         _, load = lab_tools.under_load(host.address, change, settle=seconds)
         results[name] = {"requests": load.requests, "failed": len(load.failures),
-                         "longest_s": round(load.longest, 3), "failing_for_s": round(load.window, 2)}
+                         "longest_s": round(load.longest, 3), "failing_for_s": round(load.window, 2),
+                         "failures": dict(collections.Counter(load.failures))}
         wait_ready(host)
     lab_tools.deploy(inventory)  # back to the declared state
     return results

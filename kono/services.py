@@ -90,7 +90,7 @@ SERVICES: tuple[Service, ...] = (
     Service("db_dev", database=("dev", "db_dev_name"), image="mysql_image",
             impact="the development database stops for a few seconds"),
     Service("api", inputs=("api",), rollout="start-first", image="node_image",
-            impact="API requests fail until the new container answers (about 2 s)"),
+            impact="API requests fail until the new container answers (about 4 s)"),
     Service("maintainer", inputs=("maintainer",),
             impact="open SSH sessions on the maintainer port are cut; logins fail for a few seconds"),
     Service("nginx", reloads=("nginx",), image="nginx_image",

@@ -17,6 +17,7 @@ def test_shell_scripts_parse(shell, path):
     assert proc.returncode == 0, proc.stderr
 
 
-def test_the_api_launcher_parses():
-    proc = subprocess.run(["node", "--check", REPO / "files/api/start.js"], capture_output=True, text=True)
+@pytest.mark.parametrize("path", ["files/api/start.js", "files/api/worker.js"])
+def test_the_api_supervisor_and_worker_parse(path):
+    proc = subprocess.run(["node", "--check", REPO / path], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
