@@ -117,15 +117,21 @@ def record_services(records: dict[str, str]) -> str:
     return f"{{ {lines}; }} > {SERVICES_RECORD}"
 
 
+# How long nginx keeps a resolved address of the api (templates/nginx.conf.j2, `resolver ... valid=`).
+RESOLVER_VALID_SECONDS = 1
+
+
 def start_first(service: str, wait_timeout: int, stop_timeout: int) -> str:
     """Replace a service's container without downtime: a new one beside the old (compose scales it to
-    two and keeps the old as it is), wait until it is healthy, then stop the old one, which drains,
-    and remove it. If the new one never becomes healthy, it is removed and the old one keeps serving."""
+    two and keeps the old as it is), wait until it is healthy and until nginx has resolved its address
+    (both serve meanwhile), then stop the old one, which drains, and remove it. If the new one never
+    becomes healthy, it is removed and the old one keeps serving."""
     return (f"old=$(docker compose ps -q {service} | sort) && "
             f"if ! docker compose up --detach --no-deps --no-recreate --scale {service}=2 --wait "
             f"--wait-timeout {int(wait_timeout)} {service}; then "
             f"docker compose ps -aq {service} | grep -vxF \"$old\" | xargs -r docker rm -f >/dev/null; "
             f"echo '{service}: the new container did not become healthy; the old one keeps serving' >&2; exit 1; fi && "
+            f"sleep {2 * RESOLVER_VALID_SECONDS} && "
             f"echo \"$old\" | xargs -r docker stop --time {int(stop_timeout)} >/dev/null && "
             f"echo \"$old\" | xargs -r docker rm >/dev/null")
 

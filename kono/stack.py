@@ -85,7 +85,8 @@ def compose_file(settings: Settings, files: dict[str, str]) -> str:
 @functools.lru_cache(maxsize=None)  # hosts with the same settings share one rendering per run
 def project_files(settings: Settings) -> dict[str, str]:
     """Every file of the compose project: {path relative to project_dir: content}. Holds no secret."""
-    files = {"nginx/default.conf": _render("nginx.conf.j2", s=settings)}
+    files = {"nginx/default.conf": _render("nginx.conf.j2", s=settings,
+                                           resolver_valid=commands.RESOLVER_VALID_SECONDS)}
     for folder in STATIC_FOLDERS:
         files.update(_static(folder))
     files.update({f"maintainer/keys/{login}": "".join(key + "\n" for key in public_keys)

@@ -87,6 +87,22 @@ def test_a_rotated_api_key_replaces_the_api_container_without_dropping_a_request
     assert serving.deploy("--json").changes == 0
 
 
+def test_a_new_api_image_tag_replaces_the_container_without_dropping_a_request(serving):
+    image = lab_tools.DEFAULTS["node_image"]
+    retagged = f"{image}-retagged"
+    serving.host.ssh(f"docker tag {image} {retagged}", user="kono")
+    before = serving.container_ids()
+    try:
+        run, load = under_load(serving.host.address,
+                               lambda: serving.deploy("--data", f"node_image={retagged}"))
+        assert load.failures == [], load
+        assert f"api gets a new container (image {image} -> {retagged}): started beside the old one" in run.output
+        after = serving.container_ids()
+        assert {s for s in after if after[s] != before[s]} == {"api"}
+    finally:
+        serving.deploy("--data", f"node_image={image}")
+
+
 def test_rotating_the_apis_database_password_does_not_restart_db_production(serving):
     before = serving.container_ids()
     lab_tools.rotate(serving.inventory, "production/db_api_password")

@@ -48,7 +48,7 @@ EXPECTED = {
         "old=$(docker compose ps -q api | sort) && if ! docker compose up --detach --no-deps --no-recreate "
         "--scale api=2 --wait --wait-timeout 300 api; then docker compose ps -aq api | grep -vxF \"$old\" | "
         "xargs -r docker rm -f >/dev/null; echo 'api: the new container did not become healthy; the old one "
-        "keeps serving' >&2; exit 1; fi && echo \"$old\" | xargs -r docker stop --time 30 >/dev/null && "
+        "keeps serving' >&2; exit 1; fi && sleep 2 && echo \"$old\" | xargs -r docker stop --time 30 >/dev/null && "
         "echo \"$old\" | xargs -r docker rm >/dev/null"),
     "secrets_env": (
         commands.secrets_env(SECRET_PATHS),

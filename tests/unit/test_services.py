@@ -122,6 +122,7 @@ def test_table_entries_are_consistent():
 def test_project_files_hold_no_secret_and_the_templates_render_every_knob():
     files = stack.project_files(settings(server_name="kono.example.com", http_port=8080))
     assert "server_name kono.example.com;" in files["nginx/default.conf"]
+    assert "resolver 127.0.0.11 valid=1s ipv6=off;" in files["nginx/default.conf"]
     assert '"8080:80"' in files["compose.yaml"]
     assert not any(path.startswith("config/") for path in files)
 
