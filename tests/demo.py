@@ -55,7 +55,8 @@ def main() -> int:
         print(f"""
     nginx:        curl http://{host.address}/   curl http://{host.address}/api/health
     maintainer:   ssh -F {lab.ssh_config} -p 8022 sysop@{host.address}      (or wheel@)
-                  inside: kono-deploy, sudo -i, tail /var/log/api/api.log /var/log/nginx/access.log
+                  inside: kono-deploy, kono-deploy --rollback api, sudo -i,
+                          tail /var/log/api/api.log /var/log/nginx/access.log
     sudo passwords: {', '.join(f'{k}: {v}' for k, v in passwords.items())}   (demo only; files in {lab.workdir / 'secrets'})
     the host:     ssh -F {lab.ssh_config} kono@{host.address}   (deploy user; admin@ has sudo)
     redeploy:     .venv/bin/pyinfra {inventory} deploy.py
