@@ -20,7 +20,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from kono.services import SERVICES
+from kono import commands
+from kono.services import SERVICES, unready
+from kono.stack import parse_services
 from tests.testhost import Lab, TestHost
 from tests import lab as lab_tools
 
@@ -133,14 +135,15 @@ def zero_downtime(host: TestHost, inventory: Path, git: lab_tools.GitServer, sec
 
 
 def wait_ready(host: TestHost, timeout: float = 120) -> None:
+    """Until every service is ready by the product's own rule, read as `kono.cli.status` reads it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = host.ssh(f"cd {lab_tools.PROJECT_DIR} && docker compose ps --format '{{{{.Health}}}}'",
-                       user=lab_tools.DEPLOY_USER).stdout.split()
-        if out and all(health == "healthy" for health in out):
+        out = host.ssh(commands.in_dir(lab_tools.PROJECT_DIR, commands.services_state()),
+                       user=lab_tools.DEPLOY_USER).stdout
+        if not unready(parse_services(out.splitlines())):
             return
         time.sleep(1)
-    raise RuntimeError("the stack did not become healthy again")
+    raise RuntimeError("the stack did not become ready again")
 
 
 def count_remote_commands(inventory: Path) -> int:
