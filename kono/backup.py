@@ -23,7 +23,7 @@ from pathlib import Path
 
 from kono import commands
 from kono.remote import Target, connect, run
-from kono.services import databases, root_password, secret_file, stack_secrets
+from kono.services import databases, root_password_file, stack_secrets
 
 ASSETS = ("maintainer", "/srv/static")  # (service, folder) holding the app_static volume
 ASSETS_GROUP = "sudo"  # the maintainers' group, which owns the shared volumes in the container
@@ -32,10 +32,6 @@ ASSETS_GROUP = "sudo"  # the maintainers' group, which owns the shared volumes i
 def _private_file(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
-
-
-def _root_file(service: str) -> str:
-    return secret_file(root_password(service).key, service)
 
 
 def create(target: Target, to: Path, dev: bool) -> Path:
@@ -51,7 +47,7 @@ def create(target: Target, to: Path, dev: bool) -> Path:
             env, name_knob = service.database
             if env == "dev" and not dev:
                 continue
-            dump = commands.mysqldump(service.name, _root_file(service.name), getattr(settings, name_knob))
+            dump = commands.mysqldump(service.name, root_password_file(service.name), getattr(settings, name_knob))
             with _private_file(folder / f"{service.name}.sql") as out:
                 run(client, dump, directory, out)
         with _private_file(folder / "app_static.tar") as out:
@@ -69,7 +65,7 @@ def restore(target: Target, source: Path, force: bool) -> None:
         directory = settings.project_dir
         production = next(s for s in databases() if s.database[0] == "production")
         database = getattr(settings, production.database[1])
-        tables = int(run(client, commands.table_count(production.name, _root_file(production.name), database),
+        tables = int(run(client, commands.table_count(production.name, root_password_file(production.name), database),
                          directory) or 0)
         if tables and not force:
             raise SystemExit(f"{target.name}: refusing to restore: {production.name} already holds {tables} "
@@ -77,5 +73,5 @@ def restore(target: Target, source: Path, force: bool) -> None:
         for service in databases():
             dump = source / f"{service.name}.sql"
             if dump.exists():
-                run(client, commands.mysql_root(service.name, _root_file(service.name)), directory, stdin=dump)
+                run(client, commands.mysql_root(service.name, root_password_file(service.name)), directory, stdin=dump)
         run(client, commands.tar_in(*ASSETS, ASSETS_GROUP), directory, stdin=source / "app_static.tar")

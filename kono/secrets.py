@@ -43,8 +43,8 @@ from pyinfra.api.exceptions import OperationError
 
 from kono import commands
 from kono.plan import drift
-from kono.services import (SECRETS, Secret, environments, replacement_note, restarted_by, root_password, secret,
-                           secret_file, stack_secrets)
+from kono.services import (SECRETS, Secret, environments, replacement_note, restarted_by, root_password_file,
+                           secret, stack_secrets)
 from kono.settings import Settings, SettingsError
 
 PASSWORD_HASHES = next(s for s in SECRETS if s.origin == "maintainer passwords")  # "login:hash" lines
@@ -312,6 +312,6 @@ def rotated_secret(directory: str, key: str, value: str | None):
         yield FileUploadCommand(io.BytesIO(value.encode()), staged)
         yield commands.chmod("0600", staged)
     if entry.accounts:
-        root = secret_file(root_password(entry.database).key, entry.database)
-        yield commands.in_dir(directory, commands.alter_users(staged, entry.database, root, entry.accounts))
+        yield commands.in_dir(directory, commands.alter_users(staged, entry.database,
+                                                              root_password_file(entry.database), entry.accounts))
     yield commands.rename(staged, path)

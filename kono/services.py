@@ -171,6 +171,11 @@ def root_password(database_service: str) -> Secret:
     raise KeyError(f"no root password secret for {database_service!r} in kono/services.py")
 
 
+def root_password_file(database_service: str) -> str:
+    """Where a database service's processes read its root password (rotation and backup use it)."""
+    return secret_file(root_password(database_service).key, database_service)
+
+
 def secret_file(key: str, service_name: str) -> str:
     """Where ``service_name``'s processes read the secret ``key``: /run/db-secrets/<name> in a
     database service, /run/secrets/<name> elsewhere. Refuses a secret not handed to that service."""

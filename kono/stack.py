@@ -55,6 +55,12 @@ def _static(folder: str) -> dict[str, str]:
     return {f"{folder}/{p.name}": p.read_text() for p in sorted((FILES / folder).iterdir()) if p.is_file()}
 
 
+def _in_folders(files: dict[str, str], folders: tuple[str, ...]) -> dict[str, str]:
+    """The files under any of the folders."""
+    return {path: content for path, content in files.items()
+            if any(path.startswith(folder + "/") for folder in folders)}
+
+
 def service_secret_paths() -> dict[str, list[str]]:
     """{service: [the secret files whose change restarts it]}, for the .env of secret digests."""
     return {s.name: [secret.path for secret in restarting_secrets(s.name)] for s in SERVICES}
@@ -70,9 +76,7 @@ def compose_file(settings: Settings, files: dict[str, str]) -> str:
     }
     # A label per service with the digest of the files it mounts: compose recreates a service when
     # its configuration changes, and a bind-mounted file's content is not part of that otherwise.
-    inputs = {s.name: _digest({path: content for path, content in files.items()
-                               if any(path.startswith(folder + "/") for folder in s.inputs)})
-              for s in SERVICES}
+    inputs = {s.name: _digest(_in_folders(files, s.inputs)) for s in SERVICES}
     return _render(
         "compose.yaml.j2", s=settings, services=SERVICES, blocks=blocks, inputs=inputs,
         service_secrets={s.name: [secret.compose_name for secret in secrets_of(s.name)] for s in SERVICES},
@@ -170,8 +174,7 @@ def project_tree(directory: str, files: dict[str, str], reload_images: dict[str,
                      reload_images={"nginx": "nginx:1.27"})
     """
     # Per reloaded folder, the marker its last reload wrote: stale or missing means apply it again.
-    markers = {folder: _digest({p: c for p, c in files.items() if p.startswith(folder + "/")})
-               for folder in reload_images}
+    markers = {folder: _digest(_in_folders(files, (folder,))) for folder in reload_images}
     paths = sorted(files) + [commands.reloaded_marker(folder) for folder in markers]
     on_host = host.get_fact(FileDigests, directory=directory, paths=paths)
     made: set[str] = set()
@@ -238,7 +241,7 @@ class StackState(FactBase):
             key, _, rest = line.partition(" ")
             if key in ("digest", "applied"):
                 state[key] = rest.strip() or None
-            elif key in ("recorded", "secrets") and len(rest.split(" ", 1)) == 2:
+            elif key in ("recorded", "secrets") and " " in rest:
                 name, value = rest.split(" ", 1)
                 state[key][name] = value.strip()
         state["services"] = parse_services(output)
