@@ -98,17 +98,14 @@ def zero_downtime(host: TestHost, inventory: Path, git: lab_tools.GitServer, sec
     """Each kind of change under load (4 clients on /api/health and /api/greeting through nginx):
     requests, failed requests, the longest answer, and how long failures lasted."""
     def maintainer(command: str) -> str:
-        return subprocess.run([*host.ssh_args("sysop", port=lab_tools.DEFAULTS["maintainer_ssh_port"]), command],
-                              check=True, capture_output=True, text=True, timeout=600).stdout
+        return lab_tools.maintainer(host, command, timeout=600).stdout
 
     def compose(command: str) -> None:
         host.ssh(f"cd {lab_tools.PROJECT_DIR} && docker compose {command}", user=lab_tools.DEPLOY_USER)
 
     lab_tools.pin_maintainer_host_key(host)
     maintainer("kono-deploy")
-    password = lab_tools.host_secret(host, "production", "db_api_password")
-    lab_tools.mysql(host, "api", password, "CREATE TABLE IF NOT EXISTS greetings (id INT AUTO_INCREMENT "
-                                           "PRIMARY KEY, message VARCHAR(64)); INSERT INTO greetings (message) VALUES ('bench');")
+    lab_tools.add_greeting(host, "bench")
     changes = {
         "new API code (kono-deploy api)": lambda: (git.push_api("bench-2"), maintainer("kono-deploy api")),
         "rollback (kono-deploy --rollback api)": lambda: maintainer("kono-deploy --rollback api"),

@@ -50,9 +50,8 @@ class Provisioned:
 
     def maintainer(self, command: str, login: str = "sysop", check: bool = True, input: str | None = None,
                    timeout: float = 120) -> subprocess.CompletedProcess:
-        """Run a command in the maintainer container, logged in over SSH on port 8022 with a key."""
-        return subprocess.run([*self.host.ssh_args(login, port=8022), command], input=input, text=True,
-                              capture_output=True, check=check, timeout=timeout)
+        """Run a command in the maintainer container, logged in over SSH with a key."""
+        return lab_tools.maintainer(self.host, command, login, check, input, timeout)
 
     def testinfra(self, user: str = "kono"):
         return testinfra.get_host(f"ssh://{user}@{self.host.address}", ssh_config=str(self.lab.ssh_config))

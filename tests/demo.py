@@ -50,7 +50,7 @@ def main() -> int:
                        check=False)
         lab_tools.pin_maintainer_host_key(host)
         say("the maintainer pulls the sample API and app over SSH: kono-deploy")
-        subprocess.run([*host.ssh_args("sysop", port=8022), "kono-deploy"], check=True)
+        print(lab_tools.maintainer(host, "kono-deploy", timeout=600).stdout, end="", flush=True)
         say(f"ready in {time.monotonic() - started:.0f}s")
         print(f"""
     nginx:        curl http://{host.address}/   curl http://{host.address}/api/health

@@ -211,6 +211,21 @@ def mysql(host: TestHost, user: str, password: str, sql: str, server: str = "db_
     return host.ssh(command, user=DEPLOY_USER, check=False, input=f"{password}\n{sql}\n")
 
 
+def maintainer(host: TestHost, command: str, login: str = "sysop", check: bool = True,
+               input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run a command in the maintainer container, logged in over SSH with a key, as the team does."""
+    return subprocess.run([*host.ssh_args(login, port=DEFAULTS["maintainer_ssh_port"]), command], input=input,
+                          text=True, capture_output=True, check=check, timeout=timeout)
+
+
+def add_greeting(host: TestHost, message: str) -> subprocess.CompletedProcess:
+    """A row in db_production for the sample API's /api/greeting to read, written as the api user."""
+    password = host_secret(host, "production", "db_api_password")
+    return mysql(host, "api", password,
+                 "CREATE TABLE IF NOT EXISTS greetings (id INT AUTO_INCREMENT PRIMARY KEY, message VARCHAR(64)); "
+                 f"INSERT INTO greetings (message) VALUES ('{message}');")
+
+
 def write_maintainer_passwords(lab: Lab, passwords: dict[str, str]) -> None:
     """The operator's local password files (git-ignored in a real checkout), one per login."""
     folder = lab.workdir / "secrets"

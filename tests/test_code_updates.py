@@ -7,7 +7,7 @@ import urllib.request
 import pytest
 
 from tests import lab as lab_tools
-from tests.lab import container, host_secret, mysql
+from tests.lab import container
 
 pytestmark = pytest.mark.e2e
 
@@ -54,10 +54,7 @@ def test_maintainer_deploys_the_api_and_the_app_and_new_commits_replace_them(pro
 def test_the_api_reads_db_production_with_the_api_users_credentials(provisioned):
     provisioned.maintainer("kono-deploy api")
     assert eventually(lambda: api_version(provisioned) is not None)
-    api_password = host_secret(provisioned.host, "production", "db_api_password")
-    wrote = mysql(provisioned.host, "api", api_password,
-                  "CREATE TABLE IF NOT EXISTS greetings (id INT AUTO_INCREMENT PRIMARY KEY, message VARCHAR(64)); "
-                  "INSERT INTO greetings (message) VALUES ('hello from db_production');")
+    wrote = lab_tools.add_greeting(provisioned.host, "hello from db_production")
     assert wrote.returncode == 0, wrote.stderr
     status, body = get(provisioned, "/api/greeting")
     assert status == 200, body

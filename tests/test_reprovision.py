@@ -54,8 +54,7 @@ def test_backup_and_reprovision_onto_a_fresh_host(provisioned, lab, git_server, 
         with urllib.request.urlopen(f"http://{b.address}/static/moved.txt", timeout=10) as response:
             assert response.read() == b"asset from host A\n"
         lab_tools.pin_maintainer_host_key(b)
-        sudo = subprocess.run([*b.ssh_args("sysop", port=8022), "sudo -S -p '' id -un"], capture_output=True,
-                              text=True, input=provisioned.passwords["sysop"] + "\n", timeout=60)
+        sudo = lab_tools.maintainer(b, "sudo -S -p '' id -un", check=False, input=provisioned.passwords["sysop"] + "\n")
         assert sudo.stdout.strip() == "root"
 
         again = backup_tool("restore", str(inventory), str(backup))

@@ -24,10 +24,7 @@ def serving(provisioned):
     """The sample API deployed by the maintainer, and a row for /api/greeting to read."""
     provisioned.wait_healthy()
     provisioned.maintainer("kono-deploy")
-    password = host_secret(provisioned.host, "production", "db_api_password")
-    made = mysql(provisioned.host, "api", password,
-                 "CREATE TABLE IF NOT EXISTS greetings (id INT AUTO_INCREMENT PRIMARY KEY, message VARCHAR(64)); "
-                 "INSERT INTO greetings (message) VALUES ('hello under load');")
+    made = lab_tools.add_greeting(provisioned.host, "hello under load")
     assert made.returncode == 0, made.stderr
     return provisioned
 
