@@ -6,14 +6,18 @@ from kono.deploy_run import begin_deploy, finish_deploy
 from kono.secrets import maintainer_passwords, place_secrets, supplied_secrets
 from kono.settings import load
 from kono.stack import bring_up, push_project
+from kono.tls import certificates, place_tls, provided_tls
 
 # Everything the operator declared or supplied is checked first: bad input stops here, before any change.
 settings = load(host.data)
 supplied = supplied_secrets(settings)
 passwords = maintainer_passwords(settings)
+provided = provided_tls(settings)
 
 begin_deploy(settings)
 place_secrets(settings, supplied, passwords)
+place_tls(settings, provided)
 push_project(settings)
 bring_up(settings)
+certificates(settings)
 finish_deploy(settings)

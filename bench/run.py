@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from kono import commands
-from kono.services import SERVICES, unready
+from kono.services import unready
 from kono.stack import parse_services
 from tests.testhost import Lab, TestHost
 from tests import lab as lab_tools
@@ -84,8 +84,8 @@ def idle_cpu_percent(host: TestHost, seconds: float) -> float:
 
     def cpu_usec() -> int:
         usec, found = host.ssh(command, user=lab_tools.DEPLOY_USER).stdout.split()
-        if int(found) != len(SERVICES):
-            raise RuntimeError(f"read the CPU time of {found} containers, expected {len(SERVICES)}")
+        if int(found) != len(lab_tools.DEFAULT_SERVICES):
+            raise RuntimeError(f"read the CPU time of {found} containers, expected {len(lab_tools.DEFAULT_SERVICES)}")
         return int(usec)
 
     before = cpu_usec()
@@ -137,7 +137,7 @@ def wait_ready(host: TestHost, timeout: float = 120) -> None:
     while time.monotonic() < deadline:
         out = host.ssh(commands.in_dir(lab_tools.PROJECT_DIR, commands.services_state()),
                        user=lab_tools.DEPLOY_USER).stdout
-        if not unready(parse_services(out.splitlines())):
+        if not unready(parse_services(out.splitlines()), lab_tools.DEFAULT_SERVICES):
             return
         time.sleep(1)
     raise RuntimeError("the stack did not become ready again")

@@ -27,6 +27,7 @@ maintainer_base_image = "ubuntu:24.04"  # base of the maintainer image (sshd, gi
 
 # --- Ports ------------------------------------------------------------------------------------
 http_port = 80                     # nginx, on every address of the host
+https_port = 443                   # nginx's HTTPS, on every address of the host (when https is not "off")
 maintainer_ssh_port = 8022         # the maintainer container's sshd, on every address of the host
 db_dev_port = 3307                 # db_dev on the host's 127.0.0.1 only (production DB is never published)
 api_port = 3000                    # the api inside the compose network (not published)
@@ -45,6 +46,15 @@ api_branch = "main"                # the API's branch to deploy
 app_repo = None                    # the web app's repository, built into app_build (served at /)
 app_branch = "main"                # the web app's branch to deploy
 releases_kept = 5                  # releases of the API and of the app kept for `kono-deploy --rollback`
+
+# --- HTTPS (README.md, "HTTPS") ---------------------------------------------------------------
+https = "off"                      # "off"; "acme": certificates from an ACME CA; "provided": yours, as secrets
+domains = []                       # DNS names served over HTTPS, each pointing at the host; the first names the certificate
+acme_email = None                  # contact address given to the ACME CA (optional)
+acme_directory_url = "https://acme-v02.api.letsencrypt.org/directory"  # Let's Encrypt; staging first (README)
+acme_ca_bundle = None              # local PEM file to trust for a private ACME CA's own HTTPS (tests: Pebble)
+acme_image = "goacme/lego:v4.27.0" # the ACME client (lego v4; v5 changed its command line)
+hsts_max_age = 0                   # Strict-Transport-Security max-age in seconds; 0: none (browsers remember it)
 
 # --- Stack ------------------------------------------------------------------------------------
 server_name = "_"                  # nginx server_name ("_" answers any name)

@@ -117,7 +117,7 @@ def record_services(records: dict[str, str]) -> str:
     return f"{{ {lines}; }} > {SERVICES_RECORD}"
 
 
-# How long nginx keeps a resolved address of the api (templates/nginx.conf.j2, `resolver ... valid=`).
+# How long nginx keeps a resolved address of the api (templates/nginx/site.locations.j2, `resolver ... valid=`).
 RESOLVER_VALID_SECONDS = 1
 
 
@@ -168,22 +168,49 @@ def reloaded_marker(folder: str) -> str:
     return f"{STATE_DIR}/reloaded.{folder}"
 
 
-def nginx_check_and_reload(directory: str, folder: str, image: str, digest: str, service: str = "nginx") -> str:
+def nginx_check_and_reload(directory: str, folder: str, image: str, digest: str, service: str = "nginx",
+                           mounts: tuple[tuple[str, str], ...] = ()) -> str:
     """Check a staged nginx conf.d with `nginx -t` in a throwaway container of the image (the whole
-    configuration, as the image's nginx.conf includes it); only if it passes, put it in place and
+    configuration, as the image's nginx.conf includes it, with those of the service's ``mounts``
+    (source: "./folder" or a volume; target) that exist yet); only if it passes, put it in place and
     reload a running nginx: its workers finish what they serve, none is dropped. On failure, nginx's
     own message, and the live folder and the running nginx untouched."""
     staged = f"{STAGED_DIR}/{folder}"
-    check = ("mkdir -p /tmp/kono-conf.d && tar -C /tmp/kono-conf.d -xf - && "
-             "sed 's#/etc/nginx/conf.d/#/tmp/kono-conf.d/#' /etc/nginx/nginx.conf > /tmp/kono-nginx.conf && "
-             "nginx -t -q -c /tmp/kono-nginx.conf")
+    check = "rm -rf /etc/nginx/conf.d/* && tar -C /etc/nginx/conf.d -xf - && nginx -t -q"
+    # A volume is not made here (compose makes its own, labelled), nor a folder: what is not there
+    # yet is not mounted, and what the configuration includes from it is then absent, as in nginx.
+    found = "".join(
+        (f"if [ -d {quote(source)} ]; then mounts=\"$mounts -v $PWD/{source[2:]}:{target}:ro\"; fi; "
+         if source.startswith("./") else
+         f"if docker volume inspect {quote(source)} >/dev/null 2>&1; then "
+         f"mounts=\"$mounts -v {source}:{target}:ro\"; fi; ")
+        for source, target in mounts)
     return in_dir(directory, (
-        f"tar -C {quote(staged)} -cf - . | docker run --rm -i --network none --entrypoint sh {quote(image)} "
-        f"-c {quote(check)} && mkdir -p {quote(folder)} && cp -a {quote(staged)}/. {quote(folder)}/ && "
+        f"mounts=''; {found}"
+        f"tar -C {quote(staged)} -cf - . | docker run --rm -i --network none $mounts --entrypoint sh "
+        f"{quote(image)} -c {quote(check)} && mkdir -p {quote(folder)} && cp -a {quote(staged)}/. {quote(folder)}/ && "
         f"rm -rf {quote(staged)} && "
         f"if [ -n \"$(docker compose ps -q --status running {service} 2>/dev/null)\" ]; then "
         f"docker compose exec -T {service} nginx -s reload; fi && echo {quote(digest)} > {reloaded_marker(folder)}"
     ))
+
+
+# -- certificates ------------------------------------------------------------------------------
+
+TLS_DIR_IN_NGINX = "/etc/nginx/tls"  # what nginx mounts: the certificates volume, or config/tls
+
+
+def served_certificate(directory: str) -> str:
+    """The certificate nginx serves (public: the key is never read); nothing when there is none."""
+    return in_dir(directory, f"docker compose exec -T nginx cat {TLS_DIR_IN_NGINX}/certificate 2>/dev/null || true")
+
+
+def issue_certificate(directory: str) -> str:
+    """The acme service's first issuance (lego's own messages, the CA's reason among them, on failure),
+    then nginx checked and reloaded at once, returning when the reload took effect (its watcher would
+    reload within seconds, but the deploy ends with HTTPS served)."""
+    return in_dir(directory, "docker compose exec -T acme sh /kono/kono-acme.sh issue && "
+                             "docker compose exec -T nginx sh /kono/kono-nginx.sh reload")
 
 
 # -- secrets -----------------------------------------------------------------------------------

@@ -18,6 +18,9 @@ Values travel by SFTP or stdin only: never on a command line, never in pyinfra's
 Maintainer passwords (sudo inside the maintainer container) come from the operator: the environment
 variable ``KONO_MAINTAINER_PASSWORD_<LOGIN>`` (CI), else the git-ignored local file
 ``<local_secrets_dir>/maintainer_password_<login>`` (laptops), else the hash already on the host.
+The TLS certificate and key of ``https = "provided"`` come from the same sources as stack secrets
+(``tls/certificate``, ``tls/private_key``) but are PEM files, checked and placed by kono/tls.py.
+
 Only sha512-crypt hashes leave the operator's machine, as one secret file read by ``chpasswd -e`` in
 the container. A hash is reused while the password still verifies against it, so an unchanged
 password changes nothing.
@@ -78,7 +81,7 @@ class ConfigTree(FactBase):
         return tree
 
 
-def _upload(path: str, value: str):
+def upload_secret(path: str, value: str):
     # By SFTP into the 0700 directory, then 0600 and renamed into place: never on a command line.
     yield FileUploadCommand(io.BytesIO(value.encode()), f"{path}.new")
     yield commands.move_into_place(f"{path}.new", path)
@@ -101,7 +104,7 @@ def secret_files(directory: str, secrets: tuple[Secret, ...], supplied: dict[str
         secret_files(name="Secrets", directory="/srv/kono", secrets=stack_secrets(), supplied={})
     """
     tree = host.get_fact(ConfigTree, directory=directory)
-    for folder in ["config", *(f"config/{env}" for env in environments())]:
+    for folder in ["config", *(f"config/{env}" for env in environments(secrets))]:
         path = f"{directory}/{folder}"
         if folder not in tree:
             drift(f"{folder}/ is missing")
@@ -115,7 +118,7 @@ def secret_files(directory: str, secrets: tuple[Secret, ...], supplied: dict[str
         if found is None or found[2] == 0:
             drift(f"{entry.path} is missing")
             if entry.key in supplied:
-                yield from _upload(path, supplied[entry.key])
+                yield from upload_secret(path, supplied[entry.key])
             else:
                 yield commands.generate_secret(path, SECRET_LENGTH)
         elif found[1] != "600":
@@ -123,7 +126,7 @@ def secret_files(directory: str, secrets: tuple[Secret, ...], supplied: dict[str
             yield commands.chmod("0600", path)
 
 
-def _from_operator(variable: str, path: Path) -> tuple[str, str] | None:
+def from_operator(variable: str, path: Path) -> tuple[str, str] | None:
     """A value the operator gives, by environment variable (CI) or local file (laptops), and where
     it came from; None when neither is there. A file's trailing newline is not part of it."""
     if os.environ.get(variable):
@@ -141,7 +144,7 @@ def secret_sources(settings: Settings, entry: Secret) -> tuple[str, Path]:
 
 def supplied_value(settings: Settings, entry: Secret) -> tuple[str, str] | None:
     """The operator's value for a stack secret and where it came from, or None."""
-    found = _from_operator(*secret_sources(settings, entry))
+    found = from_operator(*secret_sources(settings, entry))
     if found is None:
         return None
     value, source = found[0].strip(), found[1]
@@ -212,7 +215,7 @@ def maintainer_passwords(settings: Settings) -> dict[str, str | None]:
     """
     passwords: dict[str, str | None] = {}
     for login, _keys in settings.maintainer_users:
-        found = _from_operator(*password_sources(settings, login))
+        found = from_operator(*password_sources(settings, login))
         passwords[login] = found[0] if found else None
     unknown = [login for login, password in passwords.items() if password is None]
     if unknown:
@@ -273,7 +276,7 @@ def password_hashes(path: str, passwords: dict[str, str | None]):
         host.noop("maintainer password hashes are up to date")
         return
     drift("maintainer password hashes differ from the passwords given")
-    yield from _upload(path, wanted)
+    yield from upload_secret(path, wanted)
 
 
 @deploy("Secrets")

@@ -8,9 +8,9 @@ tests. Adding a service is one ``Service`` entry plus its template block; adding
 
 Example::
 
-    [s.name for s in SERVICES]         # ["db_production", "db_dev", "api", "maintainer", "nginx"]
+    [s.name for s in enabled(SERVICES, settings)]   # ["db_production", "db_dev", "api", "maintainer", "nginx"]
     secrets_of("api")                  # (Secret("production", "db_api_password", ...), Secret(..., "api_key", ...))
-    unready({"api": ("running", "healthy")})   # every other service: not running and healthy
+    unready({"api": ("running", "healthy")}, enabled(SERVICES, settings))   # every other service
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ class Service:
     image: str | None = None
     # What users see while a new container of it starts (said in the plan before it happens).
     impact: str = "unavailable until the new container is healthy"
+    # (knob, value): the service exists only when that setting has that value. None: always.
+    only_when: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -57,11 +59,19 @@ class Secret:
     # The database accounts ("user@host") whose password this is, on the database service ``services[0]``.
     accounts: tuple[str, ...] = ()
     # "stack": supplied by the operator or generated on the host, then never changed but by rotation;
-    # "maintainer passwords": sha512-crypt hashes of the passwords the operator gives (kono/secrets.py).
+    # "maintainer passwords": sha512-crypt hashes of the passwords the operator gives (kono/secrets.py);
+    # "tls": a PEM certificate or key the operator provides (kono/tls.py), placed as given, never generated.
     origin: str = "stack"
     # Services that read it only when they initialise (a database's first start): a new value does not
     # restart them.
     first_start_only: tuple[str, ...] = ()
+    # (knob, value): the secret exists only when that setting has that value. None: always.
+    only_when: tuple[str, str] | None = None
+
+    @property
+    def handed_by_compose(self) -> bool:
+        """False for the TLS files: nginx mounts their folder, so a new one is applied by a reload."""
+        return self.origin != "tls"
 
     @property
     def key(self) -> str:
@@ -93,8 +103,10 @@ SERVICES: tuple[Service, ...] = (
             impact="API requests fail until the new container answers (about 4 s)"),
     Service("maintainer", inputs=("maintainer",),
             impact="open SSH sessions on the maintainer port are cut; logins fail for a few seconds"),
-    Service("nginx", reloads=("nginx",), image="nginx_image",
+    Service("nginx", inputs=("nginx-entrypoint",), reloads=("nginx",), image="nginx_image",
             impact="every HTTP request fails until nginx is back (about a second)"),
+    Service("acme", inputs=("acme",), image="acme_image", only_when=("https", "acme"),
+            impact="nothing users see: it renews certificates, and checks again when it is back"),
 )
 
 SECRETS: tuple[Secret, ...] = (
@@ -107,18 +119,41 @@ SECRETS: tuple[Secret, ...] = (
     Secret("dev", "db_root_password", ("db_dev",), ("root@%", "root@localhost")),
     Secret("dev", "db_dev_password", ("db_dev",), ("dev@%",), first_start_only=("db_dev",)),
     Secret("production", "maintainer_password_hashes", ("maintainer",), origin="maintainer passwords"),
+    Secret("tls", "certificate", ("nginx",), origin="tls", only_when=("https", "provided")),
+    Secret("tls", "private_key", ("nginx",), origin="tls", only_when=("https", "provided")),
 )
 
-VOLUMES: dict[str, str] = {  # named volume -> what it holds
-    "data_production_volume": "db_production's data",
-    "data_dev_volume": "db_dev's data",
-    "api_build": "the API's deployed code",
-    "api_log": "the API's log",
-    "app_build": "the web app's deployed build",
-    "app_static": "uploaded assets, served at /static/",
-    "nginx_log": "nginx's access and error logs",
-    "maintainer_host_keys": "the maintainer container's SSH host keys",
-}
+
+@dataclass(frozen=True)
+class Volume:
+    """One named volume (compose prefixes it with the project name)."""
+
+    name: str
+    holds: str
+    only_when: tuple[str, str] | None = None
+
+
+VOLUMES: tuple[Volume, ...] = (
+    Volume("data_production_volume", "db_production's data"),
+    Volume("data_dev_volume", "db_dev's data"),
+    Volume("api_build", "the API's deployed code"),
+    Volume("api_log", "the API's log"),
+    Volume("app_build", "the web app's deployed build"),
+    Volume("app_static", "uploaded assets, served at /static/"),
+    Volume("nginx_log", "nginx's access and error logs"),
+    Volume("maintainer_host_keys", "the maintainer container's SSH host keys"),
+    Volume("acme_state", "the ACME account and lego's certificates", ("https", "acme")),
+    Volume("certificates", "the certificate and key nginx serves, installed by acme", ("https", "acme")),
+    Volume("acme_webroot", "the ACME HTTP-01 challenge files nginx serves", ("https", "acme")),
+)
+
+
+def enabled(entries: tuple, settings) -> tuple:
+    """The entries of a table (services, secrets, volumes) that exist with these settings (a Settings,
+    or a mapping of knob to value)."""
+    def value(knob: str):
+        return settings[knob] if isinstance(settings, dict) else getattr(settings, knob)
+    return tuple(e for e in entries if e.only_when is None or value(e.only_when[0]) == e.only_when[1])
 
 
 def service(name: str) -> Service:
@@ -141,8 +176,8 @@ def stack_secrets() -> tuple[Secret, ...]:
 
 
 def secrets_of(service_name: str) -> tuple[Secret, ...]:
-    """The secrets handed to a service, in table order."""
-    return tuple(s for s in SECRETS if service_name in s.services)
+    """The secrets compose hands to a service, in table order."""
+    return tuple(s for s in SECRETS if service_name in s.services and s.handed_by_compose)
 
 
 def reloaded_folders() -> tuple[str, ...]:
@@ -154,9 +189,9 @@ def restarting_secrets(service_name: str) -> tuple[Secret, ...]:
     return tuple(s for s in secrets_of(service_name) if service_name not in s.first_start_only)
 
 
-def environments() -> tuple[str, ...]:
-    """The folders under config/, in table order."""
-    return tuple(dict.fromkeys(s.env for s in SECRETS))
+def environments(secrets: tuple[Secret, ...] = SECRETS) -> tuple[str, ...]:
+    """The folders under config/ that hold these secrets, in table order."""
+    return tuple(dict.fromkeys(s.env for s in secrets))
 
 
 def databases() -> tuple[Service, ...]:
@@ -203,6 +238,7 @@ def ready(state: str, health: str) -> bool:
     return state == "running" and health == "healthy"
 
 
-def unready(states: dict[str, tuple[str, str]]) -> list[str]:
-    """The services of the table that are not running and healthy, given {service: (state, health)}."""
-    return [s.name for s in SERVICES if not ready(*states.get(s.name, ("missing", "")))]
+def unready(states: dict[str, tuple[str, str]], services: tuple[Service, ...]) -> list[str]:
+    """Those of the services (``enabled(SERVICES, settings)``) that are not running and healthy, given
+    {service: (state, health)}."""
+    return [s.name for s in services if not ready(*states.get(s.name, ("missing", "")))]

@@ -18,6 +18,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Callable
 
 from pyinfra.api.exceptions import PyinfraError
@@ -38,7 +39,11 @@ GIT_BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 HTTP_URL = re.compile(r"^https?://[^\s'\"]+$")
 DEB_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9.+-]+$")
 DOCKER_SOURCES = ("docker", "distro")
-PUBLISHED_PORTS = ("http_port", "maintainer_ssh_port", "db_dev_port")
+HTTPS_MODES = ("off", "acme", "provided")
+# A DNS name, lowercase; "*." in front only where the certificate is provided (HTTP-01 cannot prove one).
+DOMAIN = re.compile(r"^(\*\.)?(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+EMAIL = re.compile(r"^[^@\s'\"]+@[^@\s'\"]+\.[^@\s'\"]+$")
+PUBLISHED_PORTS = ("http_port", "https_port", "maintainer_ssh_port", "db_dev_port")
 
 
 class SettingsError(PyinfraError):
@@ -72,6 +77,27 @@ def _public_keys(key: str, keys: Any) -> tuple[str, ...]:
                 f"{key}[{index}]: expected an SSH public key line "
                 f"(\"ssh-ed25519 AAAA... comment\"), got {str(line)[:40]!r}")
     return tuple(k.strip() for k in keys)
+
+
+def _domains(key: str, names: Any) -> tuple[str, ...]:
+    for index, name in enumerate(names):
+        if not isinstance(name, str) or not DOMAIN.match(name):
+            raise SettingsError(f"{key}[{index}]: expected a DNS name like \"example.com\" (lowercase), got {name!r}")
+    if len(set(names)) != len(names):
+        raise SettingsError(f"{key}: expected each name once, got {list(names)!r}")
+    return tuple(names)
+
+
+def _ca_bundle(key: str, path: str) -> str:
+    """A local CA bundle file (on the operator's machine), checked to hold certificates."""
+    try:
+        text = Path(path).expanduser().read_text()
+    except OSError as error:
+        raise SettingsError(f"{key}: expected a readable PEM file of CA certificates, got {path!r} "
+                            f"({error.strerror})") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise SettingsError(f"{key}: expected a PEM file of CA certificates, {path!r} holds none")
+    return str(Path(path).expanduser())
 
 
 def _maintainer_users(key: str, users: dict) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -110,6 +136,7 @@ class Settings:
     maintainer_base_image: str = knob(*IMAGE)
     # Ports
     http_port: int = knob(*PORT)
+    https_port: int = knob(*PORT)
     maintainer_ssh_port: int = knob(*PORT)
     db_dev_port: int = knob(*PORT)
     api_port: int = knob(*PORT)
@@ -129,6 +156,17 @@ class Settings:
     server_name: str = knob("nginx server names separated by spaces", _matches(SERVER_NAME))
     db_production_name: str = knob(*DATABASE)
     db_dev_name: str = knob(*DATABASE)
+    # HTTPS
+    https: str = knob(f"one of {', '.join(HTTPS_MODES)}", lambda v: v in HTTPS_MODES)
+    domains: tuple[str, ...] = knob("a list of DNS names", parse=_domains)
+    acme_email: str | None = knob("an email address", _matches(EMAIL))
+    acme_directory_url: str = knob("an https:// URL of an ACME directory", lambda v: v.startswith("https://")
+                                   and bool(HTTP_URL.match(v)))
+    acme_ca_bundle: str | None = knob("the path of a local PEM file of CA certificates",
+                                      lambda v: v.strip() != "", _ca_bundle)
+    acme_image: str = knob(*IMAGE)
+    hsts_max_age: int = knob("seconds, a whole number >= 0 (0: no Strict-Transport-Security header)",
+                             lambda v: v >= 0)
     compose_wait_timeout: int = knob("seconds, a whole number >= 10", lambda v: v >= 10)
     deploy_lock_wait: int = knob("seconds, a whole number >= 0", lambda v: v >= 0)
 
@@ -170,7 +208,27 @@ def load(data: Any) -> Settings:
     """Read and check every knob from pyinfra host data (attribute access, as ``host.data``)."""
     settings = Settings(**{name: _check(data, name) for name in KNOBS})
     _check_distinct_ports(settings)
+    _check_https(settings)
     return settings
+
+
+def _check_https(settings: Settings) -> None:
+    if settings.https == "off":
+        return
+    if not settings.domains:
+        raise SettingsError(f"domains: expected at least one DNS name when https = {settings.https!r}, got []")
+    shared = sorted(set(settings.server_name.split()) & set(settings.domains))
+    if shared:
+        raise SettingsError(f"server_name: expected names other than those in domains (they are served over "
+                            f"HTTPS, and plain HTTP redirects there), got {' '.join(shared)}")
+    if settings.https == "acme":
+        if settings.acme_email is None:
+            raise SettingsError("acme_email: expected an email address when https = 'acme' (the ACME account's "
+                                "contact; lego requires one), got None")
+        wildcards = [name for name in settings.domains if name.startswith("*.")]
+        if wildcards:
+            raise SettingsError(f"domains: expected names without \"*.\" when https = 'acme' (HTTP-01 cannot "
+                                f"prove a wildcard; provide the certificate instead), got {wildcards[0]!r}")
 
 
 def _check_distinct_ports(settings: Settings) -> None:

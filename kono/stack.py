@@ -27,7 +27,7 @@ from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 
 from kono import commands
 from kono.plan import drift
-from kono.services import (DB_SECRETS_DIR, SECRETS, SECRETS_DIR, SERVICES, VOLUMES, reloaded_folders,
+from kono.services import (DB_SECRETS_DIR, SECRETS, SECRETS_DIR, SERVICES, VOLUMES, enabled, reloaded_folders,
                            replacement_note, restarting_secrets, secret_file, secrets_of, service,
                            unready)
 from kono.settings import Settings
@@ -35,7 +35,10 @@ from kono.settings import Settings
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "templates"
 FILES = REPO / "files"
-STATIC_FOLDERS = ("api", "maintainer", "db/production")  # files/<folder> -> <project_dir>/<folder>
+# files/<folder> -> <project_dir>/<folder>: what services mount (their inputs), and the production
+# database's first-start scripts.
+FIRST_START_FOLDERS = ("db/production",)
+TLS_DIR = "config/tls"  # the provided certificate and key (kono/tls.py), mounted whole into nginx
 
 
 def _digest(files: dict[str, str]) -> str:
@@ -66,33 +69,54 @@ def service_secret_paths() -> dict[str, list[str]]:
     return {s.name: [secret.path for secret in restarting_secrets(s.name)] for s in SERVICES}
 
 
+def tls_source(settings: Settings) -> str | None:
+    """What nginx mounts at /etc/nginx/tls: the volume acme installs certificates in, the folder of
+    the provided ones, or nothing without HTTPS."""
+    return {"acme": "certificates", "provided": f"./{TLS_DIR}"}.get(settings.https)
+
+
+def tls_check_mounts(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """The same, as (host side, target) for the throwaway nginx that checks a configuration before
+    it goes live: a folder ("./...") or the volume's full name."""
+    source = tls_source(settings)
+    if source is None:
+        return ()
+    return ((source if source.startswith("./") else f"{settings.compose_project}_{source}", "/etc/nginx/tls"),)
+
+
 def compose_file(settings: Settings, files: dict[str, str]) -> str:
     """compose.yaml: each service's own block from templates/services/, and from the tables its
-    secrets, its labels, and the top-level secrets and volumes."""
+    secrets, its labels, and the top-level secrets and volumes (those these settings enable)."""
+    services = enabled(SERVICES, settings)
     blocks = {
-        s.name: _render(f"services/{s.name}.yaml.j2", s=settings,
+        s.name: _render(f"services/{s.name}.yaml.j2", s=settings, tls_source=tls_source(settings),
                         secret_file=functools.partial(secret_file, service_name=s.name)).rstrip("\n")
-        for s in SERVICES
+        for s in services
     }
     # A label per service with the digest of the files it mounts: compose recreates a service when
     # its configuration changes, and a bind-mounted file's content is not part of that otherwise.
-    inputs = {s.name: _digest(_in_folders(files, s.inputs)) for s in SERVICES}
+    inputs = {s.name: _digest(_in_folders(files, s.inputs)) for s in services}
     return _render(
-        "compose.yaml.j2", s=settings, services=SERVICES, blocks=blocks, inputs=inputs,
-        service_secrets={s.name: [secret.compose_name for secret in secrets_of(s.name)] for s in SERVICES},
-        restarting={s.name: bool(restarting_secrets(s.name)) for s in SERVICES},
-        secrets_env_names={s.name: commands.env_name(s.name) for s in SERVICES},
-        secrets=SECRETS, volumes=VOLUMES, secrets_dir=SECRETS_DIR, db_secrets_dir=DB_SECRETS_DIR,
+        "compose.yaml.j2", s=settings, services=services, blocks=blocks, inputs=inputs,
+        service_secrets={s.name: [secret.compose_name for secret in secrets_of(s.name)] for s in services},
+        restarting={s.name: bool(restarting_secrets(s.name)) for s in services},
+        secrets_env_names={s.name: commands.env_name(s.name) for s in services},
+        secrets=[s for s in enabled(SECRETS, settings) if s.handed_by_compose],
+        volumes=[v.name for v in enabled(VOLUMES, settings)], secrets_dir=SECRETS_DIR,
+        db_secrets_dir=DB_SECRETS_DIR,
     )
 
 
 @functools.lru_cache(maxsize=None)  # hosts with the same settings share one rendering per run
 def project_files(settings: Settings) -> dict[str, str]:
     """Every file of the compose project: {path relative to project_dir: content}. Holds no secret."""
-    files = {"nginx/default.conf": _render("nginx.conf.j2", s=settings,
-                                           resolver_valid=commands.RESOLVER_VALID_SECONDS)}
-    for folder in STATIC_FOLDERS:
+    nginx = ["default.conf", "site.locations", *(["https.server"] if settings.https != "off" else [])]
+    files = {f"nginx/{name}": _render(f"nginx/{name}.j2", s=settings, resolver_valid=commands.RESOLVER_VALID_SECONDS)
+             for name in nginx}
+    for folder in (*FIRST_START_FOLDERS, *(f for s in enabled(SERVICES, settings) for f in s.inputs)):
         files.update(_static(folder))
+    if settings.https == "acme" and settings.acme_ca_bundle:
+        files["acme/ca-bundle.pem"] = Path(settings.acme_ca_bundle).read_text()
     files.update({f"maintainer/keys/{login}": "".join(key + "\n" for key in public_keys)
                   for login, public_keys in settings.maintainer_users})
     return {commands.COMPOSE_FILE: compose_file(settings, files), **files}
@@ -156,7 +180,8 @@ class FileDigests(FactBase):
 
 
 @operation()
-def project_tree(directory: str, files: dict[str, str], reload_images: dict[str, str]):
+def project_tree(directory: str, files: dict[str, str], reload_images: dict[str, str],
+                 check_mounts: tuple[tuple[str, str], ...] = ()):
     """
     Upload each file whose content differs from the host's copy (one fact for all of them). A
     configuration folder applied by reload is changed in a staged copy, checked, then put in place
@@ -165,6 +190,7 @@ def project_tree(directory: str, files: dict[str, str], reload_images: dict[str,
     + directory: the project directory, which must exist
     + files: {relative path: content}
     + reload_images: {folder applied by reload: the image that checks it}
+    + check_mounts: (source, target) the check mounts besides the folder, when they exist (TLS files)
 
     **Example:**
 
@@ -210,7 +236,8 @@ def project_tree(directory: str, files: dict[str, str], reload_images: dict[str,
         for path, content in changed:
             yield FileUploadCommand(io.BytesIO(content.encode()),
                                     posixpath.join(directory, commands.STAGED_DIR, path))
-        yield commands.nginx_check_and_reload(directory, folder, reload_images[folder], markers[folder])
+        yield commands.nginx_check_and_reload(directory, folder, reload_images[folder], markers[folder],
+                                              mounts=check_mounts)
 
 
 def parse_services(lines: list[str]) -> dict[str, tuple[str, str]]:
@@ -267,7 +294,8 @@ def compose_up(directory: str, wait_timeout: int, records: dict[str, str]):
         compose_up(name="Bring the stack up", directory="/srv/kono", wait_timeout=300, records={...})
     """
     state = host.get_fact(StackState, directory=directory)
-    not_ready = unready(state["services"])
+    wanted = tuple(service(name) for name in records)  # the services these settings enable
+    not_ready = unready(state["services"], wanted)
     # From what each service was brought up with, not from the project's files: a plan (--dry) has
     # not pushed them, and must still say what will restart.
     replaced = replacements(records, state["recorded"], state["secrets"])
@@ -284,7 +312,7 @@ def compose_up(directory: str, wait_timeout: int, records: dict[str, str]):
     # Said in the plan, and again right before it happens (with -y pyinfra plans nothing ahead).
     for name, reasons in replaced.items():
         logger.warning(f"{host.print_prefix}{replacement_note(name, reasons, name in rollouts)}")
-    others = tuple(s.name for s in SERVICES if s.name not in rollouts)
+    others = tuple(s.name for s in wanted if s.name not in rollouts)
     yield commands.compose_up(directory, wait_timeout, service_secret_paths(), reloaded_folders(),
                               rollouts, others, records)
 
@@ -293,7 +321,8 @@ def compose_up(directory: str, wait_timeout: int, records: dict[str, str]):
 def push_project(settings: Settings) -> None:
     project_tree(name="Compose project files (rendered from templates/ and files/)",
                  directory=settings.project_dir, files=project_files(settings),
-                 reload_images={folder: getattr(settings, s.image) for s in SERVICES for folder in s.reloads})
+                 reload_images={folder: getattr(settings, s.image) for s in SERVICES for folder in s.reloads},
+                 check_mounts=tls_check_mounts(settings))
 
 
 @deploy("Stack up")

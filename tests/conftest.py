@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from kono.services import SERVICES, unready
+from kono.services import unready
 from tests.testhost import ADMIN_USER, Lab, TestHost
 from tests import lab as lab_tools
 
@@ -79,7 +79,7 @@ class Provisioned:
             "docker ps -a --format '{{.ID}} {{.Names}} {{.State}}' | sort",
             user="kono").stdout
 
-    def wait_healthy(self, timeout: float = 240) -> dict:
+    def wait_healthy(self, timeout: float = 240, services: tuple = lab_tools.DEFAULT_SERVICES) -> dict:
         end = time.monotonic() + timeout
         while True:
             client = self.docker()
@@ -89,7 +89,7 @@ class Provisioned:
                          for c in client.containers.list(all=True)}
             finally:
                 client.close()
-            if not unready(state) and len(state) == len(SERVICES):
+            if not unready(state, services) and len(state) == len(services):
                 return state
             if time.monotonic() > end:
                 raise AssertionError(f"stack not healthy after {timeout}s: {state}")

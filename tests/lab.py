@@ -26,7 +26,7 @@ import paramiko
 from docker.transport.sshconn import SSHHTTPAdapter
 
 from kono.deploy_run import deploy_commit
-from kono.services import secret
+from kono.services import SERVICES, enabled, secret
 from tests.testhost import Lab, TestHost, cached_rootfs, die_with_parent
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ PYINFRA = str(Path(sys.executable).parent / "pyinfra")
 BASE_IMAGE = "kono-testdouble/debian:trixie"
 # Stand-in directory -> the group_data knob whose default (official) tag it is built under.
 STANDINS = {"mysql": "mysql_image", "node": "node_image", "nginx": "nginx_image",
-            "ubuntu": "maintainer_base_image"}
+            "ubuntu": "maintainer_base_image", "lego": "acme_image"}
 
 
 def group_defaults() -> dict:
@@ -47,6 +47,7 @@ def group_defaults() -> dict:
 
 
 DEFAULTS = group_defaults()
+DEFAULT_SERVICES = enabled(SERVICES, DEFAULTS)  # the services of a host deployed with the defaults (no HTTPS)
 DEPLOY_USER = DEFAULTS["deploy_user"]
 PROJECT_DIR = DEFAULTS["project_dir"]
 
@@ -337,6 +338,109 @@ class GitServer:
             self._proc.wait(timeout=10)
 
 
+def make_certificate(path_prefix: Path, names: list[str], issuer: tuple | None = None, days: float = 90,
+                     ip: str | None = None, ca: bool = False) -> tuple:
+    """A key and certificate written as <prefix>.key / <prefix>.pem: self-signed (a CA with ``ca``), or
+    signed by ``issuer`` (its (key, certificate)). Returns (key, certificate) for signing others."""
+    import datetime
+    import ipaddress
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    common_name = names[0] if names else ip or f"kono test CA {x509.random_serial_number() % 10**6}"
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(subject)
+               .issuer_name(issuer[1].subject if issuer else subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=days))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    alt = [x509.DNSName(n) for n in names] + ([x509.IPAddress(ipaddress.ip_address(ip))] if ip else [])
+    if alt:
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
+    certificate = builder.sign(issuer[0] if issuer else key, hashes.SHA256())
+    path_prefix.with_suffix(".key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    path_prefix.with_suffix(".pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return key, certificate
+
+
+class AcmeServer:
+    """Pebble, the ACME CA for tests (Debian's package), on the lab's bridge address, with real HTTP-01
+    validation: it fetches the challenge from port 80 of the address its DNS gives for the domain.
+    That DNS is pebble-challtestsrv, answering every name with ``points_to`` (changed with
+    ``point_to``). Pebble's own HTTPS API uses a test CA made here (``ca_bundle``, the operator's
+    acme_ca_bundle); what it issues chains to its root, fetched from its management port (``root``)."""
+
+    def __init__(self, lab: Lab, points_to: str) -> None:
+        address = lab.gateway
+        self.workdir = lab.workdir / "pebble"
+        self.workdir.mkdir(exist_ok=True)
+        ca = make_certificate(self.workdir / "api-ca", [], days=30, ca=True)
+        make_certificate(self.workdir / "api", [], issuer=ca, days=30, ip=address)
+        self.ca_bundle = self.workdir / "api-ca.pem"
+        port, management, dns, control = (_free_port(address) for _ in range(4))
+        config = {"pebble": {"listenAddress": f"{address}:{port}", "managementListenAddress": f"{address}:{management}",
+                             "certificate": str(self.workdir / "api.pem"), "privateKey": str(self.workdir / "api.key"),
+                             "httpPort": DEFAULTS["http_port"], "tlsPort": DEFAULTS["https_port"],
+                             "ocspResponderURL": "", "externalAccountBindingRequired": False}}
+        (self.workdir / "pebble.json").write_text(json.dumps(config))
+        self.directory_url = f"https://{address}:{port}/dir"
+        self.control = f"http://{address}:{control}"
+        self.management = f"https://{address}:{management}"
+        self._procs = [
+            subprocess.Popen(["pebble-challtestsrv", "-defaultIPv4", points_to, "-defaultIPv6", "",
+                              "-dns01", f"{address}:{dns}", "-http01", "", "-https01", "", "-tlsalpn01", "",
+                              "-management", f"{address}:{control}"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent),
+            # No PEBBLE_VA_ALWAYS_VALID: every challenge is really fetched. No random validation delay,
+            # and no nonces rejected at random (lego retries them, but a test should not depend on it).
+            subprocess.Popen(["pebble", "-config", str(self.workdir / "pebble.json"), "-dnsserver", f"{address}:{dns}"],
+                             stdout=open(self.workdir / "pebble.log", "wb"), stderr=subprocess.STDOUT,
+                             env={**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"},
+                             preexec_fn=die_with_parent),
+        ]
+        for where in ((address, port), (address, management), (address, control)):
+            deadline = time.monotonic() + 15
+            while True:
+                with socket.socket() as probe:
+                    if probe.connect_ex(where) == 0:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"pebble did not listen on {where}: {self.log()[-2000:]}")
+                time.sleep(0.1)
+
+    def root(self) -> str:
+        """Pebble's root certificate (PEM), which every certificate it issues chains to."""
+        import ssl
+        import urllib.request
+        context = ssl.create_default_context(cafile=str(self.ca_bundle))
+        with urllib.request.urlopen(f"{self.management}/roots/0", context=context, timeout=10) as response:
+            return response.read().decode()
+
+    def point_to(self, address: str) -> None:
+        """Make the DNS Pebble validates with answer ``address`` for every name."""
+        import urllib.request
+        request = urllib.request.Request(f"{self.control}/set-default-ipv4", method="POST",
+                                         data=json.dumps({"ip": address}).encode())
+        urllib.request.urlopen(request, timeout=10).read()
+
+    def log(self) -> str:
+        return (self.workdir / "pebble.log").read_text(errors="replace")
+
+    def __enter__(self) -> AcmeServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=10)
+
+
 def _git(work: Path, *args) -> None:
     subprocess.run(["git", "-C", str(work), "-c", "user.name=kono tests", "-c", "user.email=tests@kono.invalid",
                     *[str(a) for a in args]], check=True, capture_output=True)
@@ -367,8 +471,9 @@ class Load:
 
     def __init__(self, address: str, paths: tuple[str, ...] = ("/api/health", "/api/greeting"),
                  clients: int = 4, seconds: float = 120, most: int = 100_000, port: int = 80,
-                 per_client_rate: float = 40) -> None:
-        self.address, self.port, self.paths = address, port, paths
+                 per_client_rate: float = 40, tls: tuple | None = None) -> None:
+        # tls: (ssl.SSLContext, the name to ask for): HTTPS to ``address``, verified for that name.
+        self.address, self.port, self.paths, self.tls = address, port, paths, tls
         # Paced: a new connection per request, unpaced, would run this machine out of ephemeral ports
         # (each closed connection waits 60 s in TIME_WAIT) and count that as failed requests.
         self.deadline, self.most, self.interval = time.monotonic() + seconds, most, 1 / per_client_rate
@@ -386,7 +491,7 @@ class Load:
             n += 1
             started = time.monotonic()
             try:
-                connection = http.client.HTTPConnection(self.address, self.port, timeout=30)
+                connection = self._connection()
                 connection.request("GET", path)
                 response = connection.getresponse()
                 response.read()
@@ -401,6 +506,15 @@ class Load:
                     self.failures.append(outcome)
                     self.failed_at.append(time.monotonic())
             time.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if not self.tls:
+            return http.client.HTTPConnection(self.address, self.port, timeout=30)
+        context, name = self.tls
+        connection = http.client.HTTPSConnection(name, self.port, context=context, timeout=30)
+        raw = socket.create_connection((self.address, self.port), timeout=30)
+        connection.sock = context.wrap_socket(raw, server_hostname=name)
+        return connection
 
     def stop(self) -> LoadResult:
         self.stopping.set()

@@ -8,15 +8,15 @@ import urllib.request
 
 import pytest
 
-from kono.services import SERVICES, environments, stack_secrets
-from tests.lab import REPO, sdk_container
+from kono.services import environments, stack_secrets
+from tests.lab import DEFAULT_SERVICES, REPO, sdk_container
 
 pytestmark = pytest.mark.e2e
 
 
 def test_fresh_host_gets_all_five_services_running_and_healthy(provisioned):
     state = provisioned.wait_healthy(timeout=10)
-    assert sorted(state) == sorted(s.name for s in SERVICES)
+    assert sorted(state) == sorted(s.name for s in DEFAULT_SERVICES)
 
 
 def test_nginx_answers_on_port_80_from_the_machine(provisioned):
@@ -29,7 +29,7 @@ def test_nginx_answers_on_port_80_from_the_machine(provisioned):
 
 def test_secrets_are_private_files_on_the_host(provisioned):
     host = provisioned.testinfra("kono")
-    for folder in ["config", *(f"config/{env}" for env in environments())]:
+    for folder in ["config", *(f"config/{env}" for env in environments(stack_secrets()))]:
         assert host.file(f"/srv/kono/{folder}").mode == 0o700, folder
     for entry in stack_secrets():
         secret = host.file(f"/srv/kono/{entry.path}")
@@ -85,6 +85,6 @@ def test_status_command_shows_every_service_healthy(provisioned):
     proc = subprocess.run([sys.executable, "-m", "kono.cli.status", str(provisioned.inventory)], cwd=REPO,
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for service in SERVICES:
+    for service in DEFAULT_SERVICES:
         assert re.search(rf"{re.escape(provisioned.host.address)}\s+{service.name}\s+running\s+healthy\s+ok",
                          proc.stdout), proc.stdout

@@ -12,8 +12,8 @@ from tests.lab import DEFAULTS
 
 pytestmark = pytest.mark.e2e
 
-MYSQL, NGINX, NODE, UBUNTU = (DEFAULTS[k] for k in ("mysql_image", "nginx_image", "node_image",
-                                                      "maintainer_base_image"))
+MYSQL, NGINX, NODE, UBUNTU, LEGO = (DEFAULTS[k] for k in ("mysql_image", "nginx_image", "node_image",
+                                                            "maintainer_base_image", "acme_image"))
 
 # Sourced: runs inside the entrypoint (its helpers defined), after the step-down to mysql.
 SOURCED = """echo "sourced uid=$(id -u) helper=$(type docker_process_sql >/dev/null 2>&1 && echo yes || echo no)" \
@@ -112,3 +112,14 @@ def test_node_runs_as_root_with_a_node_user_1000_and_has_no_curl_or_git(provisio
 def test_ubuntu_has_user_ubuntu_1000_and_no_wheel_group(provisioned):
     out = run_in(provisioned, UBUNTU, "id -u ubuntu; getent group wheel || echo no-wheel; command -v apt-get")
     assert out.split() == ["1000", "no-wheel", "/usr/bin/apt-get"]
+
+
+def test_lego_is_slash_lego_off_the_path_runs_as_root_with_the_tools_the_acme_script_uses(provisioned):
+    config = sh(provisioned, f"docker image inspect -f '{{{{json .Config.Entrypoint}}}} {{{{.Config.User}}}}' "
+                             f"{LEGO}").stdout.split()
+    assert config == ['["/lego"]']  # and no user: root
+    found = run_in(provisioned, LEGO, "command -v lego || echo not-on-path; id -u; "
+                                      "for t in cut cmp cp mv cat sleep; do command -v $t >/dev/null || echo missing $t; done; "
+                                      "/lego renew --help")
+    assert found.split()[:2] == ["not-on-path", "0"] and "missing" not in found
+    assert "--days" in found and "--no-random-sleep" in found

@@ -97,12 +97,28 @@ EXPECTED = {
         "cp -a nginx/. .kono/staged/nginx/ 2>/dev/null; true"),
     "nginx_check_and_reload": (
         commands.nginx_check_and_reload("/srv/kono", "nginx", "nginx:1.27", "0123abcd"),
-        "cd /srv/kono && tar -C .kono/staged/nginx -cf - . | docker run --rm -i --network none --entrypoint sh "
-        "nginx:1.27 -c 'mkdir -p /tmp/kono-conf.d && tar -C /tmp/kono-conf.d -xf - && "
-        "sed '\"'\"'s#/etc/nginx/conf.d/#/tmp/kono-conf.d/#'\"'\"' /etc/nginx/nginx.conf > /tmp/kono-nginx.conf && "
-        "nginx -t -q -c /tmp/kono-nginx.conf' && mkdir -p nginx && cp -a .kono/staged/nginx/. nginx/ && "
+        "cd /srv/kono && mounts=''; tar -C .kono/staged/nginx -cf - . | docker run --rm -i --network none "
+        "$mounts --entrypoint sh nginx:1.27 -c 'rm -rf /etc/nginx/conf.d/* && tar -C /etc/nginx/conf.d -xf - && "
+        "nginx -t -q' && mkdir -p nginx && cp -a .kono/staged/nginx/. nginx/ && "
         "rm -rf .kono/staged/nginx && if [ -n \"$(docker compose ps -q --status running nginx 2>/dev/null)\" ]; "
         "then docker compose exec -T nginx nginx -s reload; fi && echo 0123abcd > .kono/reloaded.nginx"),
+    "nginx_check_with_tls_mounts": (
+        commands.nginx_check_and_reload("/srv/kono", "nginx", "nginx:1.27", "0123abcd",
+                                        mounts=(("./config/tls", "/etc/nginx/tls"), ("kono_certificates", "/x"))),
+        "cd /srv/kono && mounts=''; if [ -d ./config/tls ]; then mounts=\"$mounts -v $PWD/config/tls:/etc/nginx/tls:ro\"; "
+        "fi; if docker volume inspect kono_certificates >/dev/null 2>&1; then mounts=\"$mounts -v "
+        "kono_certificates:/x:ro\"; fi; tar -C .kono/staged/nginx -cf - . | docker run --rm -i --network none "
+        "$mounts --entrypoint sh nginx:1.27 -c 'rm -rf /etc/nginx/conf.d/* && tar -C /etc/nginx/conf.d -xf - && "
+        "nginx -t -q' && mkdir -p nginx && cp -a .kono/staged/nginx/. nginx/ && "
+        "rm -rf .kono/staged/nginx && if [ -n \"$(docker compose ps -q --status running nginx 2>/dev/null)\" ]; "
+        "then docker compose exec -T nginx nginx -s reload; fi && echo 0123abcd > .kono/reloaded.nginx"),
+    "served_certificate": (
+        commands.served_certificate("/srv/kono"),
+        "cd /srv/kono && docker compose exec -T nginx cat /etc/nginx/tls/certificate 2>/dev/null || true"),
+    "issue_certificate": (
+        commands.issue_certificate("/srv/kono"),
+        "cd /srv/kono && docker compose exec -T acme sh /kono/kono-acme.sh issue && "
+        "docker compose exec -T nginx sh /kono/kono-nginx.sh reload"),
     "close_record": (
         commands.close_record({"result": "failed or interrupted"}),
         "sed 's/}$/, \"result\": \"failed or interrupted\"}/' .kono/deploy.pending >> .kono/audit.log"),

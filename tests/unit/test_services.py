@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from kono import services, stack
-from kono.services import SECRETS, SERVICES, VOLUMES, Secret, Service, secret_file, secrets_of, unready
+from kono.services import (SECRETS, SERVICES, VOLUMES, Secret, Service, enabled, secret_file, secrets_of,
+                           unready)
 from kono.settings import load
 from tests.lab import group_defaults
 
@@ -25,12 +26,21 @@ def rendered(**overrides) -> dict:
     return yaml.safe_load(stack.project_files(settings(**overrides))["compose.yaml"])
 
 
-def test_the_compose_file_has_exactly_the_tables_services_secrets_and_volumes():
-    compose = rendered()
-    assert list(compose["services"]) == [s.name for s in SERVICES]
-    assert compose["secrets"] == {s.compose_name: {"file": f"./{s.path}"} for s in SECRETS}
-    assert list(compose["volumes"]) == list(VOLUMES)
-    for service in SERVICES:
+HTTPS = {"acme": dict(https="acme", domains=["kono.example.com"], acme_email="ops@example.com"),
+         "provided": dict(https="provided", domains=["kono.example.com"])}
+
+
+@pytest.mark.parametrize("https", ["off", "acme", "provided"])
+def test_the_compose_file_has_exactly_the_tables_services_secrets_and_volumes(https):
+    chosen = settings(**HTTPS.get(https, {}))
+    compose = rendered(**HTTPS.get(https, {}))
+    services_now = enabled(SERVICES, chosen)
+    assert [s.name for s in services_now] == [s.name for s in SERVICES if s.name != "acme" or https == "acme"]
+    assert compose["secrets"] == {s.compose_name: {"file": f"./{s.path}"} for s in enabled(SECRETS, chosen)
+                                  if s.handed_by_compose}
+    assert list(compose["volumes"]) == [v.name for v in enabled(VOLUMES, chosen)]
+    assert list(compose["services"]) == [s.name for s in services_now]
+    for service in services_now:
         block = compose["services"][service.name]
         assert block.get("secrets", []) == [s.compose_name for s in secrets_of(service.name)]
         labels = block.get("labels", {})
@@ -58,6 +68,7 @@ def test_a_throwaway_service_and_secret_through_the_tables_alone(monkeypatch, tm
     templates = tmp_path / "templates"
     (templates / "services").mkdir(parents=True)
     for path in stack.TEMPLATES.rglob("*.j2"):
+        (templates / path.relative_to(stack.TEMPLATES)).parent.mkdir(parents=True, exist_ok=True)
         (templates / path.relative_to(stack.TEMPLATES)).write_text(path.read_text())
     (templates / "services/cache.yaml.j2").write_text(
         "image: redis:7\nenvironment:\n  PASSWORD_FILE: {{ secret_file('production/cache_password') }}\n"
@@ -80,7 +91,7 @@ def test_a_throwaway_service_and_secret_through_the_tables_alone(monkeypatch, tm
     assert stack.service_secret_paths()["cache"] == ["config/production/cache_password"]
     assert password in services.stack_secrets()  # generated on the host, backed up, rotatable
     everything_else_ready = {s.name: ("running", "healthy") for s in SERVICES}
-    assert unready(everything_else_ready) == ["cache"]
+    assert unready(everything_else_ready, services.SERVICES) == ["cache"]
     stack.project_files.cache_clear()
 
 
@@ -100,7 +111,7 @@ def test_readiness_is_running_and_healthy():
     for state, health in [("running", "starting"), ("running", "unhealthy"), ("running", ""),
                           ("exited", "healthy"), ("restarting", "")]:
         assert not services.ready(state, health)
-    assert unready({}) == [s.name for s in SERVICES]
+    assert unready({}, SERVICES) == [s.name for s in SERVICES]
 
 
 def test_table_entries_are_consistent():
@@ -109,7 +120,7 @@ def test_table_entries_are_consistent():
     assert len({s.key for s in SECRETS}) == len(SECRETS)
     for entry in SECRETS:
         assert set(entry.services) <= set(names), entry.key
-        assert entry.origin in ("stack", "maintainer passwords")
+        assert entry.origin in ("stack", "maintainer passwords", "tls")
     for database in services.databases():
         root = services.root_password(database.name)
         assert root.database == database.name
@@ -122,7 +133,7 @@ def test_table_entries_are_consistent():
 def test_project_files_hold_no_secret_and_the_templates_render_every_knob():
     files = stack.project_files(settings(server_name="kono.example.com", http_port=8080))
     assert "server_name kono.example.com;" in files["nginx/default.conf"]
-    assert "resolver 127.0.0.11 valid=1s ipv6=off;" in files["nginx/default.conf"]
+    assert "resolver 127.0.0.11 valid=1s ipv6=off;" in files["nginx/site.locations"]
     assert '"8080:80"' in files["compose.yaml"]
     assert not any(path.startswith("config/") for path in files)
 
@@ -141,7 +152,7 @@ def test_what_needs_a_new_container_and_why():
 
 def test_service_records_change_with_what_a_container_is_made_from():
     base = stack.service_records(settings())
-    assert set(base) == {s.name for s in SERVICES}
+    assert set(base) == {s.name for s in enabled(SERVICES, settings())}
     assert base["api"].split()[1] == "node:22-slim" and base["maintainer"].split()[1] == "built"
     stack.project_files.cache_clear(), stack.service_records.cache_clear()
     other = stack.service_records(settings(node_image="node:24-slim", server_name="elsewhere.example"))
@@ -160,5 +171,5 @@ def test_a_plan_names_what_restarts_and_how():
     assert services.replacement_note("nginx", ["image nginx:1.27 -> nginx:1.28"], False).startswith(
         "nginx gets a new container (image nginx:1.27 -> nginx:1.28): RESTARTS: every HTTP request fails")
     for entry in SERVICES:  # start-first needs no published port: two copies run side by side
-        block = rendered()["services"][entry.name]
+        block = rendered(**HTTPS["acme"])["services"][entry.name]
         assert entry.rollout == "recreate" or not block.get("ports"), entry.name

@@ -35,6 +35,14 @@ def test_defaults_with_a_key_are_valid():
     ("compose_project", "Kono!", "compose project name"),
     ("docker_live_restore", "yes", "True or False"),
     ("server_name", "bad;name", "nginx server names"),
+    ("https", "on", "one of off, acme, provided"),
+    ("domains", ["Kono.Example.com"], "DNS name like"),
+    ("domains", ["a.example.com", "a.example.com"], "each name once"),
+    ("https_port", 80, "not already used by http_port"),
+    ("acme_directory_url", "http://acme.example/dir", "https:// URL"),
+    ("acme_email", "not-an-address", "email address"),
+    ("acme_ca_bundle", "/nonexistent/ca.pem", "readable PEM file"),
+    ("hsts_max_age", -1, "whole number >= 0"),
 ])
 def test_bad_input_names_the_key_and_what_was_expected(key, value, expected):
     with pytest.raises(SettingsError) as error:
@@ -60,3 +68,20 @@ def test_maintainer_users_become_logins_with_their_keys():
     assert load(data(maintainer_users={"sysop": [KEY]})).maintainer_users == (("sysop", (KEY,)),)
     with pytest.raises(SettingsError, match=r"maintainer_users\['sysop'\]\[0\]: expected an SSH public key"):
         load(data(maintainer_users={"sysop": ["nope"]}))
+
+
+def test_https_needs_names_an_email_for_acme_no_wildcard_and_no_overlap_with_server_name(tmp_path):
+    domains = ["kono.example.com"]
+    with pytest.raises(SettingsError, match="domains: expected at least one DNS name when https = 'provided'"):
+        load(data(https="provided"))
+    assert load(data(https="provided", domains=["*.example.com"])).domains == ("*.example.com",)
+    with pytest.raises(SettingsError, match="acme_email: expected an email address when https = 'acme'"):
+        load(data(https="acme", domains=domains))
+    with pytest.raises(SettingsError, match="domains: expected names without"):
+        load(data(https="acme", domains=["*.example.com"], acme_email="ops@example.com"))
+    with pytest.raises(SettingsError, match="server_name: expected names other than those in domains"):
+        load(data(https="provided", domains=domains, server_name="kono.example.com"))
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("hello")
+    with pytest.raises(SettingsError, match="acme_ca_bundle: expected a PEM file of CA certificates"):
+        load(data(acme_ca_bundle=str(not_pem)))

@@ -1,0 +1,83 @@
+#!/bin/sh
+# The acme service's script (mounted read-only at /kono): certificates from an ACME CA by HTTP-01
+# with lego, the challenge files in the webroot nginx serves at /.well-known/acme-challenge/.
+#
+#   kono-acme.sh issue          a certificate for $ACME_DOMAINS, unless one for exactly those is installed
+#   kono-acme.sh renew [DAYS]   a new certificate when fewer than DAYS (default 30) days remain
+#   kono-acme.sh loop           the service: a check twice a day (issue, or renew when due)
+#
+# lego keeps its account and certificates in /acme; the one nginx serves is copied to /certificates
+# (certificate, private_key, and https.conf, which turns nginx's HTTPS server on). nginx notices and
+# reloads itself (files/nginx-entrypoint/kono-nginx.sh).
+set -eu
+
+LEGO=/lego                   # where the official goacme/lego image has it (not on PATH)
+RENEW_DAYS=30                # Let's Encrypt's advice for its 90-day certificates
+CHECK_SECONDS=43200          # twice a day
+NAME=$(echo "$ACME_DOMAINS" | cut -d' ' -f1)   # lego names the files after the first domain
+ISSUED_FOR=/acme/kono-domains                   # the domains of the installed certificate
+
+run_lego() {  # run_lego COMMAND [its options]
+    command=$1
+    shift
+    options="$*"
+    set -- --path /acme --server "$ACME_DIRECTORY_URL" --accept-tos --email "$ACME_EMAIL" \
+        --http --http.webroot /webroot
+    for domain in $ACME_DOMAINS; do
+        set -- "$@" --domains "$domain"
+    done
+    # shellcheck disable=SC2086  # options are plain words
+    "$LEGO" "$@" "$command" $options
+}
+
+install_certificate() {
+    crt=/acme/certificates/$NAME.crt
+    key=/acme/certificates/$NAME.key
+    if cmp -s "$crt" /certificates/certificate && cmp -s "$key" /certificates/private_key; then
+        return 0
+    fi
+    umask 077
+    cp "$key" /certificates/.private_key.new
+    cp "$crt" /certificates/.certificate.new
+    mv -f /certificates/.private_key.new /certificates/private_key
+    mv -f /certificates/.certificate.new /certificates/certificate
+    echo "include conf.d/https.server;" > /certificates/.https.conf.new
+    mv -f /certificates/.https.conf.new /certificates/https.conf
+    echo "kono-acme: installed the certificate for $ACME_DOMAINS; nginx reloads within seconds"
+}
+
+issue() {
+    if [ "$(cat "$ISSUED_FOR" 2>/dev/null)" = "$ACME_DOMAINS" ] && [ -s /certificates/certificate ]; then
+        install_certificate
+        return 0
+    fi
+    run_lego run
+    echo "$ACME_DOMAINS" > "$ISSUED_FOR"
+    install_certificate
+}
+
+renew() {
+    # No random sleep: this loop's phase is the container's start time, already spread out.
+    run_lego renew --days "${1:-$RENEW_DAYS}" --no-random-sleep
+    install_certificate
+}
+
+check() {
+    if [ "$(cat "$ISSUED_FOR" 2>/dev/null)" = "$ACME_DOMAINS" ]; then renew; else issue; fi
+}
+
+case "${1:-}" in
+    issue) issue ;;
+    renew) renew "${2:-$RENEW_DAYS}" ;;
+    loop)
+        echo $$ > /acme/kono-loop.pid
+        trap 'exit 0' TERM INT  # as PID 1, stop at once (the sleep is waited for, so this runs)
+        # The deploy issues the first certificate; from here, a check every 12 hours.
+        while :; do
+            sleep "$CHECK_SECONDS" &
+            wait $!
+            check || echo "kono-acme: the check failed (above); next try in $CHECK_SECONDS s" >&2
+        done
+        ;;
+    *) echo "usage: kono-acme.sh issue | renew [DAYS] | loop" >&2; exit 2 ;;
+esac

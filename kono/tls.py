@@ -1,0 +1,218 @@
+"""HTTPS certificates: the provided ones (checked before anything changes, placed for nginx) and the
+ACME ones (first issuance by the deploy; the acme service renews), and what nginx serves now.
+
+``https = "provided"``: the operator gives the certificate (PEM, the chain after it) and its key as
+the secrets ``tls/certificate`` and ``tls/private_key``, from the same sources as other secrets
+(``KONO_SECRET_TLS_CERTIFICATE``, or ``<local_secrets_dir>/tls/certificate``; the same for the key),
+else the host keeps what it has. They are checked here first (both parse, the key is the
+certificate's, every name in ``domains`` is covered, not expired), then placed 0600 in
+``config/tls/``, which nginx mounts whole: a new pair is applied by nginx's reload, no restart.
+
+``https = "acme"``: the acme service (files/acme/kono-acme.sh) gets and renews them; the deploy runs
+its ``issue`` when nginx does not serve a certificate for exactly ``domains``, and fails with the
+CA's reason when that fails (plain HTTP keeps serving; the next deploy tries again).
+
+Example::
+
+    provided = provided_tls(settings)       # before anything changes
+    place_tls(settings, provided)            # provided: config/tls/
+    certificates(settings)                  # acme: first issuance; both: expiry said in drift
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import io
+import posixpath
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtensionOID
+from pyinfra import host
+from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
+
+from kono import commands
+from kono.plan import drift
+from kono.secrets import ConfigTree, from_operator, upload_secret, secret_sources
+from kono.services import SECRETS, Secret
+from kono.settings import Settings, SettingsError
+from kono.stack import FileDigests
+
+EXPIRY_WARNING_DAYS = 14  # drift reports a certificate that expires sooner
+
+
+def tls_secrets() -> tuple[Secret, Secret]:
+    """(the certificate, its private key) as the secrets table names them."""
+    certificate, key = (entry for entry in SECRETS if entry.origin == "tls")
+    return certificate, key
+
+
+def certificate_summary(pem: str) -> dict | None:
+    """{names, issuer, not_after} of the first certificate in a PEM text; None when there is none."""
+    try:
+        leaf = x509.load_pem_x509_certificates(pem.encode())[0]
+    except ValueError:
+        return None
+    try:
+        names = leaf.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value \
+            .get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = []
+    return {"names": sorted(names), "issuer": leaf.issuer.rfc4514_string(), "not_after": leaf.not_valid_after_utc}
+
+
+def days_left(summary: dict, now: datetime.datetime | None = None) -> float:
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    return (summary["not_after"] - now).total_seconds() / 86400
+
+
+def _covers(pattern: str, name: str) -> bool:
+    if pattern == name:
+        return True
+    # A wildcard covers one label: *.example.com covers a.example.com, not example.com nor a.b.example.com.
+    return pattern.startswith("*.") and name.count(".") == pattern.count(".") and \
+        name.split(".", 1)[1] == pattern[2:] and not name.startswith("*.")
+
+
+def check_provided(certificate_pem: str, key_pem: str, domains: tuple[str, ...], where: dict[str, str],
+                   now: datetime.datetime | None = None) -> None:
+    """Raise SettingsError, naming the secret and where it came from, unless the pair is usable."""
+    cert_entry, key_entry = tls_secrets()
+    try:
+        chain = x509.load_pem_x509_certificates(certificate_pem.encode())
+    except ValueError:
+        raise SettingsError(f"{cert_entry.key}: expected a PEM certificate (-----BEGIN CERTIFICATE-----, "
+                            f"the chain after it) in {where[cert_entry.key]}") from None
+    try:
+        key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    except (ValueError, TypeError):
+        raise SettingsError(f"{key_entry.key}: expected an unencrypted PEM private key in "
+                            f"{where[key_entry.key]}") from None
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(serialization.Encoding.DER, public) != \
+            chain[0].public_key().public_bytes(serialization.Encoding.DER, public):
+        raise SettingsError(f"{key_entry.key}: expected the private key of the certificate in "
+                            f"{where[cert_entry.key]}; {where[key_entry.key]} holds another")
+    summary = certificate_summary(certificate_pem)
+    missing = [name for name in domains if not any(_covers(p, name) for p in summary["names"])]
+    if missing:
+        raise SettingsError(f"{cert_entry.key}: expected a certificate for every name in domains; "
+                            f"{where[cert_entry.key]} does not cover {', '.join(missing)} "
+                            f"(it names {', '.join(summary['names']) or 'none'})")
+    if days_left(summary, now) <= 0:
+        raise SettingsError(f"{cert_entry.key}: expected a certificate that has not expired; the one in "
+                            f"{where[cert_entry.key]} expired on {summary['not_after']:%Y-%m-%d}")
+
+
+def provided_tls(settings: Settings) -> dict[str, str]:
+    """With https = "provided": the pair the operator gives, {secret key: PEM text}, checked; {} when
+    the host is to keep its own. Raises SettingsError before anything changes."""
+    if settings.https != "provided":
+        return {}
+    found = {entry.key: from_operator(*secret_sources(settings, entry)) for entry in tls_secrets()}
+    given = {key: value for key, value in found.items() if value}
+    if len(given) == 1:
+        missing = next(key for key in found if key not in given)
+        raise SettingsError(f"{missing}: expected it together with {next(iter(given))} (a certificate and "
+                            f"its key are replaced together)")
+    if not given:
+        tree = host.get_fact(ConfigTree, directory=settings.project_dir)
+        for entry in tls_secrets():
+            if tree.get(entry.path, ("", "", 0))[2] == 0:
+                variable, path = secret_sources(settings, entry)
+                raise SettingsError(f"{entry.key}: expected it in ${variable} or the file {path} "
+                                    f"(https = 'provided'), and the host has none yet")
+        return {}
+    cert_entry, key_entry = tls_secrets()
+    check_provided(given[cert_entry.key][0] + "\n", given[key_entry.key][0] + "\n", settings.domains,
+                   {key: value[1] for key, value in given.items()})
+    return {key: value[0] + "\n" for key, value in given.items()}
+
+
+@operation()
+def tls_files(directory: str, files: dict[str, str]):
+    """
+    Place the provided certificate and key (0600, in the 0700 config/tls/) where they differ from the
+    host's. nginx mounts the folder and reloads itself when they change: no request is dropped.
+
+    + directory: the project directory
+    + files: {path relative to the project directory: PEM text}
+
+    **Example:**
+
+    .. code:: python
+
+        tls_files(name="TLS", directory="/srv/kono", files={"config/tls/certificate": "-----BEGIN..."})
+    """
+    folder = posixpath.dirname(next(iter(files)))
+    tree = host.get_fact(ConfigTree, directory=directory)
+    if folder not in tree:
+        yield commands.make_dir(f"{directory}/{folder}", "0700")
+    on_host = host.get_fact(FileDigests, directory=directory, paths=sorted(files))
+    changed = [path for path, pem in sorted(files.items())
+               if on_host.get(path) != hashlib.sha256(pem.encode()).hexdigest()]
+    if not changed:
+        host.noop("the provided certificate and key are in place")
+        return
+    drift("the provided certificate differs from the host's")
+    for path in changed:
+        yield from upload_secret(f"{directory}/{path}", files[path])
+
+
+@deploy("TLS files")
+def place_tls(settings: Settings, provided: dict[str, str]) -> None:
+    if provided:
+        tls_files(name="Provided certificate and key (applied by nginx's reload)", directory=settings.project_dir,
+                  files={entry.path: provided[entry.key] for entry in tls_secrets()})
+
+
+class ServedCertificate(FactBase):
+    """What nginx serves now: {names, issuer, not_after} of its certificate, or None. Reads only the
+    certificate (public), never the key."""
+
+    @staticmethod
+    def default():
+        return None
+
+    def command(self, directory: str) -> str:
+        return commands.served_certificate(directory)
+
+    def process(self, output: list[str]):
+        return certificate_summary("\n".join(output))
+
+
+@operation()
+def served_certificate(directory: str, domains: tuple[str, ...], issue: bool):
+    """
+    Say in the plan (and so in drift) when the certificate nginx serves expires within
+    EXPIRY_WARNING_DAYS; with ``issue``, run the acme service's first issuance when nginx serves no
+    certificate for exactly ``domains``. A failed issuance fails the deploy with the CA's reason.
+
+    + directory: the project directory
+    + domains: the names the certificate must carry
+    + issue: whether the acme service gets the certificate
+
+    **Example:**
+
+    .. code:: python
+
+        served_certificate(name="Certificate", directory="/srv/kono", domains=("kono.example.com",), issue=True)
+    """
+    served = host.get_fact(ServedCertificate, directory=directory)
+    if served and days_left(served) < EXPIRY_WARNING_DAYS:
+        drift(f"the certificate for {' '.join(served['names'])} expires in {days_left(served):.0f} days "
+              f"({served['not_after']:%Y-%m-%d %H:%M} UTC)")
+    if issue and (served is None or served["names"] != sorted(domains)):
+        drift(f"nginx serves no certificate for {' '.join(domains)} yet")
+        yield commands.issue_certificate(directory)
+        return
+    host.noop("nginx serves a certificate for these domains")
+
+
+@deploy("Certificates")
+def certificates(settings: Settings) -> None:
+    if settings.https != "off":
+        served_certificate(name="Certificate nginx serves (the acme service issues it when there is none)",
+                           directory=settings.project_dir, domains=settings.domains, issue=settings.https == "acme")
+
