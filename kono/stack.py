@@ -28,7 +28,7 @@ from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 from kono import commands
 from kono.plan import drift
 from kono.services import (DB_SECRETS_DIR, SECRETS, SECRETS_DIR, SERVICES, VOLUMES, enabled, reloaded_folders,
-                           replacement_note, restarting_secrets, secret_file, secrets_of, service,
+                           replacement_note, restarting_secrets, secret, secret_file, secrets_of, service,
                            unready)
 from kono.settings import Settings
 
@@ -38,7 +38,8 @@ FILES = REPO / "files"
 # files/<folder> -> <project_dir>/<folder>: what services mount (their inputs), and the production
 # database's first-start scripts.
 FIRST_START_FOLDERS = ("db/production",)
-TLS_DIR = "config/tls"  # the provided certificate and key (kono/tls.py), mounted whole into nginx
+# The folder of the provided certificate and key (kono/tls.py), mounted whole into nginx.
+TLS_DIR = posixpath.dirname(secret("tls/certificate").path)
 
 
 def _digest(files: dict[str, str]) -> str:

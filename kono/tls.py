@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import io
 import posixpath
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID
 from pyinfra import host
-from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
+from pyinfra.api import FactBase, deploy, operation
 
 from kono import commands
 from kono.plan import drift

@@ -189,6 +189,21 @@ def load_images(host: TestHost, user: str = DEPLOY_USER) -> None:
         list(pool.map(build, STANDINS))
 
 
+def containers_and_git(host: TestHost) -> list[tuple[str, str]]:
+    """(where, text) for what every user of the host or the repository can read: `docker inspect` of
+    each container on the host (its env, labels, command), and each file git tracks here."""
+    client = docker_client(host)
+    try:
+        seen = [(f"docker inspect {c.name}", json.dumps(c.attrs)) for c in client.containers.list(all=True)]
+    finally:
+        client.close()
+    tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, text=True,
+                             check=True).stdout.split("\0")
+    seen.extend((f"git: {path}", (REPO / path).read_text(errors="replace")) for path in tracked
+                if path and (REPO / path).is_file())
+    return seen
+
+
 def git_commit() -> str:
     """This checkout's commit, as the deploy records it (kono/deploy_run.py)."""
     return deploy_commit().split("-")[0]

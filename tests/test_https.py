@@ -2,12 +2,10 @@
 host's nginx), renewal under load, and certificates the operator provides. Ends with the host back
 on plain HTTP, as the other modules expect it."""
 
-import json
 import socket
 import ssl
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -212,16 +210,7 @@ def test_a_key_that_is_not_the_certificates_stops_the_deploy_before_anything_cha
 
 def test_no_private_key_appears_in_any_output_or_container(https):
     keys = https.keys + [p.read_text() for p in https.secrets_dir.glob("*.key")]
-    client = https.provisioned.docker()
-    try:
-        seen = list(https.outputs) + [(f"docker inspect {c.name}", json.dumps(c.attrs))
-                                      for c in client.containers.list(all=True)]
-    finally:
-        client.close()
-    tracked = subprocess.run(["git", "-C", str(lab_tools.REPO), "ls-files", "-z"], capture_output=True,
-                             text=True, check=True).stdout.split("\0")
-    seen.extend((f"git: {path}", (lab_tools.REPO / path).read_text(errors="replace")) for path in tracked
-                if path and (lab_tools.REPO / path).is_file())
+    seen = list(https.outputs) + lab_tools.containers_and_git(https.host)
     # Each line of a key's base64 body is 64 characters of key material.
     lines = {line for key in keys for line in key.splitlines() if line and not line.startswith("-----")}
     assert len(keys) >= 5 and lines

@@ -1,6 +1,5 @@
 """No leaks: no secret value, password or password hash in anything a user or the host can see."""
 
-import json
 import secrets as random_values
 import subprocess
 import sys
@@ -95,15 +94,7 @@ def test_no_secret_appears_in_any_output_the_host_the_containers_or_git(provisio
                                           cwd=lab_tools.REPO, capture_output=True, text=True).stdout))
     seen.append(("bootstrap", provisioned.bootstrap.output))
     seen.append(("sudo log", provisioned.host.ssh("sudo -n journalctl --no-pager -q _COMM=sudo").stdout))
-    client = provisioned.docker()
-    try:
-        seen.extend((f"docker inspect {c.name}", json.dumps(c.attrs)) for c in client.containers.list(all=True))
-    finally:
-        client.close()
-    tracked = subprocess.run(["git", "-C", str(lab_tools.REPO), "ls-files", "-z"], capture_output=True,
-                             text=True, check=True).stdout.split("\0")
-    seen.extend((f"git: {path}", (lab_tools.REPO / path).read_text(errors="replace")) for path in tracked
-                if path and (lab_tools.REPO / path).is_file())
+    seen.extend(lab_tools.containers_and_git(provisioned.host))
 
     assert len(secrets) >= 8 and len(passwords) >= 5
     leaked = sorted({(where, value[:6] + "...") for where, text in seen for value in secrets | passwords
