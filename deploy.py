@@ -2,8 +2,9 @@
 #     pyinfra inventory.py deploy.py
 from pyinfra import host
 
+from kono.backup import backups
 from kono.deploy_run import begin_deploy, finish_deploy
-from kono.secrets import maintainer_passwords, place_secrets, supplied_secrets
+from kono.secrets import backup_secrets, maintainer_passwords, place_backup_secrets, place_secrets, supplied_secrets
 from kono.settings import load
 from kono.stack import bring_up, push_project
 from kono.tls import certificates, place_tls, provided_tls
@@ -13,11 +14,14 @@ settings = load(host.data)
 supplied = supplied_secrets(settings)
 passwords = maintainer_passwords(settings)
 provided = provided_tls(settings)
+backup = backup_secrets(settings)
 
 begin_deploy(settings)
 place_secrets(settings, supplied, passwords)
 place_tls(settings, provided)
+place_backup_secrets(settings, backup)
 push_project(settings)
 bring_up(settings)
 certificates(settings)
+backups(settings)
 finish_deploy(settings)

@@ -56,6 +56,15 @@ acme_ca_bundle = None              # local PEM file to trust for a private ACME 
 acme_image = "goacme/lego:v4.27.0" # the ACME client (lego v4; v5 changed its command line)
 hsts_max_age = 0                   # Strict-Transport-Security max-age in seconds; 0: none (browsers remember it)
 
+# --- Backups (README.md, "Backups") ----------------------------------------------------------
+backup_repository = None           # restic repository, one per host, e.g. "s3:s3.amazonaws.com/bucket/kono-web1"; None: no scheduled backups
+backup_schedule = "03:00"          # daily backup, UTC: both databases, assets, host keys, config
+backup_check_schedule = "sun 04:30"  # weekly `restic check`, reading a rotating seventh of the data
+backup_keep_daily = 7              # retention (restic forget --prune): daily snapshots kept
+backup_keep_weekly = 4             # weekly snapshots kept
+backup_keep_monthly = 6            # monthly snapshots kept
+restic_image = "restic/restic:0.18.0"  # restic, copied into the backup image (built on mysql_image for its mysqldump)
+
 # --- Stack ------------------------------------------------------------------------------------
 server_name = "_"                  # nginx server_name ("_" answers any name)
 db_production_name = "kono"        # database created in db_production on first start

@@ -1,9 +1,18 @@
-"""Back up a host's data and secrets to the operator's machine, and restore them onto a host.
+"""Backups: the scheduled ones (the backup service, files/backup/kono-backup.sh, to a restic
+repository) as status and drift see them, and a restore from that repository; and the operator's
+own copy on their machine.
+
+**From the repository**: ``restore_repository`` loads both databases and puts back the assets and
+the maintainer's host keys from a snapshot (the latest by default) onto a deployed host, refusing
+when its production database already holds tables, unless ``force``.
+
+**To the operator's machine**:
 
 ``create`` takes, without stopping anything, a consistent dump of db_production (``mysqldump
 --single-transaction``; db_dev too with ``dev``), the uploaded assets (``app_static``) and the
-host's stack secrets, into ``<to>/<host>/<UTC time>/`` (files 0600, directories 0700). Its
-``secrets/`` directory has the layout of ``local_secrets_dir``, so a new host deployed with
+host's stack secrets only when asked (``with_secrets``: they are then plain files, so it says
+where), into ``<to>/<host>/<UTC time>/`` (files 0600, directories 0700). Its ``secrets/`` directory
+has the layout of ``local_secrets_dir``, so a new host deployed with
 ``--data local_secrets_dir=<backup>/secrets`` gets the same credentials.
 
 ``restore`` loads the dumps and the assets into a deployed host, and refuses when its production
@@ -20,10 +29,70 @@ from __future__ import annotations
 import datetime
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pyinfra import host
+from pyinfra.api import FactBase, deploy
 
 from kono import commands
-from kono.remote import Target, connect, run
+from kono.plan import drift
 from kono.services import databases, root_password_file, stack_secrets
+from kono.settings import Settings
+
+if TYPE_CHECKING:
+    from kono.remote import Target
+
+MAX_AGE = datetime.timedelta(days=2)  # twice the daily schedule: older than this, status and drift say so
+
+
+def parse_last_backup(text: str) -> dict | None:
+    """{time, bytes, snapshots} from the backup service's record of its last success, or None."""
+    fields = text.split()
+    if len(fields) < 3:
+        return None
+    when = datetime.datetime.strptime(fields[0], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    return {"time": when, "bytes": int(fields[1]), "snapshots": fields[2:]}
+
+
+def backup_age(last: dict, now: datetime.datetime | None = None) -> datetime.timedelta:
+    return (now or datetime.datetime.now(datetime.timezone.utc)) - last["time"]
+
+
+class LastBackup(FactBase):
+    """The backup service's last success, or None."""
+
+    @staticmethod
+    def default():
+        return None
+
+    def command(self, directory: str) -> str:
+        return commands.last_backup(directory)
+
+    def process(self, output: list[str]):
+        return parse_last_backup(" ".join(output))
+
+
+@deploy("Backups")
+def backups(settings: Settings) -> None:
+    """Say in the plan (and so in drift) when the last successful backup is missing or older than
+    MAX_AGE; the backup service itself runs them. Changes nothing."""
+    if not settings.backup_repository:
+        return
+    last = host.get_fact(LastBackup, directory=settings.project_dir)
+    if last is None:
+        drift("no successful backup yet")
+    elif backup_age(last) > MAX_AGE:
+        drift(f"the last successful backup is {backup_age(last).total_seconds() / 3600:.0f} hours old "
+              f"({last['time']:%Y-%m-%d %H:%M} UTC)")
+
+
+def restore_repository(target: Target, snapshot: str, force: bool) -> str:
+    """Restore a snapshot of the host's repository onto it; returns what the backup service said."""
+    from kono.remote import connect, run  # operator tools only: the deploy imports this module too
+    if not target.settings.backup_repository:
+        raise SystemExit(f"{target.name}: no backup_repository is set for this host")
+    with connect(target) as client:
+        return run(client, commands.restore_from_repository(target.settings.project_dir, snapshot, force)).decode()
 
 ASSETS = ("maintainer", "/srv/static")  # (service, folder) holding the app_static volume
 ASSETS_GROUP = "sudo"  # the maintainers' group, which owns the shared volumes in the container
@@ -34,8 +103,9 @@ def _private_file(path: Path):
     return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
 
 
-def create(target: Target, to: Path, dev: bool) -> Path:
+def create(target: Target, to: Path, dev: bool, with_secrets: bool) -> Path:
     """Back one host up into ``<to>/<host>/<UTC time>/``; returns that folder."""
+    from kono.remote import connect, run
     os.umask(0o077)  # everything this backup writes is the operator's alone
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     folder = to / target.name / stamp
@@ -52,7 +122,7 @@ def create(target: Target, to: Path, dev: bool) -> Path:
                 run(client, dump, directory, out)
         with _private_file(folder / "app_static.tar") as out:
             run(client, commands.tar_out(*ASSETS), directory, out)
-        for secret in stack_secrets():
+        for secret in (stack_secrets() if with_secrets else ()):
             with _private_file(folder / "secrets" / secret.env / secret.name) as out:
                 run(client, commands.read_file(secret.path), directory, out)
     return folder
@@ -60,6 +130,7 @@ def create(target: Target, to: Path, dev: bool) -> Path:
 
 def restore(target: Target, source: Path, force: bool) -> None:
     """Load a backup's dumps and assets into a deployed host."""
+    from kono.remote import connect, run
     settings = target.settings
     with connect(target) as client:
         directory = settings.project_dir

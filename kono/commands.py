@@ -213,6 +213,24 @@ def issue_certificate(directory: str) -> str:
                              "docker compose exec -T nginx sh /kono/kono-nginx.sh reload")
 
 
+# -- backups (the backup service, files/backup/kono-backup.sh) ---------------------------------
+
+BACKUP_SCRIPT = "/usr/local/lib/kono-backup.sh"
+
+
+def last_backup(directory: str) -> str:
+    """The backup service's record of its last success ("<UTC time> <bytes> <snapshot ids>"), or nothing."""
+    return in_dir(directory, "docker compose exec -T backup cat /state/last-success 2>/dev/null || true")
+
+
+def restore_from_repository(directory: str, snapshot: str, force: bool) -> str:
+    """Both databases and the files back from a snapshot of the repository, then the maintainer
+    restarted so that its sshd serves the restored host keys."""
+    env = " -e KONO_RESTORE_FORCE=yes" if force else ""
+    return in_dir(directory, f"docker compose exec -T{env} backup sh {BACKUP_SCRIPT} restore {quote(snapshot)} && "
+                             "docker compose restart maintainer")
+
+
 # -- secrets -----------------------------------------------------------------------------------
 
 def config_tree(directory: str) -> str:

@@ -34,8 +34,10 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import posixpath
 import re
 from pathlib import Path
 
@@ -46,9 +48,10 @@ from pyinfra.api.exceptions import OperationError
 
 from kono import commands
 from kono.plan import drift
-from kono.services import (SECRETS, Secret, environments, replacement_note, restarted_by, root_password_file,
-                           secret, stack_secrets)
+from kono.services import (SECRETS, SERVICES, Secret, enabled, environments, replacement_note, restarted_by,
+                           root_password_file, secret, stack_secrets)
 from kono.settings import Settings, SettingsError
+from kono.stack import FileDigests
 
 PASSWORD_HASHES = next(s for s in SECRETS if s.origin == "maintainer passwords")  # "login:hash" lines
 PASSWORD_ENV = "KONO_MAINTAINER_PASSWORD_{}"
@@ -57,6 +60,8 @@ SECRET_ENV = "KONO_SECRET_{}_{}"
 # deploy spend ~0.35 s per user verifying unchanged passwords (bench/).
 HASH_ROUNDS = 100_000
 SECRET_LENGTH = 32  # characters from [A-Za-z0-9]: about 190 bits, and safe in any SQL or shell quoting
+CREDENTIAL_LINE = re.compile(r"^[A-Z_][A-Z0-9_]*=\S*$")  # storage credentials: KEY=value, one per line
+NEEDS_CREDENTIALS = ("s3:", "b2:", "azure:", "gs:", "swift:")  # restic backends that cannot go without
 SECRET_VALUE = re.compile(r"^[A-Za-z0-9._~+/=@%^,:-]{16,128}$")  # supplied values: no quotes, no spaces
 
 
@@ -126,6 +131,36 @@ def secret_files(directory: str, secrets: tuple[Secret, ...], supplied: dict[str
             yield commands.chmod("0600", path)
 
 
+@operation()
+def supplied_files(directory: str, files: dict[str, str]):
+    """
+    Place files the operator supplies (0600, in a 0700 folder under config/) where they differ from
+    the host's: by SFTP, compared by digest, never shown.
+
+    + directory: the project directory
+    + files: {path relative to the project directory: content}, all in one folder
+
+    **Example:**
+
+    .. code:: python
+
+        supplied_files(name="TLS", directory="/srv/kono", files={"config/tls/certificate": "-----BEGIN..."})
+    """
+    folder = posixpath.dirname(next(iter(files)))
+    tree = host.get_fact(ConfigTree, directory=directory)
+    if folder not in tree:
+        yield commands.make_dir(f"{directory}/{folder}", "0700")
+    on_host = host.get_fact(FileDigests, directory=directory, paths=sorted(files))
+    changed = [path for path, content in sorted(files.items())
+               if on_host.get(path) != hashlib.sha256(content.encode()).hexdigest()]
+    if not changed:
+        host.noop("the supplied files are in place")
+        return
+    for path in changed:
+        drift(f"{path} differs from what the operator supplies")
+        yield from upload_secret(f"{directory}/{path}", files[path])
+
+
 def from_operator(variable: str, path: Path) -> tuple[str, str] | None:
     """A value the operator gives, by environment variable (CI) or local file (laptops), and where
     it came from; None when neither is there. A file's trailing newline is not part of it."""
@@ -176,6 +211,54 @@ def supplied_secrets(settings: Settings) -> dict[str, str]:
     return supplied
 
 
+def backup_secrets(settings: Settings) -> dict[str, str]:
+    """With a backup repository: the backup secrets to place, {path: content}, from the operator (never
+    generated: a repository password that only the host knows dies with it). Raises SettingsError
+    before anything changes for a missing or malformed one, or a password other than the host's."""
+    entries = {e.name: e for e in enabled(SECRETS, settings) if e.origin == "operator"}
+    if not entries:
+        return {}
+    password, credentials = entries["repository_password"], entries["storage_credentials"]
+    tree = host.get_fact(ConfigTree, directory=settings.project_dir)
+    on_host = {e.name: tree.get(e.path, ("", "", 0))[2] > 0 for e in entries.values()}
+    files: dict[str, str] = {}
+    found = supplied_value(settings, password)
+    if found:
+        value, source = found
+        if on_host["repository_password"] and \
+                read_host_file(f"{settings.project_dir}/{password.path}").strip() != value:
+            raise SettingsError(f"{password.key}: expected the value the host has, since the repository was "
+                                f"initialised with it; {source} holds a different one")
+        if not on_host["repository_password"]:
+            files[password.path] = value
+    elif not on_host["repository_password"]:
+        variable, path = secret_sources(settings, password)
+        raise SettingsError(f"{password.key}: expected it in ${variable} or the file {path} (backup_repository is "
+                            f"set; it is never generated on the host, which it must outlive), and the host has none")
+    given = from_operator(*secret_sources(settings, credentials))
+    if given:
+        lines = [line.strip() for line in given[0].splitlines() if line.strip()]
+        bad = [line.split("=", 1)[0] for line in lines if not CREDENTIAL_LINE.match(line)]
+        if bad:
+            raise SettingsError(f"{credentials.key}: expected KEY=value lines (e.g. AWS_ACCESS_KEY_ID=...) in "
+                                f"{given[1]}, got a line starting {bad[0][:12]!r}")
+        files[credentials.path] = "".join(line + "\n" for line in lines)
+    elif not on_host["storage_credentials"]:
+        if settings.backup_repository.startswith(NEEDS_CREDENTIALS):
+            variable, path = secret_sources(settings, credentials)
+            raise SettingsError(f"{credentials.key}: expected KEY=value lines in ${variable} or the file {path} "
+                                f"({settings.backup_repository.split(':')[0]}: needs credentials), and the host has none")
+        files[credentials.path] = ""  # a backend that needs none (rest:, sftp: with keys, rclone:)
+    return files
+
+
+@deploy("Backup secrets")
+def place_backup_secrets(settings: Settings, files: dict[str, str]) -> None:
+    if files:
+        supplied_files(name="Backup repository password and storage credentials", directory=settings.project_dir,
+                       files=files)
+
+
 def rotation_target(settings: Settings, target: object) -> tuple[Secret, str | None]:
     """Check ``--data rotate=<env>/<name>``: (the secret, the supplied new value or None)."""
     known = [entry.key for entry in stack_secrets()]
@@ -189,7 +272,8 @@ def rotation_target(settings: Settings, target: object) -> tuple[Secret, str | N
 @deploy("Rotate a secret")
 def rotate_secret(settings: Settings, entry: Secret, value: str | None) -> None:
     rotated_secret(name=f"New value for {entry.key} (database account and file together)",
-                   directory=settings.project_dir, key=entry.key, value=value)
+                   directory=settings.project_dir, key=entry.key, value=value,
+                   services=tuple(s.name for s in enabled(SERVICES, settings)))
 
 
 def read_host_file(path: str) -> str:
@@ -288,7 +372,7 @@ def place_secrets(settings: Settings, supplied: dict[str, str], passwords: dict[
 
 
 @operation(is_idempotent=False)
-def rotated_secret(directory: str, key: str, value: str | None):
+def rotated_secret(directory: str, key: str, value: str | None, services: tuple[str, ...]):
     """
     Give a secret a new value: the database accounts' password (``ALTER USER``, with the running
     database's current root password) and the secret file change together.
@@ -296,15 +380,18 @@ def rotated_secret(directory: str, key: str, value: str | None):
     + directory: the project directory
     + key: the secret, e.g. "production/db_api_password"
     + value: the new value, or None to generate one on the host
+    + services: the services the host runs (those these settings enable)
 
     **Example:**
 
     .. code:: python
 
-        rotated_secret(name="Rotate", directory="/srv/kono", key="production/api_key", value=None)
+        rotated_secret(name="Rotate", directory="/srv/kono", key="production/api_key", value=None,
+                       services=("api", "nginx"))
     """
     entry = secret(key)
-    for restarted in restarted_by(key):  # in the plan, and right before it happens
+    # Said in the plan, and right before it happens.
+    for restarted in (s for s in restarted_by(key) if s.name in services):
         logger.warning(f"{host.print_prefix}"
                        f"{replacement_note(restarted.name, ['secret'], restarted.rollout == 'start-first')}")
     path = f"{directory}/{entry.path}"

@@ -23,6 +23,10 @@ DB_SECRETS_DIR = "/run/db-secrets"
 SECRETS_DIR = "/run/secrets"  # where compose mounts a service's secrets
 
 
+# In an ``only_when`` (knob, value): the entry exists when the knob is set to anything but None.
+SET = "<set>"
+
+
 @dataclass(frozen=True)
 class Service:
     """One compose service."""
@@ -60,7 +64,9 @@ class Secret:
     accounts: tuple[str, ...] = ()
     # "stack": supplied by the operator or generated on the host, then never changed but by rotation;
     # "maintainer passwords": sha512-crypt hashes of the passwords the operator gives (kono/secrets.py);
-    # "tls": a PEM certificate or key the operator provides (kono/tls.py), placed as given, never generated.
+    # "tls": a PEM certificate or key the operator provides (kono/tls.py), placed as given, never generated;
+    # "operator": supplied by the operator and never generated on the host (a backup repository's
+    # password must outlive the host), then never changed (the repository was initialised with it).
     origin: str = "stack"
     # Services that read it only when they initialise (a database's first start): a new value does not
     # restart them.
@@ -107,20 +113,26 @@ SERVICES: tuple[Service, ...] = (
             impact="every HTTP request fails until nginx is back (about a second)"),
     Service("acme", inputs=("acme",), image="acme_image", only_when=("https", "acme"),
             impact="nothing users see: it renews certificates, and checks again when it is back"),
+    Service("backup", inputs=("backup",), only_when=("backup_repository", SET),
+            impact="nothing users see: a backup due meanwhile runs when it is back"),
 )
 
 SECRETS: tuple[Secret, ...] = (
-    Secret("production", "db_root_password", ("db_production",), ("root@%", "root@localhost")),
+    Secret("production", "db_root_password", ("db_production", "backup"), ("root@%", "root@localhost")),
     Secret("production", "db_api_password", ("db_production", "api"), ("api@%",),
            first_start_only=("db_production",)),
     Secret("production", "db_unauthorized_api_password", ("db_production",), ("unauthorized_api@%",),
            first_start_only=("db_production",)),
     Secret("production", "api_key", ("api",)),
-    Secret("dev", "db_root_password", ("db_dev",), ("root@%", "root@localhost")),
+    Secret("dev", "db_root_password", ("db_dev", "backup"), ("root@%", "root@localhost")),
     Secret("dev", "db_dev_password", ("db_dev",), ("dev@%",), first_start_only=("db_dev",)),
     Secret("production", "maintainer_password_hashes", ("maintainer",), origin="maintainer passwords"),
     Secret("tls", "certificate", ("nginx",), origin="tls", only_when=("https", "provided")),
     Secret("tls", "private_key", ("nginx",), origin="tls", only_when=("https", "provided")),
+    Secret("backup", "repository_password", ("backup",), origin="operator", only_when=("backup_repository", SET)),
+    # KEY=value lines for the repository's storage (AWS_ACCESS_KEY_ID=..., AWS_SECRET_ACCESS_KEY=...);
+    # empty for a backend that needs none.
+    Secret("backup", "storage_credentials", ("backup",), origin="operator", only_when=("backup_repository", SET)),
 )
 
 
@@ -145,15 +157,17 @@ VOLUMES: tuple[Volume, ...] = (
     Volume("acme_state", "the ACME account and lego's certificates", ("https", "acme")),
     Volume("certificates", "the certificate and key nginx serves, installed by acme", ("https", "acme")),
     Volume("acme_webroot", "the ACME HTTP-01 challenge files nginx serves", ("https", "acme")),
+    Volume("backup_state", "the last backup's outcome, and restic's cache", ("backup_repository", SET)),
 )
 
 
 def enabled(entries: tuple, settings) -> tuple:
     """The entries of a table (services, secrets, volumes) that exist with these settings (a Settings,
     or a mapping of knob to value)."""
-    def value(knob: str):
-        return settings[knob] if isinstance(settings, dict) else getattr(settings, knob)
-    return tuple(e for e in entries if e.only_when is None or value(e.only_when[0]) == e.only_when[1])
+    def holds(knob: str, wanted: str) -> bool:
+        value = settings[knob] if isinstance(settings, dict) else getattr(settings, knob)
+        return value is not None if wanted == SET else value == wanted
+    return tuple(e for e in entries if e.only_when is None or holds(*e.only_when))
 
 
 def service(name: str) -> Service:

@@ -43,6 +43,10 @@ HTTPS_MODES = ("off", "acme", "provided")
 # A DNS name, lowercase; "*." in front only where the certificate is provided (HTTP-01 cannot prove one).
 DOMAIN = re.compile(r"^(\*\.)?(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 EMAIL = re.compile(r"^[^@\s'\"]+@[^@\s'\"]+\.[^@\s'\"]+$")
+# restic repositories off the host: object storage, SFTP, restic's REST server, rclone remotes.
+RESTIC_REPOSITORY = re.compile(r"^(s3|b2|azure|gs|swift|sftp|rest|rclone):[^\s'\"\\]+$")
+DAILY_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+WEEKLY_TIME = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun) ([01][0-9]|2[0-3]):[0-5][0-9]$")
 PUBLISHED_PORTS = ("http_port", "https_port", "maintainer_ssh_port", "db_dev_port")
 
 
@@ -167,6 +171,16 @@ class Settings:
     acme_image: str = knob(*IMAGE)
     hsts_max_age: int = knob("seconds, a whole number >= 0 (0: no Strict-Transport-Security header)",
                              lambda v: v >= 0)
+    # Backups
+    backup_repository: str | None = knob(
+        "a restic repository off the host (s3:, b2:, azure:, gs:, swift:, sftp:, rest: or rclone:...)",
+        _matches(RESTIC_REPOSITORY))
+    backup_schedule: str = knob("a daily time, UTC, like \"03:00\"", _matches(DAILY_TIME))
+    backup_check_schedule: str = knob("a weekly day and time, UTC, like \"sun 04:30\"", _matches(WEEKLY_TIME))
+    backup_keep_daily: int = knob("a whole number >= 1", lambda v: v >= 1)
+    backup_keep_weekly: int = knob("a whole number >= 0", lambda v: v >= 0)
+    backup_keep_monthly: int = knob("a whole number >= 0", lambda v: v >= 0)
+    restic_image: str = knob(*IMAGE)
     compose_wait_timeout: int = knob("seconds, a whole number >= 10", lambda v: v >= 10)
     deploy_lock_wait: int = knob("seconds, a whole number >= 0", lambda v: v >= 0)
 

@@ -22,8 +22,6 @@ Example::
 from __future__ import annotations
 
 import datetime
-import hashlib
-import posixpath
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -33,10 +31,9 @@ from pyinfra.api import FactBase, deploy, operation
 
 from kono import commands
 from kono.plan import drift
-from kono.secrets import ConfigTree, from_operator, upload_secret, secret_sources
+from kono.secrets import ConfigTree, from_operator, secret_sources, supplied_files
 from kono.services import SECRETS, Secret
 from kono.settings import Settings, SettingsError
-from kono.stack import FileDigests
 
 EXPIRY_WARNING_DAYS = 14  # drift reports a certificate that expires sooner
 
@@ -129,41 +126,11 @@ def provided_tls(settings: Settings) -> dict[str, str]:
     return {key: value[0] + "\n" for key, value in given.items()}
 
 
-@operation()
-def tls_files(directory: str, files: dict[str, str]):
-    """
-    Place the provided certificate and key (0600, in the 0700 config/tls/) where they differ from the
-    host's. nginx mounts the folder and reloads itself when they change: no request is dropped.
-
-    + directory: the project directory
-    + files: {path relative to the project directory: PEM text}
-
-    **Example:**
-
-    .. code:: python
-
-        tls_files(name="TLS", directory="/srv/kono", files={"config/tls/certificate": "-----BEGIN..."})
-    """
-    folder = posixpath.dirname(next(iter(files)))
-    tree = host.get_fact(ConfigTree, directory=directory)
-    if folder not in tree:
-        yield commands.make_dir(f"{directory}/{folder}", "0700")
-    on_host = host.get_fact(FileDigests, directory=directory, paths=sorted(files))
-    changed = [path for path, pem in sorted(files.items())
-               if on_host.get(path) != hashlib.sha256(pem.encode()).hexdigest()]
-    if not changed:
-        host.noop("the provided certificate and key are in place")
-        return
-    drift("the provided certificate differs from the host's")
-    for path in changed:
-        yield from upload_secret(f"{directory}/{path}", files[path])
-
-
 @deploy("TLS files")
 def place_tls(settings: Settings, provided: dict[str, str]) -> None:
     if provided:
-        tls_files(name="Provided certificate and key (applied by nginx's reload)", directory=settings.project_dir,
-                  files={entry.path: provided[entry.key] for entry in tls_secrets()})
+        supplied_files(name="Provided certificate and key (applied by nginx's reload)", directory=settings.project_dir,
+                       files={entry.path: provided[entry.key] for entry in tls_secrets()})
 
 
 class ServedCertificate(FactBase):

@@ -37,7 +37,7 @@ PYINFRA = str(Path(sys.executable).parent / "pyinfra")
 BASE_IMAGE = "kono-testdouble/debian:trixie"
 # Stand-in directory -> the group_data knob whose default (official) tag it is built under.
 STANDINS = {"mysql": "mysql_image", "node": "node_image", "nginx": "nginx_image",
-            "ubuntu": "maintainer_base_image", "lego": "acme_image"}
+            "ubuntu": "maintainer_base_image", "lego": "acme_image", "restic": "restic_image"}
 
 
 def group_defaults() -> dict:
@@ -454,6 +454,44 @@ class AcmeServer:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=10)
+
+
+class ResticServer:
+    """A restic repository served over the network by a second process on the lab's bridge: rclone's
+    REST server (`rclone serve restic`, Debian's rclone), the real protocol restic's rest: backend
+    speaks. ``stop``/``start`` make it unreachable and back, on the same address and data."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.address, self.root = lab.gateway, lab.workdir / "restic-repository"
+        self.root.mkdir(exist_ok=True)
+        self.port = _free_port(self.address)
+        self.url = f"rest:http://{self.address}:{self.port}/"
+        self._proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(["rclone", "serve", "restic", "--addr", f"{self.address}:{self.port}",
+                                       str(self.root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      preexec_fn=die_with_parent)
+        deadline = time.monotonic() + 15
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex((self.address, self.port)) == 0:
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError("rclone serve restic did not listen")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGTERM)
+            self._proc.wait(timeout=10)
+
+    def __enter__(self) -> ResticServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 def _git(work: Path, *args) -> None:

@@ -12,8 +12,8 @@ from tests.lab import DEFAULTS
 
 pytestmark = pytest.mark.e2e
 
-MYSQL, NGINX, NODE, UBUNTU, LEGO = (DEFAULTS[k] for k in ("mysql_image", "nginx_image", "node_image",
-                                                            "maintainer_base_image", "acme_image"))
+MYSQL, NGINX, NODE, UBUNTU, LEGO, RESTIC = (DEFAULTS[k] for k in (
+    "mysql_image", "nginx_image", "node_image", "maintainer_base_image", "acme_image", "restic_image"))
 
 # Sourced: runs inside the entrypoint (its helpers defined), after the step-down to mysql.
 SOURCED = """echo "sourced uid=$(id -u) helper=$(type docker_process_sql >/dev/null 2>&1 && echo yes || echo no)" \
@@ -123,3 +123,9 @@ def test_lego_is_slash_lego_off_the_path_runs_as_root_with_the_tools_the_acme_sc
                                       "/lego renew --help")
     assert found.split()[:2] == ["not-on-path", "0"] and "missing" not in found
     assert "--days" in found and "--no-random-sleep" in found
+
+
+def test_restic_is_usr_bin_restic_of_the_pinned_version_with_stdin_from_command(provisioned):
+    found = run_in(provisioned, RESTIC, "/usr/bin/restic version; /usr/bin/restic backup --help")
+    assert found.startswith(f"restic {RESTIC.split(':')[1]} ")
+    assert "--stdin-from-command" in found

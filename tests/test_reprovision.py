@@ -31,12 +31,17 @@ def test_backup_and_reprovision_onto_a_fresh_host(provisioned, lab, git_server, 
     provisioned.maintainer("echo 'asset from host A' > /srv/static/moved.txt")
     rows_a = mysql(a, "api", api_password, "SELECT note FROM moved ORDER BY note;").stdout
 
-    made = backup_tool("create", str(provisioned.inventory), "--to", str(tmp_path / "backups"))
+    made = backup_tool("create", str(provisioned.inventory), "--with-secrets", "--to", str(tmp_path / "backups"))
     assert made.returncode == 0, made.stderr
     backup = next((tmp_path / "backups" / a.address).iterdir())
     assert sorted(p.name for p in backup.iterdir()) == ["app_static.tar", "db_production.sql", "secrets"]
     for path in backup.rglob("*"):
         assert path.stat().st_mode & 0o777 == (0o700 if path.is_dir() else 0o600), path
+    assert f"its secrets are plain files in {backup / 'secrets'}" in made.stdout
+    plain = backup_tool("create", str(provisioned.inventory), "--to", str(tmp_path / "plain"))
+    assert plain.returncode == 0 and "plain files" not in plain.stdout
+    assert sorted(p.name for p in next((tmp_path / "plain" / a.address).iterdir()).iterdir()) == [
+        "app_static.tar", "db_production.sql"]
 
     b = lab.boot()
     try:

@@ -1,9 +1,12 @@
 """Back up every host of an inventory to this machine, or restore a backup onto its host(s).
 
-    python -m kono.cli.backup create inventory.py [--dev] [--to backups]
+    python -m kono.cli.backup restore-repository inventory.py [--snapshot ID] [--force]
+    python -m kono.cli.backup create inventory.py [--dev] [--with-secrets] [--to backups]
     python -m kono.cli.backup restore inventory.py backups/<host>/<time> [--force]
 
-What is in a backup, and how a restore refuses to overwrite data: kono/backup.py.
+restore-repository: from the host's restic repository (backup_repository), the latest snapshot by
+default. create / restore: a copy on this machine. What is in each, and how a restore refuses to
+overwrite data: kono/backup.py.
 """
 
 from __future__ import annotations
@@ -24,14 +27,32 @@ def main(argv: list[str] | None = None) -> int:
     make.add_argument("inventory")
     make.add_argument("--to", type=Path, default=Path("backups"))
     make.add_argument("--dev", action="store_true", help="also dump db_dev")
+    make.add_argument("--with-secrets", action="store_true",
+                      help="also copy the host's stack secrets, as plain 0600 files (their folder is printed)")
     back = commands.add_parser("restore", help="restore a backup onto the inventory's host(s)")
     back.add_argument("inventory")
     back.add_argument("backup", type=Path)
     back.add_argument("--force", action="store_true", help="load even over existing tables")
+    again = commands.add_parser("restore-repository", help="restore from each host's restic repository")
+    again.add_argument("inventory")
+    again.add_argument("--snapshot", default="latest", help="a snapshot id (default: the latest)")
+    again.add_argument("--force", action="store_true", help="load even over existing tables")
     args = parser.parse_args(argv)
     for target in inventory_hosts(args.inventory):
         if args.command == "create":
-            print(f"{target.name}: backed up to {backup.create(target, args.to, args.dev)}")
+            folder = backup.create(target, args.to, args.dev, args.with_secrets)
+            print(f"{target.name}: backed up to {folder}")
+            if args.with_secrets:
+                print(f"{target.name}: its secrets are plain files in {folder / 'secrets'}: keep them as you would "
+                      f"the host itself, and delete them when done")
+        elif args.command == "restore-repository":
+            try:
+                said = backup.restore_repository(target, args.snapshot, args.force)
+            except RuntimeError as error:
+                print(f"{target.name}: restore failed: {error}", file=sys.stderr)
+                return 1
+            print(said.strip())
+            print(f"{target.name}: restored from its repository ({args.snapshot})")
         else:
             backup.restore(target, args.backup, args.force)
             print(f"{target.name}: restored from {args.backup}")

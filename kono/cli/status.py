@@ -4,8 +4,9 @@
 
 One line per service of every host: state, health, and whether it is ready (running and its
 healthcheck passing); with HTTPS, one line for the certificate nginx serves: its names, issuer and
-expiry ("NOT OK" within 14 days). Exit 0 when every service of every host is ready and no
-certificate is missing or near its end, 1 otherwise.
+expiry ("NOT OK" within 14 days); with backups, one for the last successful backup: its age, size
+and snapshots ("NOT OK" when there is none or it is older than two days). Exit 0 when every service
+of every host is ready and nothing is NOT OK, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pyinfra.api.exceptions import ConnectError
 from kono import commands
 from kono.services import SERVICES, enabled, ready
 from kono.stack import parse_services
+from kono.backup import MAX_AGE, backup_age, parse_last_backup
 from kono.tls import EXPIRY_WARNING_DAYS, certificate_summary, days_left
 
 
@@ -35,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
                 output = run(client, commands.services_state(), target.settings.project_dir)
                 served = (run(client, commands.served_certificate(target.settings.project_dir))
                           if target.settings.https != "off" else b"")
+                last = (parse_last_backup(run(client, commands.last_backup(target.settings.project_dir)).decode())
+                        if target.settings.backup_repository else None)
         except (ConnectError, RuntimeError, OSError) as error:  # report every host, even when one is down
             print(f"{target.name}: unreachable: {type(error).__name__}: {error}")
             all_ready = False
@@ -53,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
                      f"{summary['not_after']:%Y-%m-%d %H:%M} UTC ({days_left(summary):.0f} days)"
                      if summary else "none served")
             print(f"{target.name}  certificate    {about} {'ok' if ok else 'NOT OK'}")
+        if target.settings.backup_repository:
+            ok = last is not None and backup_age(last) <= MAX_AGE
+            all_ready &= ok
+            about = (f"last success {last['time']:%Y-%m-%d %H:%M} UTC ({backup_age(last).total_seconds() / 3600:.1f} h ago), "
+                     f"{last['bytes'] / 1e6:.1f} MB, snapshots {' '.join(last['snapshots'])}" if last else "no success yet")
+            print(f"{target.name}  last backup    {about} {'ok' if ok else 'NOT OK'}")
     return 0 if all_ready else 1
 
 

@@ -55,3 +55,13 @@ def test_config_tree_has_type_mode_and_size_never_content():
 
 def test_hashed_logins_are_names_only():
     assert HashedLogins().process(["sysop", "wheel", ""]) == ["sysop", "wheel"]
+
+
+def test_the_last_backup_record_is_read_for_status_and_drift():
+    import datetime
+    from kono.backup import MAX_AGE, backup_age, parse_last_backup
+    last = parse_last_backup("2026-11-25T03:00:07Z 123456 1a2b3c4d 5e6f7a8b 9c0d1e2f\n")
+    assert last == {"time": datetime.datetime(2026, 11, 25, 3, 0, 7, tzinfo=datetime.timezone.utc),
+                    "bytes": 123456, "snapshots": ["1a2b3c4d", "5e6f7a8b", "9c0d1e2f"]}
+    assert parse_last_backup("") is None
+    assert backup_age(last, last["time"] + MAX_AGE) == MAX_AGE

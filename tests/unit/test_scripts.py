@@ -9,7 +9,7 @@ from tests.lab import REPO
 SCRIPTS = [("sh", "files/maintainer/entrypoint.sh"), ("bash", "files/maintainer/kono-deploy"),
            ("sh", "files/db/production/10-users.sh"), ("bash", "tests/images/mysql/docker-entrypoint.sh"),
            ("bash", ".ci/run"), ("bash", ".ci/setup"), ("sh", "files/acme/kono-acme.sh"),
-           ("sh", "files/nginx-entrypoint/kono-nginx.sh")]
+           ("sh", "files/nginx-entrypoint/kono-nginx.sh"), ("sh", "files/backup/kono-backup.sh")]
 
 
 @pytest.mark.parametrize("shell, path", SCRIPTS, ids=[p for _, p in SCRIPTS])

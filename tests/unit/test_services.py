@@ -28,14 +28,16 @@ def rendered(**overrides) -> dict:
 
 HTTPS = {"acme": dict(https="acme", domains=["kono.example.com"], acme_email="ops@example.com"),
          "provided": dict(https="provided", domains=["kono.example.com"])}
+VARIANTS = {"defaults": {}, **HTTPS, "backups": dict(backup_repository="s3:s3.amazonaws.com/bucket/kono")}
 
 
-@pytest.mark.parametrize("https", ["off", "acme", "provided"])
-def test_the_compose_file_has_exactly_the_tables_services_secrets_and_volumes(https):
-    chosen = settings(**HTTPS.get(https, {}))
-    compose = rendered(**HTTPS.get(https, {}))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_compose_file_has_exactly_the_tables_services_secrets_and_volumes(variant):
+    chosen = settings(**VARIANTS[variant])
+    compose = rendered(**VARIANTS[variant])
     services_now = enabled(SERVICES, chosen)
-    assert [s.name for s in services_now] == [s.name for s in SERVICES if s.name != "acme" or https == "acme"]
+    optional = {"acme": variant == "acme", "backup": variant == "backups"}
+    assert [s.name for s in services_now] == [s.name for s in SERVICES if optional.get(s.name, True)]
     assert compose["secrets"] == {s.compose_name: {"file": f"./{s.path}"} for s in enabled(SECRETS, chosen)
                                   if s.handed_by_compose}
     assert list(compose["volumes"]) == [v.name for v in enabled(VOLUMES, chosen)]
@@ -120,7 +122,7 @@ def test_table_entries_are_consistent():
     assert len({s.key for s in SECRETS}) == len(SECRETS)
     for entry in SECRETS:
         assert set(entry.services) <= set(names), entry.key
-        assert entry.origin in ("stack", "maintainer passwords", "tls")
+        assert entry.origin in ("stack", "maintainer passwords", "tls", "operator")
     for database in services.databases():
         root = services.root_password(database.name)
         assert root.database == database.name
@@ -164,12 +166,12 @@ def test_service_records_change_with_what_a_container_is_made_from():
 
 def test_a_plan_names_what_restarts_and_how():
     assert [s.name for s in services.restarted_by("production/db_api_password")] == ["api"]
-    assert [s.name for s in services.restarted_by("production/db_root_password")] == ["db_production"]
+    assert [s.name for s in services.restarted_by("production/db_root_password")] == ["db_production", "backup"]
     assert services.replacement_note("api", ["secret"], True) == (
         "api gets a new container (secret): started beside the old one, which drains once the new one is "
         "healthy: no downtime")
     assert services.replacement_note("nginx", ["image nginx:1.27 -> nginx:1.28"], False).startswith(
         "nginx gets a new container (image nginx:1.27 -> nginx:1.28): RESTARTS: every HTTP request fails")
     for entry in SERVICES:  # start-first needs no published port: two copies run side by side
-        block = rendered(**HTTPS["acme"])["services"][entry.name]
+        block = rendered(**HTTPS["acme"], **VARIANTS["backups"])["services"][entry.name]
         assert entry.rollout == "recreate" or not block.get("ports"), entry.name

@@ -43,6 +43,10 @@ def test_defaults_with_a_key_are_valid():
     ("acme_email", "not-an-address", "email address"),
     ("acme_ca_bundle", "/nonexistent/ca.pem", "readable PEM file"),
     ("hsts_max_age", -1, "whole number >= 0"),
+    ("backup_repository", "/var/backups/kono", "restic repository off the host"),
+    ("backup_schedule", "3am", "daily time, UTC"),
+    ("backup_check_schedule", "sunday 04:30", "weekly day and time"),
+    ("backup_keep_daily", 0, "whole number >= 1"),
 ])
 def test_bad_input_names_the_key_and_what_was_expected(key, value, expected):
     with pytest.raises(SettingsError) as error:

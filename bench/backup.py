@@ -1,0 +1,130 @@
+"""Backup benchmark: a production database of about --size-mb (1 GB by default) backed up by the
+backup service to a restic repository over the network (rclone's REST server on the lab bridge),
+then 1% of its rows changed and backed up again, then restored.
+
+    sudo .venv/bin/python -m bench.backup [--size-mb 1024] [--runs 3]
+
+Reports, per run (interleaved: backup, change 1%, backup again, restore), and the median and spread:
+the backup's time, the backup container's peak memory (cgroup v2 memory.peak, reset before each
+step), the repository's size after the first backup and its growth after the second, and the
+restore's time. Writes bench/backup-latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+from tests import lab as lab_tools
+from tests.lab import ResticServer, container, host_secret, mysql
+from tests.testhost import Lab
+
+SCRIPT = "sh /usr/local/lib/kono-backup.sh"
+ROW_BYTES = 1024  # one row: a 1024-character payload (eight SHA-512 hex digests of random numbers)
+PAYLOAD = "CONCAT(" + ", ".join(["SHA2(RAND(), 512)"] * 8) + ")"
+
+
+def du_bytes(path: Path) -> int:
+    return int(subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=True).stdout.split()[0])
+
+
+def sql(host, statement: str) -> str:
+    out = mysql(host, "api", host_secret(host, "production", "db_api_password"), statement)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr)
+    return out.stdout
+
+
+def fill(host, size_mb: int) -> int:
+    """A table of ~size_mb of rows that do not compress to nothing (hex of random digests: about 2:1)."""
+    sql(host, "CREATE TABLE IF NOT EXISTS bulk (id INT AUTO_INCREMENT PRIMARY KEY, payload VARCHAR(1024)); "
+              f"INSERT INTO bulk (payload) SELECT {PAYLOAD} FROM (SELECT 1) AS one "
+              "WHERE NOT EXISTS (SELECT 1 FROM bulk);")
+    target = size_mb * 1024 * 1024 // ROW_BYTES
+    while int(sql(host, "SELECT COUNT(*) FROM bulk;").strip()) < target:
+        sql(host, f"INSERT INTO bulk (payload) SELECT {PAYLOAD} FROM bulk LIMIT {target};")
+    return int(sql(host, "SELECT COUNT(*) FROM bulk;").strip())
+
+
+def step(host, command: str) -> tuple[float, int]:
+    """(seconds, the backup container's peak memory in bytes) of a command run in it."""
+    cid = host.ssh(f"docker inspect -f '{{{{.Id}}}}' {container('backup')}", user="kono").stdout.strip()
+    cgroup = host.ssh(f"pid=$(docker inspect -f '{{{{.State.Pid}}}}' {cid}); "
+                      "echo /sys/fs/cgroup$(sed -n 's/^0:://p' /proc/$pid/cgroup)", user="kono").stdout.strip()
+    host.ssh(f"echo 1 | sudo -n tee {cgroup}/memory.peak > /dev/null || true", check=False)  # reset (kernel 6.12+)
+    started = time.monotonic()
+    host.ssh(f"docker exec {cid} {command}", user="kono", timeout=3600)
+    seconds = time.monotonic() - started
+    peak = int(host.ssh(f"cat {cgroup}/memory.peak", user="kono").stdout.strip())
+    return seconds, peak
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("bench/backup-latest.json"))
+    args = parser.parse_args()
+    result: dict = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, "
+                    f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores",
+                    "size_mb": args.size_mb, "runs": []}
+    with Lab() as lab, lab_tools.GitServer(lab) as git, ResticServer(lab) as server:
+        host = lab.boot()
+        lab_tools.write_maintainer_passwords(lab, {login: f"{login}-bench-Pa55" for login in lab_tools.MAINTAINERS})
+        (lab.workdir / "secrets" / "backup").mkdir(parents=True, exist_ok=True)
+        (lab.workdir / "secrets" / "backup" / "repository_password").write_text("bench-repository-password-0123\n")
+        inventory = lab_tools.write_inventory(lab, [host], lab.workdir / "one.py", backup_repository=server.url,
+                                              api_repo=git.repo("api"), app_repo=git.repo("app"))
+        lab_tools.bootstrap(inventory)
+        lab_tools.load_images(host)
+        lab_tools.deploy(inventory)
+        started = time.monotonic()
+        result["rows"] = fill(host, args.size_mb)
+        result["fill_s"] = time.monotonic() - started
+        result["database_bytes"] = int(sql(host, "SELECT SUM(data_length + index_length) FROM "
+                                                 "information_schema.tables WHERE table_name = 'bulk';").strip())
+        for _ in range(args.runs):
+            run: dict = {}
+            before = du_bytes(server.root)
+            run["backup_s"], run["backup_peak_bytes"] = step(host, f"{SCRIPT} backup")
+            run["repository_growth_first_bytes"] = du_bytes(server.root) - before
+            sql(host, f"UPDATE bulk SET payload = {PAYLOAD} WHERE id % 100 = {len(result['runs'])};")
+            before = du_bytes(server.root)
+            run["backup_1pct_s"], run["backup_1pct_peak_bytes"] = step(host, f"{SCRIPT} backup")
+            run["repository_growth_1pct_bytes"] = du_bytes(server.root) - before
+            run["restore_s"], run["restore_peak_bytes"] = step(host, f"env KONO_RESTORE_FORCE=yes {SCRIPT} restore")
+            result["runs"].append(run)
+            print(json.dumps(run), flush=True)
+        result["repository_bytes"] = du_bytes(server.root)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result))
+    return 0
+
+
+def table(r: dict) -> str:
+    def figure(key: str, scale: float, unit: str) -> str:
+        values = [run[key] / scale for run in r["runs"]]
+        return (f"{statistics.median(values):.1f} {unit} (spread {min(values):.1f} to {max(values):.1f}, "
+                f"{len(values)} runs)")
+
+    mb = 1e6
+    lines = [f"kono-infra backup benchmark, {r['date']}, {r['machine']}: db_production {r['database_bytes'] / mb:.0f} MB "
+             f"({r['rows']} rows, filled in {r['fill_s']:.0f} s)", "", "| figure | median (spread) |", "|---|---|",
+             f"| backup (both databases, assets, keys; forget --prune) | {figure('backup_s', 1, 's')} |",
+             f"| &nbsp; peak memory of the backup container | {figure('backup_peak_bytes', mb, 'MB')} |",
+             f"| repository growth, first backup in a run | {figure('repository_growth_first_bytes', mb, 'MB')} |",
+             f"| backup after changing 1% of the rows | {figure('backup_1pct_s', 1, 's')} |",
+             f"| &nbsp; repository growth | {figure('repository_growth_1pct_bytes', mb, 'MB')} |",
+             f"| restore (both databases, assets, keys) | {figure('restore_s', 1, 's')} |",
+             f"| &nbsp; peak memory of the backup container | {figure('restore_peak_bytes', mb, 'MB')} |",
+             f"| repository at the end | {r['repository_bytes'] / mb:.0f} MB |"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,186 @@
+"""Scheduled backups to a restic repository served over the network (rclone's REST server on the
+lab's bridge), and the restore drill: a brand-new host, the repository URL and its password, one
+command. Ends with the shared host back on the defaults (no backups), as the other modules expect."""
+
+import secrets as random_values
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests import lab as lab_tools
+from tests.lab import ResticServer, container, host_secret, mysql
+
+pytestmark = pytest.mark.e2e
+
+SCRIPT = "sh /usr/local/lib/kono-backup.sh"
+SEEN: list[tuple[str, str]] = []  # (what ran, what it showed): the leak check reads them
+
+
+def backup_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kono.cli.backup", *args], cwd=lab_tools.REPO, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=600)
+
+
+def status(inventory) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kono.cli.status", str(inventory)], cwd=lab_tools.REPO,
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def last_success(host) -> str:
+    return host.ssh(f"docker exec {container('backup')} cat /state/last-success 2>/dev/null || true",
+                    user="kono").stdout.strip()
+
+
+def set_last_success(host, record: str) -> None:
+    host.ssh(f"docker exec {container('backup')} sh -c 'echo \"{record}\" > /state/last-success'", user="kono")
+
+
+def wait_for_backup(host, other_than: str = "", seconds: float = 180) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        last = last_success(host)
+        if last and last != other_than:
+            return last
+        time.sleep(2)
+    logs = host.ssh(f"docker logs --tail 30 {container('backup')}", user="kono", check=False)
+    raise AssertionError(f"no new successful backup after {seconds} s: {logs.stdout}{logs.stderr}")
+
+
+def host_key(host) -> str:
+    """The maintainer container's SSH host key, as a client sees it."""
+    return subprocess.run(["ssh-keyscan", "-t", "ed25519", "-p", str(lab_tools.DEFAULTS["maintainer_ssh_port"]),
+                           host.address], capture_output=True, text=True, timeout=30).stdout.split(" ", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def backed_up(provisioned):
+    provisioned.wait_healthy()
+    folder = provisioned.lab.workdir / "secrets" / "backup"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "repository_password").write_text(random_values.token_urlsafe(24) + "\n")
+    with ResticServer(provisioned.lab) as server:
+        inventory = lab_tools.write_inventory(
+            provisioned.lab, [provisioned.host], provisioned.lab.workdir / "backup-inventory.py",
+            api_repo=provisioned.git.repo("api"), app_repo=provisioned.git.repo("app"), backup_repository=server.url)
+        yield provisioned, server, inventory
+    provisioned.deploy()  # back to the defaults: no backup service
+    provisioned.wait_healthy()
+
+
+def test_without_the_repository_password_the_deploy_stops_before_changing_anything(backed_up):
+    provisioned, server, inventory = backed_up
+    password = provisioned.lab.workdir / "secrets" / "backup" / "repository_password"
+    kept = password.read_text()
+    password.unlink()
+    try:
+        before = provisioned.snapshot()
+        failed = lab_tools.deploy(inventory, check=False)
+        assert failed.returncode != 0
+        assert "backup/repository_password: expected it in $KONO_SECRET_BACKUP_REPOSITORY_PASSWORD" in failed.output
+        assert "never generated on the host" in failed.output
+        assert provisioned.snapshot() == before
+    finally:
+        password.write_text(kept)
+
+
+def test_a_deploy_with_a_repository_backs_up_at_once_and_status_says_so(backed_up):
+    provisioned, server, inventory = backed_up
+    made = lab_tools.add_greeting(provisioned.host, "row to keep")
+    assert made.returncode == 0, made.stderr
+    provisioned.maintainer("echo 'asset to keep' > /srv/static/kept.txt")
+    SEEN.append(("deploy -vvv", lab_tools.deploy(inventory, "-vvv").output))
+    first = wait_for_backup(provisioned.host)
+    assert len(first.split()) == 5  # time, bytes, three snapshots (db_production, db_dev, files)
+    shown = status(inventory)
+    SEEN.append(("status", shown.stdout + shown.stderr))
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    line = next(line for line in shown.stdout.splitlines() if " last backup " in line)
+    assert "snapshots " + " ".join(first.split()[2:]) in line and line.endswith(" ok")
+    assert lab_tools.deploy(inventory, "--json").changes == 0
+
+
+def test_an_unreachable_repository_fails_the_backup_loudly_and_the_next_run_succeeds(backed_up):
+    provisioned, server, inventory = backed_up
+    before = last_success(provisioned.host)
+    server.stop()
+    try:
+        failed = provisioned.host.ssh(f"docker exec {container('backup')} {SCRIPT} backup", user="kono", check=False)
+    finally:
+        server.start()
+    SEEN.append(("failed backup", failed.stdout + failed.stderr))
+    assert failed.returncode != 0
+    assert "backup FAILED" in failed.stderr and "did not answer" in failed.stderr
+    audit = provisioned.host.ssh("tail -n 3 /srv/kono/.kono/audit.log", user="kono").stdout
+    assert '"backup": "backup failed"' in audit
+    logs = provisioned.host.ssh(f"docker logs --tail 20 {container('backup')} 2>&1", user="kono")
+    assert "backup FAILED" in logs.stdout
+    assert last_success(provisioned.host) == before  # nothing recorded as a success, nothing lost
+    provisioned.host.ssh(f"docker exec {container('backup')} {SCRIPT} backup", user="kono")
+    assert wait_for_backup(provisioned.host, other_than=before) != before
+    checked = provisioned.host.ssh(f"docker exec {container('backup')} {SCRIPT} check", user="kono")
+    assert checked.returncode == 0, logs.stdout
+
+
+def test_drift_exits_non_zero_when_the_last_success_is_older_than_twice_the_schedule(backed_up):
+    provisioned, server, inventory = backed_up
+    last = last_success(provisioned.host)
+    set_last_success(provisioned.host, "2026-01-01T03:00:00Z " + last.split(" ", 1)[1])  # long ago
+    try:
+        drift = subprocess.run([sys.executable, "-m", "kono.cli.drift", str(inventory)], cwd=lab_tools.REPO,
+                               capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        assert drift.returncode == 1 and "the last successful backup is" in drift.stdout, drift.stdout + drift.stderr
+        assert "NOT OK" in status(inventory).stdout
+    finally:
+        set_last_success(provisioned.host, last)
+
+
+def test_a_brand_new_host_gets_everything_back_from_the_repository_with_one_command(backed_up, lab, git_server,
+                                                                                   tmp_path):
+    provisioned, server, inventory = backed_up
+    a = provisioned.host
+    rows = mysql(a, "api", host_secret(a, "production", "db_api_password"), "SELECT message FROM greetings ORDER BY id;").stdout
+    assert "row to keep" in rows
+    key_a = host_key(a)
+    provisioned.host.ssh(f"docker exec {container('backup')} {SCRIPT} backup", user="kono")
+
+    b = lab.boot()
+    try:
+        # Only the repository URL and its password (the lab's local secrets) come from the old host.
+        new = lab_tools.write_inventory(lab, [b], tmp_path / "new-host.py", backup_repository=server.url,
+                                        api_repo=git_server.repo("api"), app_repo=git_server.repo("app"))
+        lab_tools.bootstrap(new)
+        lab_tools.load_images(b)
+        passwords = {f"KONO_MAINTAINER_PASSWORD_{login.upper()}": password
+                     for login, password in provisioned.passwords.items()}
+        lab_tools.deploy(new, env=passwords)
+        restored = backup_cli("restore-repository", str(new))
+        SEEN.append(("restore-repository", restored.stdout + restored.stderr))
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        assert "restored db_production" in restored.stdout
+
+        assert mysql(b, "api", host_secret(b, "production", "db_api_password"),
+                     "SELECT message FROM greetings ORDER BY id;").stdout == rows
+        assert host_key(b) == key_a
+        lab_tools.pin_maintainer_host_key(b)
+        lab_tools.maintainer(b, "kono-deploy app")
+        with urllib.request.urlopen(f"http://{b.address}/static/kept.txt", timeout=10) as response:
+            assert response.read() == b"asset to keep\n"
+        with urllib.request.urlopen(f"http://{b.address}/", timeout=10) as response:
+            assert response.status == 200
+
+        again = backup_cli("restore-repository", str(new))
+        assert again.returncode != 0 and "refusing to restore" in again.stderr
+    finally:
+        b.stop()
+
+
+def test_the_repository_password_appears_in_no_output_log_container_or_git(backed_up):
+    provisioned, server, inventory = backed_up
+    password = (provisioned.lab.workdir / "secrets" / "backup" / "repository_password").read_text().strip()
+    logs = provisioned.host.ssh(f"docker logs {container('backup')} 2>&1; cat /srv/kono/.kono/audit.log", user="kono")
+    seen = SEEN + [("backup service log and audit log", logs.stdout)] + lab_tools.containers_and_git(provisioned.host)
+    assert len(SEEN) >= 4
+    assert [where for where, text in seen if password in text] == []
