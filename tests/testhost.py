@@ -436,6 +436,12 @@ class Lab:
         resolv = root / "etc/resolv.conf"
         resolv.unlink(missing_ok=True)
         resolv.write_text(f"nameserver {nameserver}\n")
+        # An address is reused once its host stopped: forget the keys the old host (and its
+        # maintainer container) had there, as an operator does for a reprovisioned address.
+        kept = [line for line in self.known_hosts.read_text().splitlines(keepends=True)
+                if line.split(" ", 1)[0] not in (host.address, f"[{host.address}]")
+                and not line.startswith(f"[{host.address}]:")]
+        self.known_hosts.write_text("".join(kept))
         with open(self.known_hosts, "a") as known:
             for pub in sorted((root / "etc/ssh").glob("ssh_host_*_key.pub")):
                 keytype, key = pub.read_text().split()[:2]

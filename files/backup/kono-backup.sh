@@ -23,7 +23,10 @@ while IFS= read -r line || [ -n "$line" ]; do
     case "$line" in ""|\#*) ;; *=*) export "${line?}" ;; esac
 done < "$STORAGE_CREDENTIALS_FILE"
 
-say() { echo "kono-backup: $*" >&2; }
+say() {  # to stderr and, from a `docker exec` run, to the service's log too (PID 1's stderr)
+    echo "kono-backup: $*" >&2
+    if [ "$$" != 1 ]; then echo "kono-backup: $*" > /proc/1/fd/2 2>/dev/null || true; fi
+}
 
 audit() {  # a JSON line in the host's audit log, beside the deploys' (and owned by the deploy user)
     printf '{"backup": "%s", "time": "%s", "detail": "%s"}\n' "$1" "$(date -u +%FT%TZ)" \
