@@ -70,6 +70,17 @@ class Provisioned:
     def deploy(self, *args: str, **kwargs) -> lab_tools.Run:
         return lab_tools.deploy(self.inventory, *args, **kwargs)
 
+    def provision_new(self, host: TestHost, inventory: Path, **data) -> Path:
+        """A brand-new host taken, as an operator would, through bootstrap and a first deploy (the
+        same maintainer passwords, the same code repositories); returns its inventory."""
+        lab_tools.write_inventory(self.lab, [host], inventory, api_repo=self.git.repo("api"),
+                                  app_repo=self.git.repo("app"), **data)
+        lab_tools.bootstrap(inventory)
+        lab_tools.load_images(host)
+        lab_tools.deploy(inventory, env={f"KONO_MAINTAINER_PASSWORD_{login.upper()}": password
+                                         for login, password in self.passwords.items()})
+        return inventory
+
     def snapshot(self) -> str:
         """Everything a deploy could change: project files (path, mode, owner, digest), containers.
         Leaves out the deploy lock and the record of the run in progress (kono/deploy_run.py)."""

@@ -142,6 +142,12 @@ def deploy(inventory: Path, *args: str, **kwargs) -> Run:
     return pyinfra(inventory, "deploy.py", *args, **kwargs)
 
 
+def backup_tool(*args: str) -> subprocess.CompletedProcess:
+    """The operator's backup command (kono/cli/backup.py), from the repository root."""
+    return subprocess.run([sys.executable, "-m", "kono.cli.backup", *args], cwd=REPO, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=600)
+
+
 def rotate(inventory: Path, key: str, *args: str, **kwargs) -> Run:
     return pyinfra(inventory, "rotate.py", *args, "--data", f"rotate={key}", **kwargs)
 

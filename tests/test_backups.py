@@ -19,11 +19,6 @@ SCRIPT = "sh /usr/local/lib/kono-backup.sh"
 SEEN: list[tuple[str, str]] = []  # (what ran, what it showed): the leak check reads them
 
 
-def backup_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kono.cli.backup", *args], cwd=lab_tools.REPO, capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=600)
-
-
 def status(inventory) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kono.cli.status", str(inventory)], cwd=lab_tools.REPO,
                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
@@ -137,8 +132,7 @@ def test_drift_exits_non_zero_when_the_last_success_is_older_than_twice_the_sche
         set_last_success(provisioned.host, last)
 
 
-def test_a_brand_new_host_gets_everything_back_from_the_repository_with_one_command(backed_up, lab, git_server,
-                                                                                   tmp_path):
+def test_a_brand_new_host_gets_everything_back_from_the_repository_with_one_command(backed_up, lab, tmp_path):
     provisioned, server, inventory = backed_up
     a = provisioned.host
     rows = mysql(a, "api", host_secret(a, "production", "db_api_password"), "SELECT message FROM greetings ORDER BY id;").stdout
@@ -149,14 +143,8 @@ def test_a_brand_new_host_gets_everything_back_from_the_repository_with_one_comm
     b = lab.boot()
     try:
         # Only the repository URL and its password (the lab's local secrets) come from the old host.
-        new = lab_tools.write_inventory(lab, [b], tmp_path / "new-host.py", backup_repository=server.url,
-                                        api_repo=git_server.repo("api"), app_repo=git_server.repo("app"))
-        lab_tools.bootstrap(new)
-        lab_tools.load_images(b)
-        passwords = {f"KONO_MAINTAINER_PASSWORD_{login.upper()}": password
-                     for login, password in provisioned.passwords.items()}
-        lab_tools.deploy(new, env=passwords)
-        restored = backup_cli("restore-repository", str(new))
+        new = provisioned.provision_new(b, tmp_path / "new-host.py", backup_repository=server.url)
+        restored = lab_tools.backup_tool("restore-repository", str(new))
         SEEN.append(("restore-repository", restored.stdout + restored.stderr))
         assert restored.returncode == 0, restored.stdout + restored.stderr
         assert "restored db_production" in restored.stdout
@@ -171,7 +159,7 @@ def test_a_brand_new_host_gets_everything_back_from_the_repository_with_one_comm
         with urllib.request.urlopen(f"http://{b.address}/", timeout=10) as response:
             assert response.status == 200
 
-        again = backup_cli("restore-repository", str(new))
+        again = lab_tools.backup_tool("restore-repository", str(new))
         assert again.returncode != 0 and "refusing to restore" in again.stderr
     finally:
         b.stop()

@@ -1,7 +1,5 @@
 """Backup and reprovision: a brand-new host gets the old host's rows, assets and credentials."""
 
-import subprocess
-import sys
 import urllib.request
 
 import pytest
@@ -12,9 +10,7 @@ from tests.lab import host_secret, mysql
 
 pytestmark = pytest.mark.e2e
 
-def backup_tool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kono.cli.backup", *args], cwd=lab_tools.REPO, capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=600)
+backup_tool = lab_tools.backup_tool
 
 
 def secrets_of(host) -> str:
@@ -23,7 +19,7 @@ def secrets_of(host) -> str:
     return host.ssh(f"cd /srv/kono && for f in {paths}; do echo \"$f $(sha256sum < $f)\"; done", user="kono").stdout
 
 
-def test_backup_and_reprovision_onto_a_fresh_host(provisioned, lab, git_server, tmp_path):
+def test_backup_and_reprovision_onto_a_fresh_host(provisioned, lab, tmp_path):
     a = provisioned.host
     api_password = host_secret(a, "production", "db_api_password")
     assert mysql(a, "api", api_password, "CREATE TABLE IF NOT EXISTS moved (note VARCHAR(64)); "
@@ -45,14 +41,9 @@ def test_backup_and_reprovision_onto_a_fresh_host(provisioned, lab, git_server, 
 
     b = lab.boot()
     try:
-        inventory = lab_tools.write_inventory(lab, [b], tmp_path / "new-host.py",
-                                              local_secrets_dir=str(backup / "secrets"),
-                                              api_repo=git_server.repo("api"), app_repo=git_server.repo("app"))
-        lab_tools.bootstrap(inventory)
-        lab_tools.load_images(b)
+        inventory = provisioned.provision_new(b, tmp_path / "new-host.py", local_secrets_dir=str(backup / "secrets"))
         passwords = {f"KONO_MAINTAINER_PASSWORD_{login.upper()}": password
                      for login, password in provisioned.passwords.items()}
-        lab_tools.deploy(inventory, env=passwords)
         restored = backup_tool("restore", str(inventory), str(backup))
         assert restored.returncode == 0, restored.stderr
 
