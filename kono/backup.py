@@ -46,12 +46,13 @@ MAX_AGE = datetime.timedelta(days=2)  # twice the daily schedule: older than thi
 
 
 def parse_last_backup(text: str) -> dict | None:
-    """{time, bytes, snapshots} from the backup service's record of its last success, or None."""
+    """{time, bytes (read), added (to the repository, compressed), snapshots} from the backup
+    service's record of its last success, or None."""
     fields = text.split()
-    if len(fields) < 3:
+    if len(fields) < 4:
         return None
     when = datetime.datetime.strptime(fields[0], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
-    return {"time": when, "bytes": int(fields[1]), "snapshots": fields[2:]}
+    return {"time": when, "bytes": int(fields[1]), "added": int(fields[2]), "snapshots": fields[3:]}
 
 
 def backup_age(last: dict, now: datetime.datetime | None = None) -> datetime.timedelta:

@@ -219,7 +219,8 @@ BACKUP_SCRIPT = "/usr/local/lib/kono-backup.sh"
 
 
 def last_backup(directory: str) -> str:
-    """The backup service's record of its last success ("<UTC time> <bytes> <snapshot ids>"), or nothing."""
+    """The backup service's record of its last success ("<UTC time> <bytes read> <bytes added>
+    <snapshot ids>"), or nothing."""
     return in_dir(directory, "docker compose exec -T backup cat /state/last-success 2>/dev/null || true")
 
 

@@ -88,12 +88,12 @@ def test_a_deploy_with_a_repository_backs_up_at_once_and_status_says_so(backed_u
     provisioned.maintainer("echo 'asset to keep' > /srv/static/kept.txt")
     SEEN.append(("deploy -vvv", lab_tools.deploy(inventory, "-vvv").output))
     first = wait_for_backup(provisioned.host)
-    assert len(first.split()) == 5  # time, bytes, three snapshots (db_production, db_dev, files)
+    assert len(first.split()) == 6  # time, bytes read, bytes added, three snapshots (db_production, db_dev, files)
     shown = status(inventory)
     SEEN.append(("status", shown.stdout + shown.stderr))
     assert shown.returncode == 0, shown.stdout + shown.stderr
     line = next(line for line in shown.stdout.splitlines() if " last backup " in line)
-    assert "snapshots " + " ".join(first.split()[2:]) in line and line.endswith(" ok")
+    assert "snapshots " + " ".join(first.split()[3:]) in line and line.endswith(" ok")
     assert lab_tools.deploy(inventory, "--json").changes == 0
 
 

@@ -9,8 +9,8 @@
 #   kono-backup.sh restore [SNAPSHOT] both databases and the files back from a snapshot (latest)
 #   kono-backup.sh loop              the service: the daily backup and the weekly check, on schedule
 #
-# The last success is /state/last-success ("<UTC time> <bytes> <snapshot ids>", read by status and
-# drift); a failure is a line in the host's audit log (.kono/audit.log) and in the service's log.
+# The last success is /state/last-success ("<UTC time> <bytes read> <bytes added> <snapshot ids>",
+# read by status and drift); a failure is a line in the host's audit log (.kono/audit.log) and in the service's log.
 set -eu
 
 export RESTIC_CACHE_DIR=/state/cache
@@ -56,6 +56,12 @@ open_repository() {
     esac
 }
 
+tally() {  # add a snapshot of the last `restic backup --json` to the run's totals
+    ids="$ids $(summary snapshot_id "$out" | cut -c1-8)"
+    bytes=$((bytes + $(summary total_bytes_processed "$out")))
+    added=$((added + $(summary data_added_packed "$out")))  # after compression: what the repository grew by
+}
+
 backup() {
     started=$(date -u +%FT%TZ)
     tables=$(echo "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '$DB_PRODUCTION_NAME';" \
@@ -66,24 +72,22 @@ backup() {
         return 0
     fi
     open_repository
-    ids="" bytes=0 out=/state/restic.json
+    ids="" bytes=0 added=0 out=/state/restic.json
     for target in "db_production $DB_PRODUCTION_PASSWORD_FILE $DB_PRODUCTION_NAME" \
                   "db_dev $DB_DEV_PASSWORD_FILE $DB_DEV_NAME"; do
         set -- $target
         restic backup --json --host "$BACKUP_HOST" --tag kono --tag "$1" --stdin-filename "$1.sql" \
             --stdin-from-command -- sh -c 'MYSQL_PWD=$(cat "$1") exec mysqldump -h "$2" -uroot \
             --single-transaction --routines --triggers --databases "$3"' dump "$2" "$1" "$3" > "$out"
-        ids="$ids $(summary snapshot_id "$out" | cut -c1-8)"
-        bytes=$((bytes + $(summary total_bytes_processed "$out")))
+        tally
     done
     restic backup --json --host "$BACKUP_HOST" --tag kono --tag files $FILES > "$out"
-    ids="$ids $(summary snapshot_id "$out" | cut -c1-8)"
-    bytes=$((bytes + $(summary total_bytes_processed "$out")))
+    tally
     restic forget --prune --host "$BACKUP_HOST" --group-by host,tags --keep-daily "$KEEP_DAILY" \
         --keep-weekly "$KEEP_WEEKLY" --keep-monthly "$KEEP_MONTHLY" > /dev/null
-    echo "$started $bytes$ids" > /state/last-success.new
+    echo "$started $bytes $added$ids" > /state/last-success.new
     mv /state/last-success.new /state/last-success
-    say "backup done: $bytes bytes, snapshots$ids"
+    say "backup done: $bytes bytes read, $added bytes added to the repository, snapshots$ids"
 }
 
 check() {

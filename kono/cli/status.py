@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             ok = last is not None and backup_age(last) <= MAX_AGE
             all_ready &= ok
             about = (f"last success {last['time']:%Y-%m-%d %H:%M} UTC ({backup_age(last).total_seconds() / 3600:.1f} h ago), "
-                     f"{last['bytes'] / 1e6:.1f} MB, snapshots {' '.join(last['snapshots'])}" if last else "no success yet")
+                     f"{last['bytes'] / 1e6:.1f} MB read, {last['added'] / 1e6:.1f} MB added, "
+                     f"snapshots {' '.join(last['snapshots'])}" if last else "no success yet")
             print(f"{target.name}  last backup    {about} {'ok' if ok else 'NOT OK'}")
     return 0 if all_ready else 1
 

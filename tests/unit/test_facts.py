@@ -60,8 +60,8 @@ def test_hashed_logins_are_names_only():
 def test_the_last_backup_record_is_read_for_status_and_drift():
     import datetime
     from kono.backup import MAX_AGE, backup_age, parse_last_backup
-    last = parse_last_backup("2026-11-25T03:00:07Z 123456 1a2b3c4d 5e6f7a8b 9c0d1e2f\n")
+    last = parse_last_backup("2026-11-25T03:00:07Z 123456 2048 1a2b3c4d 5e6f7a8b 9c0d1e2f\n")
     assert last == {"time": datetime.datetime(2026, 11, 25, 3, 0, 7, tzinfo=datetime.timezone.utc),
-                    "bytes": 123456, "snapshots": ["1a2b3c4d", "5e6f7a8b", "9c0d1e2f"]}
+                    "bytes": 123456, "added": 2048, "snapshots": ["1a2b3c4d", "5e6f7a8b", "9c0d1e2f"]}
     assert parse_last_backup("") is None
     assert backup_age(last, last["time"] + MAX_AGE) == MAX_AGE
