@@ -77,6 +77,11 @@ def added(host) -> int:
     return int(host.ssh(f"docker exec {container('backup')} cat /state/last-success", user="kono").stdout.split()[2])
 
 
+def read(host) -> int:
+    """What the last backup read (the dumps and the files), from the service's own record."""
+    return int(host.ssh(f"docker exec {container('backup')} cat /state/last-success", user="kono").stdout.split()[1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=1024)
@@ -105,9 +110,15 @@ def main() -> int:
             run: dict = {}
             run["backup_s"], run["backup_peak_bytes"] = step(host, f"{SCRIPT} backup")
             run["added_bytes"] = added(host)
+            run["read_bytes"] = read(host)
             sql(host, f"UPDATE bulk SET payload = {PAYLOAD} WHERE id % 100 = {len(result['runs'])};")
             run["backup_1pct_s"], run["backup_1pct_peak_bytes"] = step(host, f"{SCRIPT} backup")
             run["added_1pct_bytes"] = added(host)
+            # The same share, but the newest 1% of the rows (one stretch of the dump, as an app that
+            # updates recent records): restic's chunks around it change, the rest deduplicates.
+            sql(host, f"UPDATE bulk SET payload = {PAYLOAD} WHERE id > {result['rows'] * 99 // 100};")
+            run["backup_recent_1pct_s"], _ = step(host, f"{SCRIPT} backup")
+            run["added_recent_1pct_bytes"] = added(host)
             run["restore_s"], run["restore_peak_bytes"] = step(host, f"env KONO_RESTORE_FORCE=yes {SCRIPT} restore")
             result["runs"].append(run)
             print(json.dumps(run), flush=True)
@@ -124,15 +135,20 @@ def table(r: dict) -> str:
                 f"{len(values)} runs)")
 
     mb = 1e6
-    lines = [f"kono-infra backup benchmark, {r['date']}, {r['machine']}: db_production {r['database_bytes'] / mb:.0f} MB "
-             f"({r['rows']} rows, filled in {r['fill_s']:.0f} s)", "", "| figure | median (spread) |", "|---|---|",
+    lines = [f"kono-infra backup benchmark, {r['date']}, {r['machine']}: db_production of {r['rows']} rows of "
+             f"1 KiB ({r['rows'] * ROW_BYTES / 2**30:.2f} GiB of row data; InnoDB reports "
+             f"{r['database_bytes'] / mb:.0f} MB), filled in {r['fill_s']:.0f} s; the dump read per backup: "
+             f"{r['runs'][0]['read_bytes'] / mb:.0f} MB", "", "| figure | median (spread) |", "|---|---|",
              f"| backup (both databases, assets, keys; forget --prune) | {figure('backup_s', 1, 's')} |",
              f"| &nbsp; peak memory of the backup container | {figure('backup_peak_bytes', mb, 'MB')} |",
              "| &nbsp; added to the repository (compressed, deduplicated), each run: the first ever, then "
              "after the restore of the same data | "
              + ", ".join(f"{run['added_bytes'] / mb:.1f} MB" for run in r["runs"]) + " |",
-             f"| backup after changing 1% of the rows | {figure('backup_1pct_s', 1, 's')} |",
+             f"| backup after changing 1% of the rows, every 100th (each ~1 MiB chunk of the dump changes) | "
+             f"{figure('backup_1pct_s', 1, 's')} |",
              f"| &nbsp; added to the repository | {figure('added_1pct_bytes', mb, 'MB')} |",
+             f"| backup after changing the newest 1% of the rows | {figure('backup_recent_1pct_s', 1, 's')} |",
+             f"| &nbsp; added to the repository | {figure('added_recent_1pct_bytes', mb, 'MB')} |",
              f"| restore (both databases, assets, keys) | {figure('restore_s', 1, 's')} |",
              f"| &nbsp; peak memory of the backup container | {figure('restore_peak_bytes', mb, 'MB')} |",
              f"| repository at the end | {r['repository_bytes'] / mb:.0f} MB |"]
