@@ -56,6 +56,8 @@ def backed_up(provisioned):
     folder = provisioned.lab.workdir / "secrets" / "backup"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "repository_password").write_text(random_values.token_urlsafe(24) + "\n")
+    # The rest: backend needs no credentials; one is given anyway, so the leak check covers the kind.
+    (folder / "storage_credentials").write_text(f"KONO_UNUSED_TOKEN={random_values.token_hex(20)}\n")
     with ResticServer(provisioned.lab) as server:
         inventory = lab_tools.write_inventory(
             provisioned.lab, [provisioned.host], provisioned.lab.workdir / "backup-inventory.py",
@@ -168,10 +170,14 @@ def test_a_brand_new_host_gets_everything_back_from_the_repository_with_one_comm
         b.stop()
 
 
-def test_the_repository_password_appears_in_no_output_log_container_or_git(backed_up):
+def test_the_repository_password_and_storage_credentials_appear_in_no_output_log_container_or_git(backed_up):
     provisioned, server, inventory = backed_up
-    password = (provisioned.lab.workdir / "secrets" / "backup" / "repository_password").read_text().strip()
+    folder = provisioned.lab.workdir / "secrets" / "backup"
+    values = [(folder / "repository_password").read_text().strip(),
+              (folder / "storage_credentials").read_text().strip().split("=", 1)[1]]
+    on_host = provisioned.host.ssh("cat /srv/kono/config/backup/storage_credentials", user="kono").stdout
+    assert values[1] in on_host  # placed on the host, where the backup service reads it
     logs = provisioned.host.ssh(f"docker logs {container('backup')} 2>&1; cat /srv/kono/.kono/audit.log", user="kono")
     seen = SEEN + [("backup service log and audit log", logs.stdout)] + lab_tools.containers_and_git(provisioned.host)
     assert len(SEEN) >= 4
-    assert [where for where, text in seen if password in text] == []
+    assert [where for where, text in seen for value in values if value in text] == []
