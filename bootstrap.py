@@ -4,9 +4,15 @@ from pyinfra import host
 
 from kono.deploy_user import deploy_user
 from kono.docker_engine import docker_engine
+from kono.hardening import firewall, host_settings, host_ssh, security_updates
 from kono.settings import load
 
 settings = load(host.data)
 
 docker_engine(settings, _sudo=True)
 deploy_user(settings, _sudo=True)
+# sshd changes only after the deploy user's keys are in place, and after checks that nobody is locked out.
+host_ssh(settings, _sudo=True)
+firewall(settings, _sudo=True)
+security_updates(settings, _sudo=True)
+host_settings(settings, _sudo=True)

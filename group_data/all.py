@@ -65,6 +65,16 @@ backup_keep_weekly = 4             # weekly snapshots kept
 backup_keep_monthly = 6            # monthly snapshots kept
 restic_image = "restic/restic:0.18.0"  # restic, copied into the backup image (built on mysql_image for its mysqldump)
 
+# --- Host hardening (bootstrap; README.md, "Hardening") ---------------------------------------
+host_ssh_allowed_cidrs = ["0.0.0.0/0", "::/0"]     # sources that may reach the host's SSH (port 22)
+maintainer_allowed_cidrs = ["0.0.0.0/0", "::/0"]   # sources that may reach the maintainer's SSH (maintainer_ssh_port)
+maintainer_connections_per_minute = 30  # new connections per source and minute to the maintainer port; more are dropped
+firewall = True                    # nftables table "inet kono": only SSH, HTTP(S) and the maintainer port get in
+auto_reboot = False                # unattended-upgrades reboots by itself when an update needs it
+auto_reboot_time = "04:00"         # when it may (the host's time zone, UTC on cloud images)
+debian_security_url = "http://security.debian.org/debian-security"  # added on Debian hosts whose apt sources lack it
+memory_limits = {}                 # service -> memory limit, e.g. {"db_production": "2g"}; none by default
+
 # --- Stack ------------------------------------------------------------------------------------
 server_name = "_"                  # nginx server_name ("_" answers any name)
 db_production_name = "kono"        # database created in db_production on first start

@@ -35,6 +35,10 @@ def daemon_config(settings: Settings) -> str:
         "log-opts": {"max-size": settings.docker_log_max_size,
                      "max-file": str(settings.docker_log_max_file)},
         "live-restore": settings.docker_live_restore,
+        # CIS Docker Benchmark settings that the stack keeps working with (README.md, "Hardening").
+        "no-new-privileges": True,
+        "userland-proxy": False,
+        "icc": False,
     }, indent=2, sort_keys=True) + "\n"
 
 
@@ -73,6 +77,8 @@ def docker_engine(settings: Settings) -> None:
         apt.update(name="Update apt lists")
         apt.packages(name=f"Install {', '.join(packages)}", packages=packages, no_recommends=False,
                      extra_install_args=APT_LOCK_WAIT)
-    systemd.service(name="Docker running and enabled at boot", service="docker", running=True,
-                    enabled=True, restarted=daemon_json.will_change and bool(installed.get("docker.io")
-                                                                           or installed.get("docker-ce")))
+    restart = daemon_json.will_change and bool(installed.get("docker.io") or installed.get("docker-ce"))
+    effect = "containers keep running: live-restore" if settings.docker_live_restore else "containers restart"
+    systemd.service(name=f"Docker restarted for its new daemon settings ({effect})"
+                    if restart else "Docker running and enabled at boot", service="docker", running=True,
+                    enabled=True, restarted=restart)

@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import types
 import typing
@@ -47,6 +48,7 @@ EMAIL = re.compile(r"^[^@\s'\"]+@[^@\s'\"]+\.[^@\s'\"]+$")
 RESTIC_REPOSITORY = re.compile(r"^(s3|b2|azure|gs|swift|sftp|rest|rclone):[^\s'\"\\]+$")
 DAILY_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 WEEKLY_TIME = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun) ([01][0-9]|2[0-3]):[0-5][0-9]$")
+MEMORY = re.compile(r"^[1-9][0-9]*[kmg]$")
 PUBLISHED_PORTS = ("http_port", "https_port", "maintainer_ssh_port", "db_dev_port")
 
 
@@ -102,6 +104,27 @@ def _ca_bundle(key: str, path: str) -> str:
     if "-----BEGIN CERTIFICATE-----" not in text:
         raise SettingsError(f"{key}: expected a PEM file of CA certificates, {path!r} holds none")
     return str(Path(path).expanduser())
+
+
+def _cidrs(key: str, cidrs: Any) -> tuple[str, ...]:
+    for index, cidr in enumerate(cidrs):
+        try:
+            ipaddress.ip_network(cidr)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{key}[{index}]: expected an IPv4 or IPv6 network like \"203.0.113.0/24\" "
+                                f"(host bits zero), got {cidr!r}") from None
+    return tuple(str(ipaddress.ip_network(cidr)) for cidr in cidrs)
+
+
+def _memory_limits(key: str, limits: dict) -> tuple[tuple[str, str], ...]:
+    from kono.services import SERVICES  # services imports settings
+    names = [service.name for service in SERVICES]
+    for service, limit in limits.items():
+        if service not in names:
+            raise SettingsError(f"{key}: expected service names ({', '.join(names)}), got {service!r}")
+        if not isinstance(limit, str) or not MEMORY.match(limit):
+            raise SettingsError(f"{key}[{service!r}]: expected a size like \"512m\" or \"2g\", got {limit!r}")
+    return tuple(sorted(limits.items()))
 
 
 def _maintainer_users(key: str, users: dict) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -181,6 +204,18 @@ class Settings:
     backup_keep_weekly: int = knob("a whole number >= 0", lambda v: v >= 0)
     backup_keep_monthly: int = knob("a whole number >= 0", lambda v: v >= 0)
     restic_image: str = knob(*IMAGE)
+    # Host hardening
+    host_ssh_allowed_cidrs: tuple[str, ...] = knob("a non-empty list of networks like \"203.0.113.0/24\"",
+                                              lambda v: len(v) > 0, _cidrs)
+    maintainer_allowed_cidrs: tuple[str, ...] = knob("a non-empty list of networks like \"203.0.113.0/24\"",
+                                                     lambda v: len(v) > 0, _cidrs)
+    maintainer_connections_per_minute: int = knob("a whole number >= 5", lambda v: v >= 5)
+    firewall: bool = knob("True or False")
+    auto_reboot: bool = knob("True or False")
+    auto_reboot_time: str = knob("a time of day like \"04:00\"", _matches(DAILY_TIME))
+    debian_security_url: str = knob("an http(s):// URL", _matches(HTTP_URL))
+    memory_limits: tuple[tuple[str, str], ...] = knob("a mapping of service name to a size like \"512m\"",
+                                                      parse=_memory_limits, given_as=dict)
     compose_wait_timeout: int = knob("seconds, a whole number >= 10", lambda v: v >= 10)
     deploy_lock_wait: int = knob("seconds, a whole number >= 0", lambda v: v >= 0)
 

@@ -1,0 +1,496 @@
+"""The host's own hardening (bootstrap, with sudo): SSH, firewall, unattended security updates,
+kernel network settings. Each file is built by a pure function below; the deploy reads a fact,
+compares, and changes only what differs.
+
+Example::
+
+    host_ssh(settings, _sudo=True)
+    firewall(settings, _sudo=True)
+    security_updates(settings, _sudo=True)
+    host_settings(settings, _sudo=True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import ipaddress
+import shlex
+
+from pyinfra import host
+from pyinfra.api import FactBase, deploy
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.facts.deb import DebPackages
+from pyinfra.facts.files import Sha256File
+from pyinfra.facts.server import LinuxDistribution
+from pyinfra.operations import apt, files, server, systemd
+
+from kono.settings import Settings
+
+SSHD_DROP_IN = "/etc/ssh/sshd_config.d/00-kono.conf"  # sshd keeps the first value it reads: 00 comes first
+FIREWALL_FILE = "/etc/kono/firewall.nft"
+FIREWALL_UNIT = "kono-firewall"
+HOST_SSH_PORT = 22
+
+# Modern algorithms only, best first (ssh-audit's policy for OpenSSH 9.x/10): each list is cut to what
+# the sshd in question supports (`ssh -Q`), so one table serves Debian 13's OpenSSH 10, Ubuntu 24.04's
+# 9.6 and the maintainer image. pyinfra's paramiko needs one of each: curve25519-sha256@libssh.org,
+# aes*-gcm/ctr, hmac-sha2-*-etm, ssh-ed25519/rsa-sha2-*.
+SSH_ALGORITHMS: dict[str, tuple[str, ...]] = {
+    "KexAlgorithms": ("mlkem768x25519-sha256", "sntrup761x25519-sha512", "sntrup761x25519-sha512@openssh.com",
+                      "curve25519-sha256", "curve25519-sha256@libssh.org", "diffie-hellman-group18-sha512",
+                      "diffie-hellman-group16-sha512"),
+    "Ciphers": ("chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com", "aes128-gcm@openssh.com",
+                "aes256-ctr", "aes192-ctr", "aes128-ctr"),
+    "MACs": ("hmac-sha2-512-etm@openssh.com", "hmac-sha2-256-etm@openssh.com", "umac-128-etm@openssh.com"),
+    "HostKeyAlgorithms": ("ssh-ed25519", "ssh-ed25519-cert-v01@openssh.com", "sk-ssh-ed25519@openssh.com",
+                          "sk-ssh-ed25519-cert-v01@openssh.com", "rsa-sha2-512", "rsa-sha2-512-cert-v01@openssh.com",
+                          "rsa-sha2-256", "rsa-sha2-256-cert-v01@openssh.com"),
+}
+# `ssh -Q <this>` lists what the local OpenSSH supports for each directive.
+SSH_QUERY = {"KexAlgorithms": "kex", "Ciphers": "cipher", "MACs": "mac", "HostKeyAlgorithms": "HostKeyAlgorithms"}
+
+# Settings both sshds get (host and maintainer). On the host, forwarding stays "local" (client to
+# server only): the dev database through `ssh -L` (README), and the docker SDK over SSH, which reaches
+# the deploy user's docker socket as a forwarded unix socket. The maintainer forwards nothing.
+SSH_COMMON = (
+    ("PermitRootLogin", "no"),
+    ("PasswordAuthentication", "no"),
+    ("KbdInteractiveAuthentication", "no"),
+    ("PubkeyAuthentication", "yes"),
+    ("AuthenticationMethods", "publickey"),
+    ("PermitEmptyPasswords", "no"),
+    ("PermitUserEnvironment", "no"),
+    ("MaxAuthTries", "3"),
+    ("LoginGraceTime", "30"),
+    ("MaxStartups", "10:30:60"),
+    ("ClientAliveInterval", "300"),
+    ("ClientAliveCountMax", "2"),
+    ("TCPKeepAlive", "no"),
+    ("X11Forwarding", "no"),
+    ("AllowAgentForwarding", "no"),
+    ("PermitTunnel", "no"),
+    ("GatewayPorts", "no"),
+    ("LogLevel", "VERBOSE"),
+    ("UseDNS", "no"),
+)
+
+
+def supported_algorithms(query_output: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    """Each directive's preferred algorithms that the sshd supports (``ssh -Q`` output by directive)."""
+    chosen = {}
+    for directive, preferred in SSH_ALGORITHMS.items():
+        offered = set(query_output.get(directive, "").split())
+        chosen[directive] = tuple(name for name in preferred if name in offered)
+        if not chosen[directive]:
+            raise PyinfraError(f"sshd supports none of the algorithms kono-infra allows for {directive} "
+                               f"({', '.join(preferred)}): OpenSSH is too old")
+    return chosen
+
+
+def host_sshd_config(settings: Settings, algorithms: dict[str, tuple[str, ...]]) -> str:
+    lines = ["# Written by kono-infra (bootstrap; kono/hardening.py). sshd keeps the first value it reads,",
+             "# and this file is read before the main config and cloud-init's drop-in.",
+             f"AllowUsers {settings.admin_user} {settings.deploy_user}",
+             "AllowTcpForwarding local", "AllowStreamLocalForwarding local"]
+    lines += [f"{key} {value}" for key, value in SSH_COMMON]
+    lines += [f"{directive} {','.join(names)}" for directive, names in algorithms.items()]
+    return "\n".join(lines) + "\n"
+
+
+def maintainer_sshd_policy() -> str:
+    """The maintainer's sshd settings, "Key value" lines; its entrypoint cuts each algorithm list to what
+    the image's OpenSSH supports (files/maintainer/entrypoint.sh). No forwarding of any kind there."""
+    lines = [f"{key} {value}" for key, value in SSH_COMMON] + ["AllowTcpForwarding no",
+                                                              "AllowStreamLocalForwarding no"]
+    lines += [f"{directive} {','.join(names)}" for directive, names in SSH_ALGORITHMS.items()]
+    return "\n".join(lines)
+
+
+class SshAlgorithms(FactBase):
+    """What the host's OpenSSH supports, by sshd_config directive: {directive: "name name ..."}."""
+
+    def command(self) -> str:
+        return "; ".join(f"echo '## {directive}'; ssh -Q {query} | tr '\\n' ' '; echo"
+                         for directive, query in SSH_QUERY.items())
+
+    def process(self, output: list[str]) -> dict[str, str]:
+        found, directive = {}, None
+        for line in output:
+            if line.startswith("## "):
+                directive = line[3:].strip()
+            elif directive:
+                found[directive] = line
+        return found
+
+
+class SshSession(FactBase):
+    """The user and client address of the SSH session pyinfra runs on: "user address"."""
+
+    def command(self) -> str:
+        return 'echo "$(id -un) ${SSH_CONNECTION%% *}"'
+
+    def process(self, output: list[str]) -> str:
+        return output[0].strip() if output else ""
+
+
+class AuthorizedKeyCount(FactBase):
+    """How many keys ``ssh-keygen`` accepts in a user's authorized_keys (0 when none or unreadable)."""
+
+    def command(self, user: str) -> str:
+        path = f"~{user}/.ssh/authorized_keys"
+        return f"ssh-keygen -l -f {path} 2>/dev/null | wc -l"
+
+    def process(self, output: list[str]) -> int:
+        return int(output[0].strip() or 0) if output else 0
+
+
+def _login_method() -> str | None:
+    """How pyinfra's own SSH connection to this host logged in ("publickey", "password", ...), as
+    paramiko recorded it; None when it cannot tell."""
+    client = getattr(host.connector, "client", None)
+    transport = client.get_transport() if client else None
+    return getattr(getattr(transport, "auth_handler", None), "auth_method", None)
+
+
+def check_no_lockout(settings: Settings, session: str, admin_keys: int, login_method: str | None) -> None:
+    """Refuse, before sshd or the firewall change, anything that would lock the operator out."""
+    user, _, address = session.partition(" ")
+    if login_method not in (None, "publickey"):
+        raise PyinfraError(f"bootstrap logged in as {user!r} by {login_method}, not a key; sshd is about to "
+                           f"allow keys only: log in with your key (ssh_key) and run it again")
+    if user != settings.admin_user:
+        raise PyinfraError(f"admin_user: bootstrap runs as {user!r}, but admin_user is {settings.admin_user!r}; "
+                           f"sshd would allow only {settings.admin_user!r} and {settings.deploy_user!r}: set "
+                           f"admin_user to the user you bootstrap as")
+    if admin_keys < 1:
+        raise PyinfraError(f"admin_user: {user!r} has no valid key in ~/.ssh/authorized_keys; sshd is about to "
+                           f"allow keys only, so bootstrap stops here")
+    if address and not in_cidrs(address, settings.host_ssh_allowed_cidrs):
+        raise PyinfraError(f"host_ssh_allowed_cidrs: expected to include this connection's address {address} "
+                           f"(the firewall would cut it off), got {list(settings.host_ssh_allowed_cidrs)!r}")
+
+
+def in_cidrs(address: str, cidrs: tuple[str, ...]) -> bool:
+    ip = ipaddress.ip_address(address)
+    return any(ip in ipaddress.ip_network(cidr) for cidr in cidrs)
+
+
+@deploy("Host SSH: keys only, named users, modern algorithms")
+def host_ssh(settings: Settings) -> None:
+    session = host.get_fact(SshSession, _sudo=False)
+    check_no_lockout(settings, session, host.get_fact(AuthorizedKeyCount, user=settings.admin_user, _sudo=False),
+                     _login_method())
+    config = host_sshd_config(settings, supported_algorithms(host.get_fact(SshAlgorithms)))
+    if host.get_fact(Sha256File, path=SSHD_DROP_IN) == _sha256(config):
+        return
+    staged = SSHD_DROP_IN + ".new"  # not *.conf: sshd's Include does not read it
+    files.put(name=f"Stage {SSHD_DROP_IN}", src=io.StringIO(config), dest=staged, mode="0644")
+    server.shell(name="Check the new sshd configuration (sshd -t) and put it in place, or keep the old one",
+                 commands=[install_checked_sshd_config(staged, SSHD_DROP_IN,
+                                                       (settings.admin_user, settings.deploy_user))])
+    systemd.service(name="Reload sshd (open sessions stay)", service="ssh", reloaded=True)
+
+
+def install_checked_sshd_config(staged: str, dest: str, users: tuple[str, ...]) -> str:
+    """Shell: move ``staged`` to ``dest`` only if `sshd -t` accepts the whole configuration with it and
+    every kept user may still log in with a key; otherwise restore what was there and fail."""
+    q = shlex.quote
+    checks = " && ".join(
+        f"sshd -T -C user={q(user)},host=localhost,addr=127.0.0.1 | grep -qx 'pubkeyauthentication yes'"
+        f" && sshd -T -C user={q(user)},host=localhost,addr=127.0.0.1 | grep -q '^allowusers .*\\b{user}\\b'"
+        for user in users)
+    return (f"set -e; if [ -e {q(dest)} ]; then cp -p {q(dest)} {q(dest)}.old; fi; mv {q(staged)} {q(dest)}; "
+            f"if sshd -t && {checks}; then rm -f {q(dest)}.old; else "
+            f"if [ -e {q(dest)}.old ]; then mv {q(dest)}.old {q(dest)}; else rm -f {q(dest)}; fi; "
+            f"echo 'the new sshd configuration failed its check: kept the old one' >&2; exit 1; fi")
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _split(cidrs: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    networks = [ipaddress.ip_network(cidr) for cidr in cidrs]
+    return ([str(n) for n in networks if n.version == 4], [str(n) for n in networks if n.version == 6])
+
+
+def _set(name: str, family: str, elements: list[str]) -> str:
+    listed = f" elements = {{ {', '.join(elements)} }};" if elements else ""
+    return f"    set {name} {{ type {family}_addr; flags interval;{listed} }}"
+
+
+def firewall_ruleset(settings: Settings) -> str:
+    """The nftables table ``inet kono``. It replaces only itself (never `flush ruleset`: that would wipe
+    Docker's rules). Host ports: SSH from host_ssh_allowed_cidrs; nothing else. Published container ports
+    are DNAT-ed and forwarded, never seen by the input hook, so the forward hook lets through only
+    HTTP(S) and the maintainer's port (from maintainer_allowed_cidrs) and drops every other DNAT-ed
+    connection from outside. New connections to the maintainer's SSH are rate-limited per source (the
+    host's own SSH has fail2ban, which counts failed logins only)."""
+    ssh4, ssh6 = _split(settings.host_ssh_allowed_cidrs)
+    maint4, maint6 = _split(settings.maintainer_allowed_cidrs)
+    web = [settings.http_port] + ([settings.https_port] if settings.https != "off" else [])
+    web_ports = ", ".join(str(p) for p in web)
+    mport = settings.maintainer_ssh_port
+    rate = f"limit rate over {settings.maintainer_connections_per_minute}/minute burst {settings.maintainer_connections_per_minute} packets"
+    return "\n".join([
+        "#!/usr/sbin/nft -f",
+        "# Written by kono-infra (bootstrap; kono/hardening.py). Replaces the table inet kono, nothing else.",
+        "table inet kono {}",
+        "delete table inet kono",
+        "table inet kono {",
+        _set("ssh_sources_v4", "ipv4", ssh4),
+        _set("ssh_sources_v6", "ipv6", ssh6),
+        _set("maintainer_sources_v4", "ipv4", maint4),
+        _set("maintainer_sources_v6", "ipv6", maint6),
+        "    set maintainer_flood_v4 { type ipv4_addr; flags dynamic; timeout 5m; }",
+        "    set maintainer_flood_v6 { type ipv6_addr; flags dynamic; timeout 5m; }",
+        "",
+        "    chain input {",
+        "        type filter hook input priority filter - 10; policy drop;",
+        "        ct state established,related accept",
+        "        ct state invalid drop",
+        "        iifname \"lo\" accept",
+        "        meta l4proto { icmp, ipv6-icmp } accept",
+        "        udp dport 68 accept comment \"DHCP client\"",
+        f"        tcp dport {HOST_SSH_PORT} ip saddr @ssh_sources_v4 accept",
+        f"        tcp dport {HOST_SSH_PORT} ip6 saddr @ssh_sources_v6 accept",
+        "    }",
+        "",
+        "    chain forward {",
+        "        type filter hook forward priority filter - 10; policy accept;",
+        "        ct state established,related accept",
+        "        ct status dnat iifname { \"docker0\" } accept comment \"from containers\"",
+        "        ct status dnat iifname \"br-*\" accept comment \"from containers\"",
+        f"        ct status dnat ct state new meta l4proto tcp ct original proto-dst {mport} "
+        f"update @maintainer_flood_v4 {{ ip saddr {rate} }} drop",
+        f"        ct status dnat ct state new meta l4proto tcp ct original proto-dst {mport} "
+        f"update @maintainer_flood_v6 {{ ip6 saddr {rate} }} drop",
+        f"        ct status dnat meta l4proto tcp ct original proto-dst {{ {web_ports} }} accept",
+        f"        ct status dnat meta l4proto tcp ct original proto-dst {mport} ip saddr @maintainer_sources_v4 accept",
+        f"        ct status dnat meta l4proto tcp ct original proto-dst {mport} ip6 saddr @maintainer_sources_v6 accept",
+        "        ct status dnat drop comment \"a published port kono-infra does not open\"",
+        "    }",
+        "}",
+        "",
+    ])
+
+
+FIREWALL_SERVICE = f"""\
+# Written by kono-infra (bootstrap). Loads only the table inet kono; stopping removes only it
+# (Debian's nftables.service would `flush ruleset`, Docker's rules included: not used).
+[Unit]
+Description=kono-infra firewall (nftables table inet kono)
+DefaultDependencies=no
+Wants=network-pre.target
+Before=network-pre.target shutdown.target
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/sbin/nft -f {FIREWALL_FILE}
+ExecReload=/usr/sbin/nft -f {FIREWALL_FILE}
+ExecStop=/usr/sbin/nft delete table inet kono
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+@deploy("Firewall: SSH, HTTP(S) and the maintainer port only")
+def firewall(settings: Settings) -> None:
+    if not settings.firewall:
+        return
+    apt.packages(name="nftables (the nft command)", packages=["nftables"], extra_install_args=APT_LOCK_WAIT)
+    files.directory(name="/etc/kono", path="/etc/kono", mode="0755")
+    rules = files.put(name=f"Firewall rules {FIREWALL_FILE}", src=io.StringIO(firewall_ruleset(settings)),
+                      dest=FIREWALL_FILE, mode="0644")
+    unit = files.put(name=f"{FIREWALL_UNIT}.service", src=io.StringIO(FIREWALL_SERVICE),
+                     dest=f"/etc/systemd/system/{FIREWALL_UNIT}.service", mode="0644")
+    systemd.service(name="Firewall loaded, and at boot", service=FIREWALL_UNIT, running=True, enabled=True,
+                    reloaded=rules.will_change, daemon_reload=unit.will_change)
+
+
+# Fresh cloud hosts often run unattended-upgrades at first boot: wait for the dpkg lock.
+APT_LOCK_WAIT = "-o DPkg::Lock::Timeout=300"
+AUTO_UPGRADES = """\
+// Written by kono-infra (bootstrap): refresh the lists and apply security updates every day.
+APT::Periodic::Update-Package-Lists "1";
+APT::Periodic::Unattended-Upgrade "1";
+APT::Periodic::AutocleanInterval "7";
+"""
+
+
+def unattended_upgrades_config(settings: Settings) -> str:
+    return ("// Written by kono-infra (bootstrap). The origins are the distribution's (security updates);\n"
+            "// Docker's own repository is not among them: Docker is upgraded deliberately.\n"
+            f"Unattended-Upgrade::Automatic-Reboot \"{str(settings.auto_reboot).lower()}\";\n"
+            f"Unattended-Upgrade::Automatic-Reboot-Time \"{settings.auto_reboot_time}\";\n"
+            "Unattended-Upgrade::Remove-Unused-Dependencies \"true\";\n")
+
+
+class AptSuites(FactBase):
+    """Every suite named in the host's apt sources (one-line and deb822 formats)."""
+
+    def command(self) -> str:
+        return ("cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources "
+                "2>/dev/null | sed -n -e 's/^Suites://p' -e 's/^deb\\(-src\\)\\? \\(\\[[^]]*\\] \\)\\?[^ ]* "
+                "\\([^ ]*\\).*/\\3/p' | tr ' ' '\\n' | sort -u")
+
+    def process(self, output: list[str]) -> list[str]:
+        return [line.strip() for line in output if line.strip()]
+
+
+@deploy("Security updates, unattended")
+def security_updates(settings: Settings) -> None:
+    meta = host.get_fact(LinuxDistribution)["release_meta"]
+    codename = meta.get("VERSION_CODENAME") or ""
+    added = False
+    if (meta.get("ID") or "").lower() == "debian" and f"{codename}-security" not in host.get_fact(AptSuites):
+        apt.sources_file(name=f"Debian's security repository ({codename}-security)", filename="debian-security",
+                         uris=[settings.debian_security_url], suites=[f"{codename}-security"],
+                         components=["main"], signed_by="/usr/share/keyrings/debian-archive-keyring.gpg")
+        apt.update(name="Update apt lists (security repository added)")
+        added = True
+    packages = ["unattended-upgrades", "apt-listchanges"]
+    if any(p not in host.get_fact(DebPackages) for p in packages):
+        apt.packages(name="unattended-upgrades", packages=packages, extra_install_args=APT_LOCK_WAIT)
+    files.put(name="Daily security updates", src=io.StringIO(AUTO_UPGRADES),
+              dest="/etc/apt/apt.conf.d/20auto-upgrades", mode="0644")
+    files.put(name="Automatic reboot after updates (auto_reboot)", src=io.StringIO(unattended_upgrades_config(settings)),
+              dest="/etc/apt/apt.conf.d/52kono-unattended-upgrades", mode="0644")
+    pending = host.get_fact(PendingSecurityUpdates)
+    if added or pending:
+        # A security update of docker.io restarts dockerd: containers keep running (live-restore).
+        server.shell(name=f"Apply pending security updates now ({pending or 'lists just added'}; a Docker "
+                          f"update restarts dockerd, containers keep running)",
+                     commands=["unattended-upgrade"])
+
+
+class PendingSecurityUpdates(FactBase):
+    """How many packages the security suites would upgrade now (as of the host's apt lists)."""
+
+    def command(self) -> str:
+        return "apt-get -s -o Debug::NoLocking=1 dist-upgrade 2>/dev/null | grep -c '^Inst .*-security' || true"
+
+    def process(self, output: list[str]) -> int:
+        return int(output[0].strip() or 0) if output else 0
+
+
+# Kernel network settings (net.* only: the rest of the kernel is the cloud image's business). Not
+# here on purpose: net.ipv4.conf.all.forwarding=0 (Docker routes containers' traffic).
+NETWORK_SYSCTLS = {
+    "net.ipv4.conf.all.accept_redirects": "0",
+    "net.ipv4.conf.default.accept_redirects": "0",
+    "net.ipv6.conf.all.accept_redirects": "0",
+    "net.ipv6.conf.default.accept_redirects": "0",
+    "net.ipv4.conf.all.send_redirects": "0",
+    "net.ipv4.conf.default.send_redirects": "0",
+    "net.ipv4.conf.all.accept_source_route": "0",
+    "net.ipv4.conf.default.accept_source_route": "0",
+    "net.ipv4.conf.all.log_martians": "1",
+    "net.ipv4.conf.default.log_martians": "1",
+    "net.ipv4.icmp_echo_ignore_broadcasts": "1",
+    "net.ipv4.icmp_ignore_bogus_error_responses": "1",
+    "net.ipv4.tcp_syncookies": "1",
+}
+SYSCTL_FILE = "/etc/sysctl.d/60-kono-network.conf"
+# Protocols and storage a cloud server never uses (modprobe loads none of them on request).
+UNUSED_MODULES = ("dccp", "sctp", "rds", "tipc", "usb-storage", "firewire-core")
+# lynis counts these words in a banner; this one says what a login banner should.
+BANNER = "Authorized access only. This system is private and monitored; unauthorized use is prohibited " \
+         "under the owner's policy.\n"
+# Host tools: package checksums (weekly), patch status, activity accounting,
+# password quality for any password ever set, and fail2ban for SSH (OpenSSH 9.6 on Ubuntu 24.04 has
+# no PerSourcePenalties). Not here: apt-listbugs (fails every install when Debian's bug tracker is
+# unreachable), libpam-tmpdir (its per-user TMPDIR under sudo breaks pyinfra's uploads), auditd
+# and AIDE (README, "Hardening").
+HOST_PACKAGES = ("debsums", "apt-show-versions", "sysstat", "acct", "libpam-pwquality",
+                 "fail2ban", "python3-systemd")
+FAIL2BAN_JAIL = f"""\
+# Written by kono-infra (bootstrap). Three failed logins in ten minutes ban the source for an hour
+# (in a nftables table of fail2ban's own). Logins are by key, so a wrong key counts (publickey=any;
+# a login that then succeeds forgets its attempts). The whole ssh unit is read: OpenSSH 9.8+ logs as
+# sshd-session. The maintainer's port is throttled by the firewall instead.
+[sshd]
+enabled = true
+backend = systemd
+journalmatch = _SYSTEMD_UNIT=ssh.service
+filter = sshd[publickey=any]
+port = {HOST_SSH_PORT}
+maxretry = 3
+findtime = 10m
+bantime = 1h
+"""
+SHELL_PROFILE = """\
+# Written by kono-infra (bootstrap): no core dumps (they can hold secrets); idle shells end after 15 min.
+ulimit -c 0
+TMOUT=900
+readonly TMOUT
+export TMOUT
+"""
+COREDUMP = "# Written by kono-infra (bootstrap).\n[Coredump]\nStorage=none\nProcessSizeMax=0\n"
+# For any password ever set (logins are by key); the rounds apply where ENCRYPT_METHOD is SHA512.
+LOGIN_DEFS = {"PASS_MAX_DAYS": "365", "PASS_MIN_DAYS": "1", "SHA_CRYPT_MIN_ROUNDS": "65536",
+              "SHA_CRYPT_MAX_ROUNDS": "65536"}
+PRIVATE_PATHS = {"/etc/crontab": "0600", "/etc/cron.d": "0700", "/etc/cron.daily": "0700",
+                 "/etc/cron.hourly": "0700", "/etc/cron.weekly": "0700", "/etc/cron.monthly": "0700",
+                 "/etc/cron.yearly": "0700", "/etc/ssh/sshd_config": "0600"}
+
+
+def sysctl_config() -> str:
+    return "# Written by kono-infra (bootstrap).\n" + "".join(f"{k} = {v}\n" for k, v in NETWORK_SYSCTLS.items())
+
+
+def modprobe_config() -> str:
+    return "# Written by kono-infra (bootstrap).\n" + "".join(f"install {m} /bin/false\n" for m in UNUSED_MODULES)
+
+
+class PathModes(FactBase):
+    """{path: octal mode} for the paths that exist."""
+
+    def command(self, paths: tuple[str, ...]) -> str:
+        return "stat -c '%n %a' " + " ".join(shlex.quote(p) for p in paths) + " 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> dict[str, str]:
+        return {path: mode.zfill(4) for path, _, mode in (line.rpartition(" ") for line in output) if path}
+
+
+@deploy("Host settings: network sysctls, no core dumps, fail2ban, audit tools, banners")
+def host_settings(settings: Settings) -> None:
+    installed = host.get_fact(DebPackages)
+    if any(package not in installed for package in HOST_PACKAGES):
+        apt.packages(name=f"Install {', '.join(HOST_PACKAGES)}", packages=list(HOST_PACKAGES),
+                     extra_install_args=APT_LOCK_WAIT)
+    sysctls = files.put(name=f"Network settings {SYSCTL_FILE}", src=io.StringIO(sysctl_config()),
+                        dest=SYSCTL_FILE, mode="0644")
+    server.shell(name="Apply the network settings", commands=[f"sysctl -q -p {SYSCTL_FILE}"],
+                 _if=sysctls.did_change)
+    files.put(name="Unused kernel modules never loaded", src=io.StringIO(modprobe_config()),
+              dest="/etc/modprobe.d/kono-unused.conf", mode="0644")
+    for path in ("/etc/issue", "/etc/issue.net"):
+        files.put(name=f"Login banner {path}", src=io.StringIO(BANNER), dest=path, mode="0644")
+    files.put(name="No core dumps (systemd-coredump)", src=io.StringIO(COREDUMP),
+              dest="/etc/systemd/coredump.conf.d/kono.conf", mode="0644")
+    files.put(name="No core dumps (limits)", src=io.StringIO("# Written by kono-infra (bootstrap).\n* hard core 0\n"),
+              dest="/etc/security/limits.d/kono-no-core.conf", mode="0644")
+    files.put(name="Shells: no core dumps, idle timeout", src=io.StringIO(SHELL_PROFILE),
+              dest="/etc/profile.d/kono-hardening.sh", mode="0644")
+    for key, value in LOGIN_DEFS.items():
+        files.line(name=f"login.defs {key} {value}", path="/etc/login.defs", line=f"^{key}\\s.*",
+                   replace=f"{key}\t{value}")
+    files.line(name="debsums checks packages weekly", path="/etc/default/debsums", line="^CRON_CHECK=.*",
+               replace="CRON_CHECK=weekly")
+    sysstat = files.line(name="sysstat collects", path="/etc/default/sysstat", line="^ENABLED=.*",
+                         replace='ENABLED="true"')
+    systemd.service(name="sysstat running", service="sysstat", running=True, enabled=True,
+                    restarted=sysstat.will_change)
+    jail = files.put(name="fail2ban: SSH jail", src=io.StringIO(FAIL2BAN_JAIL), dest="/etc/fail2ban/jail.local",
+                     mode="0644")
+    systemd.service(name="fail2ban running", service="fail2ban", running=True, enabled=True,
+                    restarted=jail.will_change)
+    modes = host.get_fact(PathModes, paths=tuple(PRIVATE_PATHS))
+    for path, mode in PRIVATE_PATHS.items():
+        if path in modes and modes[path] != mode:
+            server.shell(name=f"{path} mode {mode}", commands=[f"chmod {mode} {path}"])
