@@ -51,6 +51,14 @@ class Service:
     impact: str = "unavailable until the new container is healthy"
     # (knob, value): the service exists only when that setting has that value. None: always.
     only_when: tuple[str, str] | None = None
+    # The Linux capabilities it keeps; every other one is dropped (cap_drop: ALL).
+    capabilities: tuple[str, ...] = ()
+    # A read-only root filesystem with tmpfs at these paths (what it writes outside its volumes);
+    # None: a writable root filesystem.
+    read_only_tmpfs: tuple[str, ...] | None = None
+    # no-new-privileges: nothing in it gains privileges through a setuid binary. False only where
+    # that is the point (the maintainer's sudo).
+    no_new_privileges: bool = True
 
 
 @dataclass(frozen=True)
@@ -100,21 +108,50 @@ class Secret:
         return self.services[0] if self.accounts else None
 
 
+# Capabilities, by what needs them. As root, the compose entrypoint copies the secrets for mysql
+# (DAC_OVERRIDE: they are the deploy user's 0600 files; `install -o mysql -m 0400` chowns, then
+# chmods a file root no longer owns: CHOWN, FOWNER); the official entrypoint chowns the data and
+# socket directories to mysql (CHOWN, DAC_OVERRIDE to walk them), then `gosu mysql` (SETUID, SETGID).
+DB_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")
+DB_TMPFS = (f"{DB_SECRETS_DIR}:mode=0755", "/var/run/mysqld:mode=1777", "/tmp:mode=1777")
+
 SERVICES: tuple[Service, ...] = (
     Service("db_production", database=("production", "db_production_name"), image="mysql_image",
-            impact="the production database stops for a few seconds: API requests that need it fail"),
+            impact="the production database stops for a few seconds: API requests that need it fail",
+            capabilities=DB_CAPABILITIES, read_only_tmpfs=DB_TMPFS),
     Service("db_dev", database=("dev", "db_dev_name"), image="mysql_image",
-            impact="the development database stops for a few seconds"),
+            impact="the development database stops for a few seconds",
+            capabilities=DB_CAPABILITIES, read_only_tmpfs=DB_TMPFS),
+    # files/api/kono-api.sh copies its secrets for node (DAC_OVERRIDE, CHOWN, FOWNER), hands node
+    # (1000) what it writes, then steps down to it (SETUID, SETGID): node keeps no capability at all.
     Service("api", inputs=("api",), rollout="start-first", image="node_image",
-            impact="API requests fail until the new container answers (about 4 s)"),
+            impact="API requests fail until the new container answers (about 4 s)",
+            capabilities=("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"),
+            read_only_tmpfs=("/run/api-secrets", "/tmp:mode=1777")),
+    # The team's workstation: sshd (privilege separation: SETUID, SETGID, SYS_CHROOT; AUDIT_WRITE for
+    # its login records; KILL to end sessions), sudo, useradd and the shared folders (CHOWN, FOWNER,
+    # FSETID for their setgid bit, DAC_OVERRIDE). Writable, and sudo needs new privileges.
     Service("maintainer", inputs=("maintainer",),
-            impact="open SSH sessions on the maintainer port are cut; logins fail for a few seconds"),
+            impact="open SSH sessions on the maintainer port are cut; logins fail for a few seconds",
+            capabilities=("AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+                          "SYS_CHROOT"),
+            no_new_privileges=False),
+    # nginx's master is root: it creates its cache folders for the workers (CHOWN), reads the TLS key
+    # (the deploy user's 0600 file with https = "provided": DAC_OVERRIDE), and starts the workers as
+    # nginx, 101 (SETUID, SETGID). Port 80 inside needs nothing (Docker lets any user bind low ports).
     Service("nginx", inputs=("nginx-entrypoint",), reloads=("nginx",), image="nginx_image",
-            impact="every HTTP request fails until nginx is back (about a second)"),
+            impact="every HTTP request fails until nginx is back (about a second)",
+            capabilities=("CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID"),
+            read_only_tmpfs=("/var/cache/nginx", "/run", "/tmp:mode=1777")),
     Service("acme", inputs=("acme",), image="acme_image", only_when=("https", "acme"),
-            impact="nothing users see: it renews certificates, and checks again when it is back"),
+            impact="nothing users see: it renews certificates, and checks again when it is back",
+            read_only_tmpfs=("/tmp:mode=1777",)),
+    # Reads what it backs up whoever owns it (DAC_READ_SEARCH, DAC_OVERRIDE); a restore puts back
+    # owners, modes and setgid folders (CHOWN, FOWNER, FSETID).
     Service("backup", inputs=("backup",), only_when=("backup_repository", SET),
-            impact="nothing users see: a backup due meanwhile runs when it is back"),
+            impact="nothing users see: a backup due meanwhile runs when it is back",
+            capabilities=("CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID"),
+            read_only_tmpfs=("/tmp:mode=1777",)),
 )
 
 SECRETS: tuple[Secret, ...] = (

@@ -26,6 +26,7 @@ from pyinfra import host, logger
 from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 
 from kono import commands
+from kono.hardening import maintainer_sshd_policy
 from kono.plan import drift
 from kono.services import (DB_SECRETS_DIR, SECRETS, SECRETS_DIR, SERVICES, VOLUMES, enabled, reloaded_folders,
                            replacement_note, restarting_secrets, secret, secret_file, secrets_of, service,
@@ -91,6 +92,7 @@ def compose_file(settings: Settings, files: dict[str, str]) -> str:
     services = enabled(SERVICES, settings)
     blocks = {
         s.name: _render(f"services/{s.name}.yaml.j2", s=settings, tls_source=tls_source(settings),
+                        sshd_policy=maintainer_sshd_policy(),
                         secret_file=functools.partial(secret_file, service_name=s.name)).rstrip("\n")
         for s in services
     }
@@ -104,7 +106,7 @@ def compose_file(settings: Settings, files: dict[str, str]) -> str:
         secrets_env_names={s.name: commands.env_name(s.name) for s in services},
         secrets=[s for s in enabled(SECRETS, settings) if s.handed_by_compose],
         volumes=[v.name for v in enabled(VOLUMES, settings)], secrets_dir=SECRETS_DIR,
-        db_secrets_dir=DB_SECRETS_DIR,
+        db_secrets_dir=DB_SECRETS_DIR, memory_limits=dict(settings.memory_limits),
     )
 
 

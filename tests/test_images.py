@@ -95,12 +95,17 @@ def test_nginx_workers_run_as_nginx_101_and_it_stops_on_sigquit(provisioned):
     assert config == ["SIGQUIT", '["/docker-entrypoint.sh"]']
     found = run_in(provisioned, NGINX, "ls /docker-entrypoint.d; command -v curl")
     assert "10-listen-on-ipv6-by-default.sh" in found and "/curl" in found
+    # Temp folders under /var/cache/nginx, made by the master at start (the read-only root's tmpfs).
+    made = run_in(provisioned, NGINX, "nginx -q -t 2>/dev/null; ls /var/cache/nginx")
+    assert "client_temp" in made.split() and "proxy_temp" in made.split()
 
 
 def test_node_runs_as_root_with_a_node_user_1000_and_has_no_curl_or_git(provisioned):
     assert sh(provisioned, f"docker image inspect -f '{{{{.Config.User}}}}' {NODE}").stdout.strip() == ""
     assert run_in(provisioned, NODE, "id -u node; id -g node").split() == ["1000", "1000"]
     assert run_in(provisioned, NODE, "command -v curl wget git || true").strip() == ""
+    # The api's entrypoint steps down to node with util-linux's setpriv.
+    assert run_in(provisioned, NODE, "setpriv --reuid=node --regid=node --init-groups id -u").strip() == "1000"
     # What the stack uses of Node: global fetch (the healthcheck), fs.watchFile and http (start.js).
     used = run_in(provisioned, NODE, "node -e \"console.log(typeof fetch, typeof require('fs').watchFile, "
                                      "typeof require('http').createServer, process.versions.node)\"").split()

@@ -17,6 +17,22 @@ for login in $MAINTAINER_USERS; do
 done
 echo "AllowUsers $MAINTAINER_USERS" > /etc/kono/sshd_allow.conf
 
+# SSHD_POLICY: "Key value" lines; each algorithm list is cut to what this OpenSSH supports (the
+# image's may be older or newer than the host's).
+supported=$(mktemp)
+echo "$SSHD_POLICY" | while read -r key value; do
+  case "$key" in
+    KexAlgorithms) query=kex ;;
+    Ciphers) query=cipher ;;
+    MACs) query=mac ;;
+    HostKeyAlgorithms) query=HostKeyAlgorithms ;;
+    *) echo "$key $value"; continue ;;
+  esac
+  ssh -Q "$query" > "$supported"
+  echo "$key $(echo "$value" | tr ',' '\n' | grep -Fx -f "$supported" | paste -sd, -)"
+done > /etc/kono/sshd_policy.conf
+rm -f "$supported"
+
 # Hashes only, by file: no password or hash on any command line.
 chpasswd -e < "$MAINTAINER_PASSWORD_HASHES_FILE"
 
