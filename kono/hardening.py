@@ -229,8 +229,9 @@ def firewall_ruleset(settings: Settings) -> str:
     host's own SSH has fail2ban, which counts failed logins only)."""
     ssh4, ssh6 = _split(settings.host_ssh_allowed_cidrs)
     maint4, maint6 = _split(settings.maintainer_allowed_cidrs)
-    web = [settings.http_port] + ([settings.https_port] if settings.https != "off" else [])
-    web_ports = ", ".join(str(p) for p in web)
+    # HTTPS is a deploy setting: its port is open whatever it is now (nothing is published there
+    # while it is off), so turning it on needs no bootstrap.
+    web_ports = f"{settings.http_port}, {settings.https_port}"
     mport = settings.maintainer_ssh_port
     rate = f"limit rate over {settings.maintainer_connections_per_minute}/minute burst {settings.maintainer_connections_per_minute} packets"
     return "\n".join([
@@ -434,9 +435,9 @@ COREDUMP = "# Written by kono-infra (bootstrap).\n[Coredump]\nStorage=none\nProc
 # For any password ever set (logins are by key); the rounds apply where ENCRYPT_METHOD is SHA512.
 LOGIN_DEFS = {"PASS_MAX_DAYS": "365", "PASS_MIN_DAYS": "1", "SHA_CRYPT_MIN_ROUNDS": "65536",
               "SHA_CRYPT_MAX_ROUNDS": "65536"}
-PRIVATE_PATHS = {"/etc/crontab": "0600", "/etc/cron.d": "0700", "/etc/cron.daily": "0700",
-                 "/etc/cron.hourly": "0700", "/etc/cron.weekly": "0700", "/etc/cron.monthly": "0700",
-                 "/etc/cron.yearly": "0700", "/etc/ssh/sshd_config": "0600"}
+PRIVATE_DIRS = ("/etc/cron.d", "/etc/cron.daily", "/etc/cron.hourly", "/etc/cron.weekly", "/etc/cron.monthly",
+                "/etc/cron.yearly")
+PRIVATE_FILES = {"/etc/crontab": "0600", "/etc/ssh/sshd_config": "0600"}
 
 
 def sysctl_config() -> str:
@@ -490,7 +491,11 @@ def host_settings(settings: Settings) -> None:
                      mode="0644")
     systemd.service(name="fail2ban running", service="fail2ban", running=True, enabled=True,
                     restarted=jail.will_change)
-    modes = host.get_fact(PathModes, paths=tuple(PRIVATE_PATHS))
-    for path, mode in PRIVATE_PATHS.items():
+    # Folders are made if missing (packages installed in this very run may bring them, and dpkg
+    # keeps an existing folder's mode); files only have their mode changed when they exist.
+    for path in PRIVATE_DIRS:
+        files.directory(name=f"{path} private (0700)", path=path, mode="0700")
+    modes = host.get_fact(PathModes, paths=tuple(PRIVATE_FILES))
+    for path, mode in PRIVATE_FILES.items():
         if path in modes and modes[path] != mode:
             server.shell(name=f"{path} mode {mode}", commands=[f"chmod {mode} {path}"])

@@ -151,7 +151,8 @@ SERVICES: tuple[Service, ...] = (
     Service("backup", inputs=("backup",), only_when=("backup_repository", SET),
             impact="nothing users see: a backup due meanwhile runs when it is back",
             capabilities=("CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID"),
-            read_only_tmpfs=("/tmp:mode=1777",)),
+            # /backup: the folder the volumes are mounted in; a restore sets its owner and mode too.
+            read_only_tmpfs=("/backup", "/tmp:mode=1777")),
 )
 
 SECRETS: tuple[Secret, ...] = (

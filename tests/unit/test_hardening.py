@@ -94,14 +94,15 @@ def test_the_firewall_replaces_only_its_own_table_and_splits_v4_from_v6():
     assert "set maintainer_sources_v6 { type ipv6_addr; flags interval; }" in rules
     assert "policy drop" in rules.split("chain input")[1].split("}")[0]
     forward = rules.split("chain forward")[1]
-    assert "ct original proto-dst { 80 } accept" in forward  # no 443 while https is off
+    assert "ct original proto-dst { 80, 443 } accept" in forward  # 443 too: https is a deploy setting
     assert "ct original proto-dst 8022 ip saddr @maintainer_sources_v4 accept" in forward
     assert forward.index("accept") < forward.index('ct status dnat drop comment')
 
 
-def test_the_firewall_opens_https_when_it_is_on():
-    rules = firewall_ruleset(settings(https="provided", domains=["kono.example.com"], https_port=8443))
-    assert "ct original proto-dst { 80, 8443 } accept" in rules
+def test_the_firewall_follows_the_port_knobs():
+    rules = firewall_ruleset(settings(http_port=8080, https_port=8443, maintainer_ssh_port=2222))
+    assert "ct original proto-dst { 8080, 8443 } accept" in rules
+    assert "ct original proto-dst 2222 ip saddr @maintainer_sources_v4 accept" in rules
 
 
 @pytest.mark.parametrize("key, value, expected", [
