@@ -38,7 +38,7 @@ def main() -> int:
         lab_tools.write_maintainer_passwords(lab, passwords)
         inventory = lab_tools.write_inventory(lab, [host], lab.workdir / "inventory.py",
                                               api_repo=git.repo("api"), app_repo=git.repo("app"))
-        say(f"server {host.address} is up; bootstrap (Docker, deploy user), as admin with sudo")
+        say(f"server {host.address} is up; bootstrap (Docker, deploy user, hardening), as admin with sudo")
         lab_tools.bootstrap(inventory)
         say("building local test doubles of the official images inside it (no registry here)")
         lab_tools.load_images(host)
