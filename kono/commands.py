@@ -336,3 +336,17 @@ def close_record(fields: dict) -> str:
 
 def finish_record(directory: str, fields: dict) -> str:
     return in_dir(directory, f"{close_record(fields)} && rm -f {PENDING}")
+
+
+def install_checked_sshd_config(staged: str, dest: str, users: tuple[str, ...]) -> str:
+    """Move ``staged`` to ``dest`` only if `sshd -t` accepts the whole configuration with it and
+    every kept user may still log in with a key; otherwise restore what was there and fail."""
+    checks = " && ".join(
+        f"t=$(sshd -T -C user={quote(user)},host=localhost,addr=127.0.0.1) && "
+        f"echo \"$t\" | grep -qx 'pubkeyauthentication yes' && echo \"$t\" | grep -qx 'allowusers {user}'"
+        for user in users)
+    return (f"set -e; if [ -e {quote(dest)} ]; then cp -p {quote(dest)} {quote(dest)}.old; fi; "
+            f"mv {quote(staged)} {quote(dest)}; "
+            f"if sshd -t && {checks}; then rm -f {quote(dest)}.old; else "
+            f"if [ -e {quote(dest)}.old ]; then mv {quote(dest)}.old {quote(dest)}; else rm -f {quote(dest)}; fi; "
+            f"echo 'the new sshd configuration failed its check: kept the old one' >&2; exit 1; fi")

@@ -25,6 +25,7 @@ from pyinfra.facts.files import Sha256File
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, server, systemd
 
+from kono import commands
 from kono.settings import Settings
 
 SSHD_DROP_IN = "/etc/ssh/sshd_config.d/00-kono.conf"  # sshd keeps the first value it reads: 00 comes first
@@ -187,23 +188,9 @@ def host_ssh(settings: Settings) -> None:
     staged = SSHD_DROP_IN + ".new"  # not *.conf: sshd's Include does not read it
     files.put(name=f"Stage {SSHD_DROP_IN}", src=io.StringIO(config), dest=staged, mode="0644")
     server.shell(name="Check the new sshd configuration (sshd -t) and put it in place, or keep the old one",
-                 commands=[install_checked_sshd_config(staged, SSHD_DROP_IN,
+                 commands=[commands.install_checked_sshd_config(staged, SSHD_DROP_IN,
                                                        (settings.admin_user, settings.deploy_user))])
     systemd.service(name="Reload sshd (open sessions stay)", service="ssh", reloaded=True)
-
-
-def install_checked_sshd_config(staged: str, dest: str, users: tuple[str, ...]) -> str:
-    """Shell: move ``staged`` to ``dest`` only if `sshd -t` accepts the whole configuration with it and
-    every kept user may still log in with a key; otherwise restore what was there and fail."""
-    q = shlex.quote
-    checks = " && ".join(
-        f"sshd -T -C user={q(user)},host=localhost,addr=127.0.0.1 | grep -qx 'pubkeyauthentication yes'"
-        f" && sshd -T -C user={q(user)},host=localhost,addr=127.0.0.1 | grep -q '^allowusers .*\\b{user}\\b'"
-        for user in users)
-    return (f"set -e; if [ -e {q(dest)} ]; then cp -p {q(dest)} {q(dest)}.old; fi; mv {q(staged)} {q(dest)}; "
-            f"if sshd -t && {checks}; then rm -f {q(dest)}.old; else "
-            f"if [ -e {q(dest)}.old ]; then mv {q(dest)}.old {q(dest)}; else rm -f {q(dest)}; fi; "
-            f"echo 'the new sshd configuration failed its check: kept the old one' >&2; exit 1; fi")
 
 
 def _sha256(text: str) -> str:

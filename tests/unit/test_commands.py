@@ -23,6 +23,17 @@ EXPECTED = {
     "make_dir": (commands.make_dir("/srv/kono/a b"), "mkdir -p '/srv/kono/a b'"),
     "make_dir with mode": (commands.make_dir("/srv/kono/config", "0700"), "mkdir -m 0700 /srv/kono/config"),
     "chmod": (commands.chmod("0600", "/srv/kono/config/x"), "chmod 0600 /srv/kono/config/x"),
+    "install_checked_sshd_config": (
+        commands.install_checked_sshd_config("/etc/ssh/sshd_config.d/00-kono.conf.new",
+                                             "/etc/ssh/sshd_config.d/00-kono.conf", ("admin",)),
+        "set -e; if [ -e /etc/ssh/sshd_config.d/00-kono.conf ]; then cp -p /etc/ssh/sshd_config.d/00-kono.conf "
+        "/etc/ssh/sshd_config.d/00-kono.conf.old; fi; mv /etc/ssh/sshd_config.d/00-kono.conf.new "
+        "/etc/ssh/sshd_config.d/00-kono.conf; if sshd -t && t=$(sshd -T -C user=admin,host=localhost,addr=127.0.0.1) "
+        "&& echo \"$t\" | grep -qx 'pubkeyauthentication yes' && echo \"$t\" | grep -qx 'allowusers admin'; then "
+        "rm -f /etc/ssh/sshd_config.d/00-kono.conf.old; else if [ -e /etc/ssh/sshd_config.d/00-kono.conf.old ]; "
+        "then mv /etc/ssh/sshd_config.d/00-kono.conf.old /etc/ssh/sshd_config.d/00-kono.conf; else rm -f "
+        "/etc/ssh/sshd_config.d/00-kono.conf; fi; echo 'the new sshd configuration failed its check: kept the old "
+        "one' >&2; exit 1; fi"),
     "replace_compose_file_if_valid": (
         commands.replace_compose_file_if_valid("/srv/kono"),
         "cd /srv/kono && if docker compose --project-directory . -f .kono/compose.yaml.new config --quiet; "
@@ -198,3 +209,40 @@ def test_commands_never_take_a_secret_value():
     for name, function in inspect.getmembers(commands, inspect.isfunction):
         if function.__module__ == "kono.commands":
             assert not {"value", "password", "secret"} & set(inspect.signature(function).parameters), name
+
+
+FAKE_SSHD = """#!/bin/sh
+# sshd -t exits with $FAKE_CHECK; sshd -T prints $FAKE_EFFECTIVE (the effective configuration).
+if [ "$1" = "-t" ]; then exit "$FAKE_CHECK"; fi
+printf '%b' "$FAKE_EFFECTIVE"
+"""
+
+
+@pytest.mark.parametrize("check, effective, installed", [
+    (0, "pubkeyauthentication yes\\nallowusers admin\\nallowusers kono\\n", True),
+    (1, "pubkeyauthentication yes\\nallowusers admin\\nallowusers kono\\n", False),  # sshd -t rejects it
+    (0, "pubkeyauthentication yes\\nallowusers admin\\n", False),  # kono would be locked out
+    (0, "pubkeyauthentication no\\nallowusers admin\\nallowusers kono\\n", False),
+])
+@pytest.mark.parametrize("had_one", [True, False])
+def test_a_new_sshd_config_goes_in_only_if_sshd_accepts_it_and_keeps_both_users(tmp_path, check, effective,
+                                                                                installed, had_one):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sshd").write_text(FAKE_SSHD)
+    (bin_dir / "sshd").chmod(0o755)
+    dest, staged = tmp_path / "00-kono.conf", tmp_path / "00-kono.conf.new"
+    if had_one:
+        dest.write_text("old\n")
+    staged.write_text("new\n")
+    run = subprocess.run(["sh", "-c", commands.install_checked_sshd_config(str(staged), str(dest), ("admin", "kono"))],
+                         capture_output=True, text=True,
+                         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_CHECK": str(check), "FAKE_EFFECTIVE": effective})
+    assert (run.returncode == 0) == installed, run.stderr
+    if installed:
+        assert dest.read_text() == "new\n"
+    elif had_one:
+        assert dest.read_text() == "old\n" and "kept the old one" in run.stderr
+    else:
+        assert not dest.exists()
+    assert not staged.exists() and not (tmp_path / "00-kono.conf.old").exists()
