@@ -26,6 +26,7 @@ from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, server, systemd
 
 from kono import commands
+from kono.docker_engine import APT_LOCK_WAIT
 from kono.settings import Settings
 
 SSHD_DROP_IN = "/etc/ssh/sshd_config.d/00-kono.conf"  # sshd keeps the first value it reads: 00 comes first
@@ -300,8 +301,6 @@ def firewall(settings: Settings) -> None:
                     reloaded=rules.will_change, daemon_reload=unit.will_change)
 
 
-# Fresh cloud hosts often run unattended-upgrades at first boot: wait for the dpkg lock.
-APT_LOCK_WAIT = "-o DPkg::Lock::Timeout=300"
 AUTO_UPGRADES = """\
 // Written by kono-infra (bootstrap): refresh the lists and apply security updates every day.
 APT::Periodic::Update-Package-Lists "1";
