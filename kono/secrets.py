@@ -23,7 +23,9 @@ The TLS certificate and key of ``https = "provided"`` come from the same sources
 
 Only sha512-crypt hashes leave the operator's machine, as one secret file read by ``chpasswd -e`` in
 the container. A hash is reused while the password still verifies against it, so an unchanged
-password changes nothing.
+password changes nothing. Verifying is slow on purpose (100,000 rounds), so a run verifies each
+(password, hash) pair once, and every host that needs a new hash in a run gets the same one: a fleet
+shares one hash per login and a no-op deploy of ten hosts verifies as much as one host's.
 
 Example::
 
@@ -34,6 +36,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -326,6 +329,26 @@ class HashedLogins(FactBase):
         return [line.strip() for line in output if line.strip()]
 
 
+@functools.lru_cache(maxsize=None)  # once per run per pair: hosts that share a hash verify it once
+def verifies(password: str, hashed: str) -> bool:
+    return sha512_crypt.verify(password, hashed)
+
+
+_GOOD_HASHES: dict[tuple[str, str], str] = {}  # (login, password) -> a hash found or made in this run
+
+
+def hash_to_keep(login: str, password: str, current: str | None) -> str:
+    """``current`` while the password verifies against it; else the hash this run already found or
+    made for this login and password, else a new one. Hosts share it (one salt for the same login and
+    password across one operator's fleet); two logins never do, so equal passwords do not show."""
+    if current and verifies(password, current):
+        _GOOD_HASHES.setdefault((login, password), current)
+        return current
+    if (login, password) not in _GOOD_HASHES:
+        _GOOD_HASHES[login, password] = sha512_crypt.using(rounds=HASH_ROUNDS).hash(password)
+    return _GOOD_HASHES[login, password]
+
+
 @operation()
 def password_hashes(path: str, passwords: dict[str, str | None]):
     """
@@ -351,10 +374,8 @@ def password_hashes(path: str, passwords: dict[str, str | None]):
             if old is None:
                 raise OperationError(f"no password for maintainer user {login!r}")
             lines.append(f"{login}:{old}")
-        elif old and sha512_crypt.verify(password, old):
-            lines.append(f"{login}:{old}")
         else:
-            lines.append(f"{login}:{sha512_crypt.using(rounds=HASH_ROUNDS).hash(password)}")
+            lines.append(f"{login}:{hash_to_keep(login, password, old)}")
     wanted = "".join(line + "\n" for line in lines)
     if wanted == current_text:
         host.noop("maintainer password hashes are up to date")
