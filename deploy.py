@@ -4,10 +4,11 @@ from pyinfra import host
 
 from kono.backup import backups
 from kono.deploy_run import begin_deploy, finish_deploy
-from kono.secrets import backup_secrets, maintainer_passwords, place_backup_secrets, place_secrets, supplied_secrets
+from kono.secrets import (backup_secrets, maintainer_passwords, place_backup_secrets, place_secrets, secret_reads,
+                          supplied_secrets)
 from kono.settings import load
-from kono.stack import bring_up, push_project
-from kono.tls import certificates, place_tls, provided_tls
+from kono.stack import bring_up, push_project, stack_reads
+from kono.tls import certificates, place_tls, provided_tls, tls_reads
 
 # Everything the operator declared or supplied is checked first: bad input stops here, before any change.
 settings = load(host.data)
@@ -16,7 +17,8 @@ passwords = maintainer_passwords(settings)
 provided = provided_tls(settings)
 backup = backup_secrets(settings)
 
-begin_deploy(settings)
+# With the deploy lock, one command reads what the steps below compare (kono/host_state.py).
+begin_deploy(settings, reads=[*secret_reads(settings), *stack_reads(settings), *tls_reads(settings)])
 place_secrets(settings, supplied, passwords)
 place_tls(settings, provided)
 place_backup_secrets(settings, backup)

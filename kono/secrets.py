@@ -50,6 +50,7 @@ from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 from pyinfra.api.exceptions import OperationError
 
 from kono import commands
+from kono.host_state import Read, read
 from kono.plan import drift
 from kono.services import (SECRETS, SERVICES, Secret, enabled, environments, replacement_note, restarted_by,
                            root_password_file, secret, stack_secrets)
@@ -111,7 +112,7 @@ def secret_files(directory: str, secrets: tuple[Secret, ...], supplied: dict[str
 
         secret_files(name="Secrets", directory="/srv/kono", secrets=stack_secrets(), supplied={})
     """
-    tree = host.get_fact(ConfigTree, directory=directory)
+    tree = read(ConfigTree, directory=directory)
     for folder in ["config", *(f"config/{env}" for env in environments(secrets))]:
         path = f"{directory}/{folder}"
         if folder not in tree:
@@ -150,10 +151,10 @@ def supplied_files(directory: str, files: dict[str, str]):
         supplied_files(name="TLS", directory="/srv/kono", files={"config/tls/certificate": "-----BEGIN..."})
     """
     folder = posixpath.dirname(next(iter(files)))
-    tree = host.get_fact(ConfigTree, directory=directory)
+    tree = read(ConfigTree, directory=directory)
     if folder not in tree:
         yield commands.make_dir(f"{directory}/{folder}", "0700")
-    on_host = host.get_fact(FileDigests, directory=directory, paths=sorted(files))
+    on_host = read(FileDigests, directory=directory, paths=sorted(files))
     changed = [path for path, content in sorted(files.items())
                if on_host.get(path) != hashlib.sha256(content.encode()).hexdigest()]
     if not changed:
@@ -329,6 +330,21 @@ class HashedLogins(FactBase):
         return [line.strip() for line in output if line.strip()]
 
 
+class PasswordHashFile(FactBase):
+    """The maintainer password hash file's text, "" when it is missing. Read with kono.host_state.read,
+    which never prints it (``host.get_fact`` would, at ``-vvv``)."""
+
+    @staticmethod
+    def default() -> str:
+        return ""
+
+    def command(self, path: str) -> str:
+        return commands.file_text(path)
+
+    def process(self, output: list[str]) -> str:
+        return "".join(line + "\n" for line in output)
+
+
 @functools.lru_cache(maxsize=None)  # once per run per pair: hosts that share a hash verify it once
 def verifies(password: str, hashed: str) -> bool:
     return sha512_crypt.verify(password, hashed)
@@ -365,7 +381,7 @@ def password_hashes(path: str, passwords: dict[str, str | None]):
         password_hashes(name="Maintainer passwords", path="/srv/kono/config/production/hashes",
                         passwords={"sysop": "correct horse"})
     """
-    current_text = read_host_file(path)
+    current_text = read(PasswordHashFile, path=path)
     current = dict(line.split(":", 1) for line in current_text.splitlines() if ":" in line)
     lines = []
     for login, password in passwords.items():
@@ -382,6 +398,12 @@ def password_hashes(path: str, passwords: dict[str, str | None]):
         return
     drift("maintainer password hashes differ from the passwords given")
     yield from upload_secret(path, wanted)
+
+
+def secret_reads(settings: Settings) -> list[Read]:
+    """What ``place_secrets`` reads from the host (kono/host_state.py reads them in one command)."""
+    return [(ConfigTree, {"directory": settings.project_dir}),
+            (PasswordHashFile, {"path": f"{settings.project_dir}/{PASSWORD_HASHES.path}"})]
 
 
 @deploy("Secrets")

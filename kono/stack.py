@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import posixpath
+import re
 from pathlib import Path
 
 import yaml
@@ -26,12 +27,16 @@ from pyinfra import host, logger
 from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 
 from kono import commands
-from kono.hardening import maintainer_sshd_policy
+from kono.host_state import Read, read
 from kono.plan import drift
 from kono.services import (DB_SECRETS_DIR, SECRETS, SECRETS_DIR, SERVICES, VOLUMES, enabled, reloaded_folders,
                            replacement_note, restarting_secrets, secret, secret_file, secrets_of, service,
                            unready)
 from kono.settings import Settings
+from kono.ssh_policy import maintainer_sshd_policy
+
+# libyaml's safe loader where PyYAML has it (its wheels do): a tenth of the pure-Python one's time.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "templates"
@@ -129,7 +134,7 @@ def project_files(settings: Settings) -> dict[str, str]:
 def service_records(settings: Settings) -> dict[str, str]:
     """{service: "<config digest> <image> <volumes digest>"}: what a container of it is made from
     (its compose definition as rendered, so the digests of the files it mounts are in it too)."""
-    compose = yaml.safe_load(project_files(settings)[commands.COMPOSE_FILE])
+    compose = yaml.load(project_files(settings)[commands.COMPOSE_FILE], Loader=SAFE_LOADER)
     records = {}
     for name, block in compose["services"].items():
         rest = {key: value for key, value in block.items() if key != "volumes"}
@@ -182,6 +187,11 @@ class FileDigests(FactBase):
         return digests
 
 
+def tree_paths(files: dict[str, str], reloaded: tuple[str, ...]) -> list[str]:
+    """The paths ``project_tree`` compares: every project file, and each reloaded folder's marker."""
+    return sorted(files) + [commands.reloaded_marker(folder) for folder in reloaded]
+
+
 @operation()
 def project_tree(directory: str, files: dict[str, str], reload_images: dict[str, str],
                  check_mounts: tuple[tuple[str, str], ...] = ()):
@@ -204,8 +214,7 @@ def project_tree(directory: str, files: dict[str, str], reload_images: dict[str,
     """
     # Per reloaded folder, the marker its last reload wrote: stale or missing means apply it again.
     markers = {folder: _digest(_in_folders(files, (folder,))) for folder in reload_images}
-    paths = sorted(files) + [commands.reloaded_marker(folder) for folder in markers]
-    on_host = host.get_fact(FileDigests, directory=directory, paths=paths)
+    on_host = read(FileDigests, directory=directory, paths=tree_paths(files, tuple(reload_images)))
     made: set[str] = set()
     to_reload: dict[str, list[tuple[str, str]]] = {
         folder: [] for folder, digest in markers.items()
@@ -243,14 +252,21 @@ def project_tree(directory: str, files: dict[str, str], reload_images: dict[str,
                                               mounts=check_mounts)
 
 
+# Docker's container status ends with its health (moby daemon/container/health.go, Health.String():
+# "health: starting", else the status itself), as in "Up 3 minutes (healthy)".
+HEALTH_IN_STATUS = re.compile(r"\((healthy|unhealthy|health: starting)\)$")
+
+
 def parse_services(lines: list[str]) -> dict[str, tuple[str, str]]:
-    """{service: (state, health)} from ``commands.services_state()`` output."""
+    """{service: (state, health)} from ``commands.services_state()`` output; health is "healthy",
+    "unhealthy", "starting", or "" without a healthcheck."""
     services = {}
     for line in lines:
         key, _, rest = line.partition(" ")
         if key == "service":
-            name, status, *health = rest.split()
-            services[name] = (status, health[0] if health else "")
+            name, state, *status = rest.split(" ", 2)
+            health = HEALTH_IN_STATUS.search(status[0] if status else "")
+            services[name] = (state, health.group(1).removeprefix("health: ") if health else "")
     return services
 
 
@@ -262,8 +278,8 @@ class StackState(FactBase):
     def default() -> dict:
         return {"digest": None, "applied": None, "services": {}, "recorded": {}, "secrets": {}}
 
-    def command(self, directory: str) -> str:
-        return commands.stack_state(directory, reloaded_folders(), service_secret_paths())
+    def command(self, directory: str, project: str) -> str:
+        return commands.stack_state(directory, project, reloaded_folders(), service_secret_paths())
 
     def process(self, output: list[str]) -> dict:
         state = self.default()
@@ -271,22 +287,26 @@ class StackState(FactBase):
             key, _, rest = line.partition(" ")
             if key in ("digest", "applied"):
                 state[key] = rest.strip() or None
-            elif key in ("recorded", "secrets") and " " in rest:
+            elif key == "recorded" and " " in rest:
                 name, value = rest.split(" ", 1)
                 state[key][name] = value.strip()
+            elif key == "secrets" and " " in rest:
+                name, value = rest.split(" ", 1)
+                state[key][name] = value[:16]  # sha256sum's output, cut as .env's digest is
         state["services"] = parse_services(output)
         return state
 
 
 @operation()
-def compose_up(directory: str, wait_timeout: int, records: dict[str, str]):
+def compose_up(directory: str, project: str, wait_timeout: int, records: dict[str, str]):
     """
     ``docker compose up`` only when the project changed since the last successful one, or a service
     is not running and healthy. ``docker compose config`` gates it: a broken project never reaches
     the running containers. While planning, it says which services get a new container and why;
     a running start-first service (the api) is replaced beside the old one, without downtime.
 
-    + directory: the project directory (compose.yaml holds the fixed project name)
+    + directory: the project directory
+    + project: the compose project's name (compose.yaml holds it)
     + wait_timeout: seconds to wait for every service to become healthy
     + records: {service: what it is to be brought up with} (``service_records``)
 
@@ -294,9 +314,10 @@ def compose_up(directory: str, wait_timeout: int, records: dict[str, str]):
 
     .. code:: python
 
-        compose_up(name="Bring the stack up", directory="/srv/kono", wait_timeout=300, records={...})
+        compose_up(name="Bring the stack up", directory="/srv/kono", project="kono", wait_timeout=300,
+                   records={...})
     """
-    state = host.get_fact(StackState, directory=directory)
+    state = read(StackState, directory=directory, project=project)
     wanted = tuple(service(name) for name in records)  # the services these settings enable
     not_ready = unready(state["services"], wanted)
     # From what each service was brought up with, not from the project's files: a plan (--dry) has
@@ -320,16 +341,29 @@ def compose_up(directory: str, wait_timeout: int, records: dict[str, str]):
                               rollouts, others, records)
 
 
+def reload_images(settings: Settings) -> dict[str, str]:
+    """{folder applied by reload: the image that checks it}."""
+    return {folder: getattr(settings, s.image) for s in SERVICES for folder in s.reloads}
+
+
+def stack_reads(settings: Settings) -> list[Read]:
+    """What ``push_project`` and ``bring_up`` read from the host (kono/host_state.py reads them in one
+    command)."""
+    return [(FileDigests, {"directory": settings.project_dir,
+                           "paths": tree_paths(project_files(settings), tuple(reload_images(settings)))}),
+            (StackState, {"directory": settings.project_dir, "project": settings.compose_project})]
+
+
 @deploy("Compose project")
 def push_project(settings: Settings) -> None:
     project_tree(name="Compose project files (rendered from templates/ and files/)",
                  directory=settings.project_dir, files=project_files(settings),
-                 reload_images={folder: getattr(settings, s.image) for s in SERVICES for folder in s.reloads},
-                 check_mounts=tls_check_mounts(settings))
+                 reload_images=reload_images(settings), check_mounts=tls_check_mounts(settings))
 
 
 @deploy("Stack up")
 def bring_up(settings: Settings) -> None:
     compose_up(name="Validate the project and bring the stack up if it changed or is not healthy",
-               directory=settings.project_dir, wait_timeout=settings.compose_wait_timeout,
+               directory=settings.project_dir, project=settings.compose_project,
+               wait_timeout=settings.compose_wait_timeout,
                records=service_records(settings))

@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import datetime
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtensionOID
 from pyinfra import host
 from pyinfra.api import FactBase, deploy, operation
 
 from kono import commands
+from kono.host_state import Read, read
 from kono.plan import drift
 from kono.secrets import ConfigTree, from_operator, secret_sources, supplied_files
 from kono.services import SECRETS, Secret
@@ -46,6 +44,8 @@ def tls_secrets() -> tuple[Secret, Secret]:
 
 def certificate_summary(pem: str) -> dict | None:
     """{names, issuer, not_after} of the first certificate in a PEM text; None when there is none."""
+    from cryptography import x509  # here: a deploy without certificates does not load it (10 ms)
+    from cryptography.x509.oid import ExtensionOID
     try:
         leaf = x509.load_pem_x509_certificates(pem.encode())[0]
     except ValueError:
@@ -74,6 +74,8 @@ def _covers(pattern: str, name: str) -> bool:
 def check_provided(certificate_pem: str, key_pem: str, domains: tuple[str, ...], where: dict[str, str],
                    now: datetime.datetime | None = None) -> None:
     """Raise SettingsError, naming the secret and where it came from, unless the pair is usable."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
     cert_entry, key_entry = tls_secrets()
     try:
         chain = x509.load_pem_x509_certificates(certificate_pem.encode())
@@ -165,7 +167,7 @@ def served_certificate(directory: str, domains: tuple[str, ...], issue: bool):
 
         served_certificate(name="Certificate", directory="/srv/kono", domains=("kono.example.com",), issue=True)
     """
-    served = host.get_fact(ServedCertificate, directory=directory)
+    served = read(ServedCertificate, directory=directory)
     if served and days_left(served) < EXPIRY_WARNING_DAYS:
         drift(f"the certificate for {' '.join(served['names'])} expires in {days_left(served):.0f} days "
               f"({served['not_after']:%Y-%m-%d %H:%M} UTC)")
@@ -174,6 +176,11 @@ def served_certificate(directory: str, domains: tuple[str, ...], issue: bool):
         yield commands.issue_certificate(directory)
         return
     host.noop("nginx serves a certificate for these domains")
+
+
+def tls_reads(settings: Settings) -> list[Read]:
+    """What ``certificates`` reads from the host (kono/host_state.py reads it with the others)."""
+    return [(ServedCertificate, {"directory": settings.project_dir})] if settings.https != "off" else []
 
 
 @deploy("Certificates")

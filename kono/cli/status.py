@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     for target in inventory_hosts(args.inventory):
         try:
             with connect(target) as client:
-                output = run(client, commands.services_state(), target.settings.project_dir)
+                output = run(client, commands.services_state(target.settings.compose_project), target.settings.project_dir)
                 served = (run(client, commands.served_certificate(target.settings.project_dir))
                           if target.settings.https != "off" else b"")
                 last = (parse_last_backup(run(client, commands.last_backup(target.settings.project_dir)).decode())

@@ -1,12 +1,13 @@
 """Every command builder: its exact text, and that the shell accepts its syntax (``sh -n``)."""
 
+import hashlib
 import subprocess
 
 import pytest
 
-from kono import commands
+from kono import commands, host_state
 from kono.services import SERVICES, secrets_of
-from kono.stack import service_secret_paths
+from kono.stack import FileDigests, StackState, service_secret_paths
 
 SECRET_PATHS = {"api": ["config/production/db_api_password", "config/production/api_key"], "nginx": []}
 
@@ -18,8 +19,12 @@ def syntax_ok(command: str, shell: str = "sh") -> bool:
 EXPECTED = {
     "file_digests": (
         commands.file_digests("/srv/kono", ["compose.yaml", "nginx/default.conf"]),
-        "cd /srv/kono && for f in compose.yaml nginx/default.conf; do if [ -f \"$f\" ]; then sha256sum \"$f\"; "
-        "else echo \"- $f\"; fi; done"),
+        "cd /srv/kono && set --; for f in compose.yaml nginx/default.conf; do if [ -f \"$f\" ]; then "
+        "set -- \"$@\" \"$f\"; else echo \"- $f\"; fi; done; [ $# -eq 0 ] || sha256sum -- \"$@\""),
+    "file_text": (commands.file_text("/srv/kono/config/production/x"),
+                  "cat /srv/kono/config/production/x 2>/dev/null || true"),
+    "sections": (commands.sections(["cd /srv/kono || exit 0; echo a", "echo b"]),
+                 "echo '--- kono read 0'; ( cd /srv/kono || exit 0; echo a ); echo '--- kono read 1'; ( echo b ); true"),
     "make_dir": (commands.make_dir("/srv/kono/a b"), "mkdir -p '/srv/kono/a b'"),
     "make_dir with mode": (commands.make_dir("/srv/kono/config", "0700"), "mkdir -m 0700 /srv/kono/config"),
     "chmod": (commands.chmod("0600", "/srv/kono/config/x"), "chmod 0600 /srv/kono/config/x"),
@@ -40,16 +45,18 @@ EXPECTED = {
         "then chmod 0644 .kono/compose.yaml.new && mv .kono/compose.yaml.new compose.yaml; "
         "else rm -f .kono/compose.yaml.new; exit 1; fi"),
     "services_state": (
-        commands.services_state(),
-        "docker compose ps --all --format 'service {{.Service}} {{.State}} {{.Health}}' 2>/dev/null || true"),
+        commands.services_state("kono"),
+        "docker ps --all --filter label=com.docker.compose.project=kono --filter label=com.docker.compose.oneoff=False "
+        "--format 'service {{.Label \"com.docker.compose.service\"}} {{.State}} {{.Status}}' 2>/dev/null || true"),
     "stack_state": (
-        commands.stack_state("/srv/kono", ("nginx",), SECRET_PATHS),
-        "cd /srv/kono 2>/dev/null || exit 0; echo \"digest $(find . \\( -path ./.kono -o -path ./.env -o -path ./nginx \\) "
-        "-prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum | sha256sum | cut -c1-64)\"; "
-        "echo \"applied $(cat .kono/applied 2>/dev/null)\"; sed 's/^/recorded /' .kono/services 2>/dev/null; "
-        "{ echo \"secrets api $(cat config/production/db_api_password config/production/api_key | sha256sum "
-        "| cut -c1-16)\"; } 2>/dev/null; docker compose ps --all --format "
-        "'service {{.Service}} {{.State}} {{.Health}}' 2>/dev/null || true"),
+        commands.stack_state("/srv/kono", "kono", ("nginx",), SECRET_PATHS),
+        "cd /srv/kono 2>/dev/null || exit 0; printf 'digest '; find . \\( -path ./.kono -o -path ./.env -o -path "
+        "./nginx \\) -prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum | sha256sum | cut -c1-64; "
+        "printf 'applied '; cat .kono/applied 2>/dev/null || echo; sed 's/^/recorded /' .kono/services 2>/dev/null; "
+        "{ printf 'secrets api '; cat config/production/db_api_password config/production/api_key | sha256sum; } "
+        "2>/dev/null; docker ps --all --filter label=com.docker.compose.project=kono --filter "
+        "label=com.docker.compose.oneoff=False --format 'service {{.Label \"com.docker.compose.service\"}} {{.State}} "
+        "{{.Status}}' 2>/dev/null || true"),
     "record_services": (
         commands.record_services({"api": "c0ffee node:22-slim 5ca1ab"}),
         "{ s=$(sed -n 's/^KONO_SECRETS_API=//p' .env); echo \"api c0ffee node:22-slim 5ca1ab ${s:--}\"; } "
@@ -201,6 +208,12 @@ def test_secrets_env_writes_one_digest_per_service_with_secrets(tmp_path):
                    check=True)
     names = [line.split("=")[0] for line in (tmp_path / ".env").read_text().splitlines()]
     assert names == [commands.env_name(s.name) for s in SERVICES if secrets_of(s.name)]
+    # What a deploy reads back is what .env holds: else every deploy would replace every container.
+    written = dict(line.split("=") for line in (tmp_path / ".env").read_text().splitlines())
+    read_back = StackState().process(subprocess.run(
+        ["sh", "-c", commands.in_dir(str(tmp_path), commands.secrets_now(service_secret_paths()))],
+        capture_output=True, text=True, check=True).stdout.splitlines())["secrets"]
+    assert {commands.env_name(name): digest for name, digest in read_back.items()} == written
 
 
 def test_commands_never_take_a_secret_value():
@@ -246,3 +259,47 @@ def test_a_new_sshd_config_goes_in_only_if_sshd_accepts_it_and_keeps_both_users(
     else:
         assert not dest.exists()
     assert not staged.exists() and not (tmp_path / "00-kono.conf.old").exists()
+
+
+def test_file_digests_of_present_and_missing_files(tmp_path):
+    (tmp_path / "compose.yaml").write_text("name: kono\n")
+    (tmp_path / "nginx").mkdir()
+    (tmp_path / "nginx" / "a b.conf").write_text("")
+    out = subprocess.run(["sh", "-c", commands.file_digests(str(tmp_path), ["compose.yaml", "gone", "nginx/a b.conf"])],
+                         capture_output=True, text=True, check=True).stdout
+    assert FileDigests().process(out.splitlines()) == {
+        "compose.yaml": hashlib.sha256(b"name: kono\n").hexdigest(), "gone": None,
+        "nginx/a b.conf": hashlib.sha256(b"").hexdigest()}
+    none_there = subprocess.run(["sh", "-c", commands.file_digests(str(tmp_path), ["gone"])],
+                                capture_output=True, text=True, check=True).stdout
+    assert FileDigests().process(none_there.splitlines()) == {"gone": None}
+
+
+def test_reads_run_as_one_command_each_in_its_own_section():
+    # A read that exits early (the project directory is missing) ends only its own section.
+    out = subprocess.run(["sh", "-c", "echo taken; " + commands.sections(
+        ["cd /nonexistent 2>/dev/null || exit 0; echo never", "echo b; echo c", "exit 3"])],
+        capture_output=True, text=True, check=True).stdout.splitlines()
+    assert host_state.split_sections(out, 3) == (["taken"], [[], ["b", "c"], []])
+    assert host_state.split_sections(["locked by someone"], 3) == (["locked by someone"], [])
+
+
+def test_the_state_read_gives_the_digest_compose_up_records(tmp_path):
+    (tmp_path / "compose.yaml").write_text("name: kono\n")
+    (tmp_path / "nginx").mkdir()
+    (tmp_path / "nginx" / "default.conf").write_text("server {}\n")
+
+    def read() -> dict:
+        out = subprocess.run(["sh", "-c", commands.stack_state(str(tmp_path), "kono-unit-test", ("nginx",), {})],
+                             capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}).stdout
+        return StackState().process(out.splitlines())
+
+    assert read()["applied"] is None  # never brought up
+    # What compose_up records after a successful `up` (commands.compose_up: digest=$(project_digest) ...).
+    subprocess.run(["sh", "-c", commands.in_dir(str(tmp_path), f"mkdir -p {commands.STATE_DIR} && "
+                                                f"echo \"$({commands.project_digest(('nginx',))})\" > {commands.APPLIED}")],
+                   check=True)
+    state = read()
+    assert state["digest"] == state["applied"] and len(state["digest"]) == 64
+    (tmp_path / "compose.yaml").write_text("name: kono2\n")
+    assert read()["digest"] != state["applied"]

@@ -1,20 +1,26 @@
 """Facts' process(): from output captured on a real host to the data the operations decide on."""
 
-from kono.secrets import ConfigTree, HashedLogins
+import pytest
+from pyinfra.api.exceptions import OperationError
+
+from kono import commands, host_state
+from kono.secrets import ConfigTree, HashedLogins, PasswordHashFile
 from kono.stack import FileDigests, StackState
 
-# Captured from a deployed test host (digests shortened where they do not matter).
+# Captured from a deployed test host (digests shortened where they do not matter; the starting and
+# unhealthy statuses in the shape of moby's daemon/container/health.go, Health.String()).
 STACK_STATE_OUTPUT = """\
 digest 5d41402abc4b2a76b9719d911017c592aaf0c5c9e4b3a1e1d1b1e1f0a1b2c3d4
 applied 5d41402abc4b2a76b9719d911017c592aaf0c5c9e4b3a1e1d1b1e1f0a1b2c3d4
-recorded api 0a1b2c3d4e5f6a7b node:22-slim 9f8e7d6c5b4a3f2e 1234567890abcdef
+recorded api 0a1b2c3d4e5f6a7b node:22-slim 9f8e7d6c5b4a3f2e fedcba0987654321
 recorded nginx 1111111111111111 nginx:1.27 2222222222222222 -
-secrets api fedcba0987654321
-service api running healthy
-service db_dev running healthy
-service db_production running starting
-service maintainer exited
-service nginx running unhealthy""".splitlines()
+secrets api fedcba0987654321d3038a6d22cb3db57a44f914c52c417b1776e119973babde  -
+service api running Up 11 minutes (healthy)
+service db_dev running Up 11 minutes (healthy)
+service db_production running Up 2 seconds (health: starting)
+service maintainer exited Exited (0) Less than a second ago
+service nginx running Up 5 minutes (unhealthy)
+service worker running Up About an hour""".splitlines()
 
 
 def test_stack_state_reads_digests_and_each_services_state_and_health():
@@ -23,9 +29,9 @@ def test_stack_state_reads_digests_and_each_services_state_and_health():
     assert state["services"] == {
         "api": ("running", "healthy"), "db_dev": ("running", "healthy"),
         "db_production": ("running", "starting"), "maintainer": ("exited", ""),
-        "nginx": ("running", "unhealthy"),
+        "nginx": ("running", "unhealthy"), "worker": ("running", ""),
     }
-    assert state["recorded"] == {"api": "0a1b2c3d4e5f6a7b node:22-slim 9f8e7d6c5b4a3f2e 1234567890abcdef",
+    assert state["recorded"] == {"api": "0a1b2c3d4e5f6a7b node:22-slim 9f8e7d6c5b4a3f2e fedcba0987654321",
                                  "nginx": "1111111111111111 nginx:1.27 2222222222222222 -"}
     assert state["secrets"] == {"api": "fedcba0987654321"}
 
@@ -65,3 +71,13 @@ def test_the_last_backup_record_is_read_for_status_and_drift():
                     "bytes": 123456, "added": 2048, "snapshots": ["1a2b3c4d", "5e6f7a8b", "9c0d1e2f"]}
     assert parse_last_backup("") is None
     assert backup_age(last, last["time"] + MAX_AGE) == MAX_AGE
+
+
+def test_the_password_hash_file_reads_back_as_written():
+    written = "sysop:$6$rounds=100000$salt$hash\nwheel:$6$rounds=100000$salt2$hash2\n"
+    assert PasswordHashFile().process(written.splitlines()) == written
+
+
+def test_a_read_of_the_host_cut_short_fails_rather_than_deciding_on_half_of_it():
+    with pytest.raises(OperationError, match="read 1 of 3 sections"):
+        host_state.split_sections(["taken", commands.section_marker(0), "d 700 4096 config"], 3)

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 import pytest
 from pyinfra.api.exceptions import PyinfraError
 
-from kono.hardening import (SSH_ALGORITHMS, check_no_lockout, firewall_ruleset, host_sshd_config,
-                            maintainer_sshd_policy, supported_algorithms)
+from kono.hardening import check_no_lockout, firewall_ruleset, host_sshd_config
 from kono.services import SERVICES
 from kono.settings import SettingsError, load
+from kono.ssh_policy import SSH_ALGORITHMS, maintainer_sshd_policy, supported_algorithms
 from tests.lab import group_defaults
 from tests.unit.test_services import VARIANTS, rendered
 
