@@ -25,6 +25,7 @@ COMPOSE_FILE = "compose.yaml"
 LOCK = f"{STATE_DIR}/deploy.lock"
 OWNER = f"{STATE_DIR}/deploy.owner"
 PENDING = f"{STATE_DIR}/deploy.pending"  # the audit record of the run in progress
+HOLDER = f"{STATE_DIR}/deploy.holder"  # the process id of the run's lock holder
 AUDIT_LOG = f"{STATE_DIR}/audit.log"
 
 STAGED_DIR = f"{STATE_DIR}/staged"  # a configuration folder checked here before it replaces the live one
@@ -339,16 +340,17 @@ def tar_in(service: str, folder: str, group: str) -> str:
 # -- one deploy at a time, and its record ------------------------------------------------------
 
 def take_lock(directory: str, wait: int, record: str) -> str:
-    """Take the deploy lock, held for as long as this SSH session lives; prints "taken", or
-    "locked <holder's record>" after ``wait`` seconds. Closes a record left pending by a run
-    that died, as failed or interrupted, and starts this run's."""
+    """Take the deploy lock, held for as long as this SSH session lives (or until ``finish_record``
+    ends its holder); prints "taken", or "locked <holder's record>" after ``wait`` seconds. Closes a
+    record left pending by a run that died, as failed or interrupted, and starts this run's."""
     return in_dir(directory, (
         f"mkdir -p {STATE_DIR} && exec 9>>{LOCK} && "
         f"if ! flock -w {int(wait)} 9; then echo \"locked $(cat {OWNER} 2>/dev/null)\"; exit 0; fi; "
         f"printf '%s\\n' {quote(record)} > {OWNER}; "
         # $PPID is this SSH connection's session process: the lock holder lives exactly as long as it.
         "session=$PPID; "
-        "( setsid sh -c \"while kill -0 $session 2>/dev/null; do sleep 1; done\" "
+        # The holder keeps fd 9 (the lock); its sleeps do not, so ending the holder frees the lock at once.
+        f"( setsid sh -c \"echo \\$\\$ > {HOLDER}; while kill -0 $session 2>/dev/null; do sleep 1 9>&-; done\" "
         "</dev/null >/dev/null 2>&1 & ); "
         f"if [ -s {PENDING} ]; then {close_record({'result': 'failed or interrupted'})}; fi; "
         f"printf '%s\\n' {quote(record)} > {PENDING}; echo taken"
@@ -363,7 +365,10 @@ def close_record(fields: dict) -> str:
 
 
 def finish_record(directory: str, fields: dict) -> str:
-    return in_dir(directory, f"{close_record(fields)} && rm -f {PENDING}")
+    """Close this run's audit record, and free the deploy lock now (its holder would notice the end
+    of the SSH session only within a second: a deploy right after this one would wait for it)."""
+    return in_dir(directory, f"{close_record(fields)} && rm -f {PENDING} && "
+                             f"{{ kill $(cat {HOLDER} 2>/dev/null) 2>/dev/null; rm -f {HOLDER}; }}")
 
 
 def install_checked_sshd_config(staged: str, dest: str, users: tuple[str, ...]) -> str:

@@ -1,7 +1,9 @@
 """Every command builder: its exact text, and that the shell accepts its syntax (``sh -n``)."""
 
 import hashlib
+import shlex
 import subprocess
+import time
 
 import pytest
 
@@ -151,7 +153,8 @@ EXPECTED = {
         commands.finish_record("/srv/kono", {"changes": 2, "finished": "2026-11-25T13:00:00+00:00",
                                              "result": "success"}),
         "cd /srv/kono && sed 's/}$/, \"changes\": 2, \"finished\": \"2026-11-25T13:00:00+00:00\", "
-        "\"result\": \"success\"}/' .kono/deploy.pending >> .kono/audit.log && rm -f .kono/deploy.pending"),
+        "\"result\": \"success\"}/' .kono/deploy.pending >> .kono/audit.log && rm -f .kono/deploy.pending && "
+        "{ kill $(cat .kono/deploy.holder 2>/dev/null) 2>/dev/null; rm -f .kono/deploy.holder; }"),
 }
 
 
@@ -185,7 +188,7 @@ def test_take_lock_holds_the_lock_for_the_session_and_closes_a_pending_record():
     lock = commands.take_lock("/srv/kono", 600, record)
     assert lock.startswith("cd /srv/kono && mkdir -p .kono && exec 9>>.kono/deploy.lock && "
                            "if ! flock -w 600 9; then echo \"locked $(cat .kono/deploy.owner 2>/dev/null)\"")
-    assert "session=$PPID; ( setsid sh -c \"while kill -0 $session" in lock
+    assert "session=$PPID; ( setsid sh -c \"echo \\$\\$ > .kono/deploy.holder; while kill -0 $session" in lock
     assert f"if [ -s .kono/deploy.pending ]; then {commands.close_record({'result': 'failed or interrupted'})}; fi" in lock
     assert lock.endswith("> .kono/deploy.pending; echo taken")
     assert syntax_ok(lock)
@@ -303,3 +306,30 @@ def test_the_state_read_gives_the_digest_compose_up_records(tmp_path):
     assert state["digest"] == state["applied"] and len(state["digest"]) == 64
     (tmp_path / "compose.yaml").write_text("name: kono2\n")
     assert read()["digest"] != state["applied"]
+
+
+def test_the_lock_is_held_after_the_command_and_freed_at_once_by_the_finished_record(tmp_path):
+    # The "SSH session" is a sleeping shell here: the holder watches it as it would watch sshd's.
+    def run(command: str) -> str:
+        return subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True).stdout
+
+    def free() -> bool:
+        return subprocess.run(["flock", "-n", str(tmp_path / commands.LOCK), "true"]).returncode == 0
+
+    session = subprocess.Popen(["sh", "-c", "sh -c " + shlex.quote(commands.take_lock(str(tmp_path), 0, "{}"))
+                                + "; sleep 30"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert session.stdout.readline().strip() == "taken"
+        deadline = time.monotonic() + 5
+        while not (tmp_path / commands.HOLDER).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not free()  # the command has ended; the holder keeps the lock for the session
+        start = time.monotonic()
+        run(commands.finish_record(str(tmp_path), {"result": "success"}))
+        while not free() and time.monotonic() - start < 3:
+            time.sleep(0.02)
+        assert time.monotonic() - start < 0.5  # not the holder's one-second poll
+        assert not (tmp_path / commands.HOLDER).exists()
+    finally:
+        session.kill()
+        session.wait()
