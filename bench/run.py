@@ -300,7 +300,8 @@ def table(r: dict) -> str:
               "then the next):", "", "| phase | " + " | ".join(f"{size} host(s)" for size in sizes) + " |",
               "|---|" + "---|" * len(sizes)]
     for name in r["phases_s"][sizes[0]]:
-        lines.append(f"| {name} | " + " | ".join(f"{r['phases_s'][size].get(name, 0):.2f} s" for size in sizes) + " |")
+        cell = name.replace("|", "\\|")  # operation names hold "deploy | operation"
+        lines.append(f"| {cell} | " + " | ".join(f"{r['phases_s'][size].get(name, 0):.2f} s" for size in sizes) + " |")
     lines += ["", "Under load (4 clients, /api/health and /api/greeting through nginx):", "",
               "| change | requests | failed | longest answer | failing for |", "|---|---|---|---|---|"]
     for change, m in r["under_load"].items():
