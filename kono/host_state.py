@@ -3,7 +3,7 @@
 Each read is a pyinfra fact class and its arguments (its ``command`` and ``process``). A deploy
 declares the reads it will need (``declare``, from ``begin_deploy``); the first one asked for runs
 all of them as one command, and the deploy lock takes that command along: a no-op deploy of a host
-runs two commands in all (lock and reads, then the audit record), whatever the number of hosts.
+runs two commands in all (lock and reads, then the audit record), whatever it reads.
 An operation that changed something on the host makes every later read fresh again (one command
 for all of them), so no decision is made on what the host looked like before a change.
 
