@@ -290,6 +290,11 @@ def read_host_file(path: str) -> str:
     return buffer.getvalue().decode()
 
 
+def password_hash_file(settings: Settings) -> str:
+    """The maintainer password hash file on the host."""
+    return f"{settings.project_dir}/{PASSWORD_HASHES.path}"
+
+
 def password_sources(settings: Settings, login: str) -> tuple[str, Path]:
     """Where the operator gives ``login``'s password: (environment variable, local file)."""
     return (PASSWORD_ENV.format(login.upper().replace("-", "_")),
@@ -307,7 +312,7 @@ def maintainer_passwords(settings: Settings) -> dict[str, str | None]:
         passwords[login] = found[0] if found else None
     unknown = [login for login, password in passwords.items() if password is None]
     if unknown:
-        on_host = host.get_fact(HashedLogins, path=f"{settings.project_dir}/{PASSWORD_HASHES.path}")
+        on_host = host.get_fact(HashedLogins, path=password_hash_file(settings))
         for login in unknown:
             if login not in on_host:
                 env, path = password_sources(settings, login)
@@ -403,7 +408,7 @@ def password_hashes(path: str, passwords: dict[str, str | None]):
 def secret_reads(settings: Settings) -> list[Read]:
     """What ``place_secrets`` reads from the host (kono/host_state.py reads them in one command)."""
     return [(ConfigTree, {"directory": settings.project_dir}),
-            (PasswordHashFile, {"path": f"{settings.project_dir}/{PASSWORD_HASHES.path}"})]
+            (PasswordHashFile, {"path": password_hash_file(settings)})]
 
 
 @deploy("Secrets")
@@ -411,7 +416,7 @@ def place_secrets(settings: Settings, supplied: dict[str, str], passwords: dict[
     secret_files(name="Secret files under config/ (supplied, or generated on the host, when missing)",
                  directory=settings.project_dir, secrets=stack_secrets(), supplied=supplied)
     password_hashes(name="Maintainer password hashes (rehashed only when a password changed)",
-                    path=f"{settings.project_dir}/{PASSWORD_HASHES.path}", passwords=passwords)
+                    path=password_hash_file(settings), passwords=passwords)
 
 
 @operation(is_idempotent=False)
