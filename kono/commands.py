@@ -114,7 +114,7 @@ def secrets_env(service_secrets: dict[str, list[str]]) -> str:
 
 def secrets_now(service_secrets: dict[str, list[str]]) -> str:
     """One line per service with restarting secrets: "secrets <service> <sha256sum output>", whose first
-    16 characters are the digest .env would have (two processes a service: a no-op deploy runs it)."""
+    16 characters are the digest .env would have (one or two processes a service: a no-op deploy runs it)."""
     return "; ".join(f"printf 'secrets {service} '; "
                      + (f"sha256sum < {quote(paths[0])}" if len(paths) == 1 else
                         f"cat {' '.join(quote(p) for p in paths)} | sha256sum")
