@@ -1,11 +1,13 @@
 """The throwaway host itself: a fresh cloud-like server, reached with strict host keys, cleaned up."""
 
+import os
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.testhost import BRIDGE, Lab, nat_rule
+from tests.testhost import BRIDGE, Lab, _children, _start_time, nat_rule
 
 pytestmark = pytest.mark.e2e
 
@@ -34,3 +36,21 @@ def test_a_lab_that_ends_leaves_the_bridge_to_a_lab_still_using_it():
         assert Path(f"/sys/class/net/{BRIDGE}").exists(), "the bridge went while a lab still used it"
         assert subprocess.run(["iptables", "-t", "nat", "-C", *nat_rule(first.subnet)],
                               capture_output=True).returncode == 0
+
+
+def test_a_host_whose_nspawn_was_killed_is_stopped_with_everything_it_ran():
+    """A SIGKILLed nspawn (the stop's last resort, or the OOM killer) leaves its guest running:
+    it would keep the address the next host gets and write into the root filesystem being deleted."""
+    with Lab() as lab:
+        host = lab.boot()
+        guest = _children(host._proc.pid)
+        assert len(guest) == 1, guest
+        host._stopping.set()
+        os.kill(host._proc.pid, signal.SIGKILL)
+        host.stop()
+        pid, started = guest[0]
+        assert _start_time(pid) != started, "the guest's init outlived its nspawn"
+        assert not host.root.exists()
+        again = lab.boot()
+        assert again.address == host.address
+        assert again.ssh("hostname").stdout.strip() == again.name

@@ -164,6 +164,24 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _children(pid: int) -> list[tuple[int, str]]:
+    """A process's children, each with its start time: a PID alone may be reused by then."""
+    found = []
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                found.append((int(child), _start_time(int(child))))
+    return found
+
+
+def _start_time(pid: int) -> str:
+    """When a live process started ("" once it is gone or a zombie)."""
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return "" if fields[0] == "Z" else fields[19]
+    return ""
+
+
 def _live_users() -> list[int]:
     """The runs (PIDs) registered as using the bridge that are still alive; forget dead ones."""
     users = []
@@ -203,6 +221,7 @@ class TestHost:
     _proc: subprocess.Popen | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
     _supervisor: threading.Thread | None = None
+    _guest: list[tuple[int, str]] = field(default_factory=list)
     boots: int = 0
 
     def ssh_args(self, user: str = ADMIN_USER, port: int = 22) -> list[str]:
@@ -262,6 +281,7 @@ class TestHost:
                     )
                     self.boots += 1
                     ready.set()
+                    self._guest = self._wait_for_guest(self._proc)
                     code = self._proc.wait()
                     if self._stopping.is_set() or code != NSPAWN_REBOOT_EXIT:
                         return
@@ -270,22 +290,44 @@ class TestHost:
         self._supervisor.start()
         ready.wait(10)
 
-    def stop(self) -> None:
+    @staticmethod
+    def _wait_for_guest(nspawn: subprocess.Popen) -> list[tuple[int, str]]:
+        """The guest's init (PID 1 of its own PID namespace), once nspawn has started it."""
+        end = time.monotonic() + 10
+        while nspawn.poll() is None and time.monotonic() < end:
+            if guest := _children(nspawn.pid):
+                return guest
+            time.sleep(0.05)
+        return []
+
+    def stop(self, poweroff_timeout: float = 30) -> None:
         """Power off (SIGTERM to nspawn itself), wait for it to exit, then delete the root filesystem."""
         self._stopping.set()
         proc = self._proc
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=poweroff_timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=30)
         if self._supervisor is not None:
             self._supervisor.join(timeout=10)
+        # A SIGKILLed nspawn leaves its guest running (seen here: systemd and its services, still
+        # holding the address and writing into the root filesystem being deleted). Killing the
+        # guest's init ends every process in its PID namespace.
+        for pid, started in self._guest:
+            if started and _start_time(pid) == started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                end = time.monotonic() + 30
+                while _start_time(pid) == started and time.monotonic() < end:
+                    time.sleep(0.1)
         # The host side of its veth can outlive the guest's network namespace for a long while.
         run("ip", "link", "del", f"vb-{self.name}", check=False, capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
+        if self.root.exists():
+            shutil.rmtree(self.root)  # says what could not be removed; the address stays claimed
         if self in self.lab.hosts:
             self.lab.hosts.remove(self)
             self.lab.release_address(self.address)
