@@ -25,7 +25,11 @@ Only sha512-crypt hashes leave the operator's machine, as one secret file read b
 the container. A hash is reused while the password still verifies against it, so an unchanged
 password changes nothing. Verifying is slow on purpose (100,000 rounds), so a run verifies each
 (password, hash) pair once, and every host that needs a new hash in a run gets the same one: a fleet
-shares one hash per login and a no-op deploy of ten hosts verifies as much as one host's.
+shares one hash per login and a no-op deploy of ten hosts verifies as much as one host's. A password
+from a local file is verified against a hash once at all: the pair's SHA-256 then goes into
+``maintainer_password_<login>.verified`` beside the file (0600). That is a fast hash of the password,
+so it lives only where the password itself lies in plain text; a password from the environment is
+verified every run and written nowhere.
 
 Example::
 
@@ -355,14 +359,51 @@ def verifies(password: str, hashed: str) -> bool:
     return sha512_crypt.verify(password, hashed)
 
 
+def pair_digest(password: str, hashed: str) -> str:
+    return hashlib.sha256(f"{password}\0{hashed}".encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=None)  # read once per run
+def remembered_pairs(memo: Path) -> set[str]:
+    try:
+        return set(memo.read_text().split())
+    except FileNotFoundError:
+        return set()
+
+
+def verified(password: str, hashed: str, memo: Path | None) -> bool:
+    """Whether ``password`` verifies against ``hashed``: remembered in ``memo`` by an earlier run, else
+    verified now (slow) and, when it does, remembered there (None: remembered nowhere)."""
+    if memo is not None and pair_digest(password, hashed) in remembered_pairs(memo):
+        return True
+    if not verifies(password, hashed):
+        return False
+    if memo is not None:
+        fd = os.open(memo, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a") as file:
+            file.write(pair_digest(password, hashed) + "\n")
+        remembered_pairs(memo).add(pair_digest(password, hashed))
+    return True
+
+
+def verification_memo(settings: Settings, login: str) -> Path | None:
+    """Where runs remember the hashes ``login``'s password verified against: beside the password's
+    local file, only when the password comes from that file (never for one from the environment)."""
+    env, path = password_sources(settings, login)
+    if os.environ.get(env) or not path.is_file():
+        return None
+    return path.with_name(path.name + ".verified")
+
+
 _GOOD_HASHES: dict[tuple[str, str], str] = {}  # (login, password) -> a hash found or made in this run
 
 
-def hash_to_keep(login: str, password: str, current: str | None) -> str:
+def hash_to_keep(login: str, password: str, current: str | None, memo: Path | None = None) -> str:
     """``current`` while the password verifies against it; else the hash this run already found or
     made for this login and password, else a new one. Hosts share it (one salt for the same login and
-    password across one operator's fleet); two logins never do, so equal passwords do not show."""
-    if current and verifies(password, current):
+    password across one operator's fleet); two logins never do, so equal passwords do not show.
+    ``memo``: see ``verified``."""
+    if current and verified(password, current, memo):
         _GOOD_HASHES.setdefault((login, password), current)
         return current
     if (login, password) not in _GOOD_HASHES:
@@ -371,21 +412,24 @@ def hash_to_keep(login: str, password: str, current: str | None) -> str:
 
 
 @operation()
-def password_hashes(path: str, passwords: dict[str, str | None]):
+def password_hashes(path: str, passwords: dict[str, str | None], memos: dict[str, Path | None] | None = None):
     """
     Keep ``login:sha512-crypt-hash`` lines for each login in a 0600 file, rehashing only a password
     that no longer verifies against its current hash.
 
     + path: the hash file on the host, in an existing 0700 directory
     + passwords: {login: plain password, or None to keep the host's hash}
+    + memos: {login: local file remembering the hashes its password verified against}, see ``verified``
 
     **Example:**
 
     .. code:: python
 
         password_hashes(name="Maintainer passwords", path="/srv/kono/config/production/hashes",
-                        passwords={"sysop": "correct horse"})
+                        passwords={"sysop": "correct horse"},
+                        memos={"sysop": Path("secrets/maintainer_password_sysop.verified")})
     """
+    memos = memos or {}
     current_text = read(PasswordHashFile, path=path)
     current = dict(line.split(":", 1) for line in current_text.splitlines() if ":" in line)
     lines = []
@@ -396,7 +440,7 @@ def password_hashes(path: str, passwords: dict[str, str | None]):
                 raise OperationError(f"no password for maintainer user {login!r}")
             lines.append(f"{login}:{old}")
         else:
-            lines.append(f"{login}:{hash_to_keep(login, password, old)}")
+            lines.append(f"{login}:{hash_to_keep(login, password, old, memos.get(login))}")
     wanted = "".join(line + "\n" for line in lines)
     if wanted == current_text:
         host.noop("maintainer password hashes are up to date")
@@ -416,7 +460,8 @@ def place_secrets(settings: Settings, supplied: dict[str, str], passwords: dict[
     secret_files(name="Secret files under config/ (supplied, or generated on the host, when missing)",
                  directory=settings.project_dir, secrets=stack_secrets(), supplied=supplied)
     password_hashes(name="Maintainer password hashes (rehashed only when a password changed)",
-                    path=password_hash_file(settings), passwords=passwords)
+                    path=password_hash_file(settings), passwords=passwords,
+                    memos={login: verification_memo(settings, login) for login in passwords})
 
 
 @operation(is_idempotent=False)
