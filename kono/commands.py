@@ -72,8 +72,26 @@ def make_dir(path: str, mode: str | None = None) -> str:
     return f"mkdir {'-m ' + mode + ' ' if mode else '-p '}{quote(path)}"
 
 
-def chmod(mode: str, path: str) -> str:
-    return f"chmod {mode} {quote(path)}"
+def chmod(mode: str, *paths: str) -> str:
+    return f"chmod {mode} " + " ".join(quote(p) for p in paths)
+
+
+def files_state(paths: list[str]) -> str:
+    """``stat MODE UID GID PATH`` and ``sha256 DIGEST  PATH`` lines for the paths that are there."""
+    listed = " ".join(quote(p) for p in paths)
+    return (f"{{ stat -c 'stat %a %u %g %n' {listed}; sha256sum {listed} | sed 's/^/sha256 /'; }} "
+            "2>/dev/null; true")
+
+
+def unpack_as_root(archive: str, root: str = "/") -> str:
+    """Unpack a tar archive of whole files over what is there, with the archive's owner and mode
+    (root's tar keeps them), making missing folders; then delete it."""
+    return (f"tar -x --no-overwrite-dir -f {quote(archive)} -C {quote(root)}; unpacked=$?; "
+            f"rm -f {quote(archive)}; exit $unpacked")
+
+
+def make_private_dirs(paths: list[str]) -> str:
+    return "mkdir -p -m 0700 " + " ".join(quote(p) for p in paths)
 
 
 def replace_compose_file_if_valid(directory: str) -> str:

@@ -10,7 +10,6 @@ Example::
 
 from __future__ import annotations
 
-import io
 import json
 
 from pyinfra import host
@@ -19,6 +18,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, systemd
 
+from kono.root_files import root_files
 from kono.settings import Settings
 
 DOCKER_PACKAGES = ["docker-ce", "docker-ce-cli", "containerd.io", "docker-buildx-plugin",
@@ -69,9 +69,8 @@ def docker_engine(settings: Settings) -> None:
         compose = settings.docker_compose_distro_package or DISTRO_COMPOSE_PACKAGE[os_id]
         packages = ["docker.io", compose]
 
-    daemon_json = files.put(name="Docker daemon settings (log rotation, live-restore)",
-                            src=io.StringIO(daemon_config(settings)), dest="/etc/docker/daemon.json",
-                            mode="0644")
+    daemon_json = root_files(name="Docker daemon settings (log rotation, live-restore)",
+                             files={"/etc/docker/daemon.json": daemon_config(settings)})
     installed = host.get_fact(DebPackages)
     if repo_changed or any(package not in installed for package in packages):
         apt.update(name="Update apt lists")

@@ -13,9 +13,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import io
 import ipaddress
-import shlex
 
 from pyinfra import host
 from pyinfra.api import FactBase, deploy
@@ -27,6 +25,7 @@ from pyinfra.operations import apt, files, server, systemd
 
 from kono import commands
 from kono.docker_engine import APT_LOCK_WAIT
+from kono.root_files import private_paths, root_files
 from kono.settings import Settings
 from kono.ssh_policy import SSH_COMMON, SSH_QUERY, supported_algorithms
 
@@ -123,7 +122,7 @@ def host_ssh(settings: Settings) -> None:
     if host.get_fact(Sha256File, path=SSHD_DROP_IN) == _sha256(config):
         return
     staged = SSHD_DROP_IN + ".new"  # not *.conf: sshd's Include does not read it
-    files.put(name=f"Stage {SSHD_DROP_IN}", src=io.StringIO(config), dest=staged, mode="0644")
+    root_files(name=f"Stage {SSHD_DROP_IN}", files={staged: config})
     server.shell(name="Check the new sshd configuration (sshd -t) and put it in place, or keep the old one",
                  commands=[commands.install_checked_sshd_config(staged, SSHD_DROP_IN,
                                                        (settings.admin_user, settings.deploy_user))])
@@ -228,13 +227,11 @@ def firewall(settings: Settings) -> None:
     if not settings.firewall:
         return
     apt.packages(name="nftables (the nft command)", packages=["nftables"], extra_install_args=APT_LOCK_WAIT)
-    files.directory(name="/etc/kono", path="/etc/kono", mode="0755")
-    rules = files.put(name=f"Firewall rules {FIREWALL_FILE}", src=io.StringIO(firewall_ruleset(settings)),
-                      dest=FIREWALL_FILE, mode="0644")
-    unit = files.put(name=f"{FIREWALL_UNIT}.service", src=io.StringIO(FIREWALL_SERVICE),
-                     dest=f"/etc/systemd/system/{FIREWALL_UNIT}.service", mode="0644")
+    rules = root_files(name=f"Firewall rules {FIREWALL_FILE} and {FIREWALL_UNIT}.service",
+                       files={FIREWALL_FILE: firewall_ruleset(settings),
+                              f"/etc/systemd/system/{FIREWALL_UNIT}.service": FIREWALL_SERVICE})
     systemd.service(name="Firewall loaded, and at boot", service=FIREWALL_UNIT, running=True, enabled=True,
-                    reloaded=rules.will_change, daemon_reload=unit.will_change)
+                    reloaded=rules.will_change, daemon_reload=rules.will_change)
 
 
 AUTO_UPGRADES = """\
@@ -279,10 +276,9 @@ def security_updates(settings: Settings) -> None:
     packages = ["unattended-upgrades", "apt-listchanges"]
     if any(p not in host.get_fact(DebPackages) for p in packages):
         apt.packages(name="unattended-upgrades", packages=packages, extra_install_args=APT_LOCK_WAIT)
-    files.put(name="Daily security updates", src=io.StringIO(AUTO_UPGRADES),
-              dest="/etc/apt/apt.conf.d/20auto-upgrades", mode="0644")
-    files.put(name="Automatic reboot after updates (auto_reboot)", src=io.StringIO(unattended_upgrades_config(settings)),
-              dest="/etc/apt/apt.conf.d/52kono-unattended-upgrades", mode="0644")
+    root_files(name="Daily security updates, automatic reboot after them (auto_reboot)",
+               files={"/etc/apt/apt.conf.d/20auto-upgrades": AUTO_UPGRADES,
+                      "/etc/apt/apt.conf.d/52kono-unattended-upgrades": unattended_upgrades_config(settings)})
     pending = host.get_fact(PendingSecurityUpdates)
     if added or pending:
         # A security update of docker.io restarts dockerd: containers keep running (live-restore).
@@ -354,6 +350,7 @@ readonly TMOUT
 export TMOUT
 """
 COREDUMP = "# Written by kono-infra (bootstrap).\n[Coredump]\nStorage=none\nProcessSizeMax=0\n"
+CORE_LIMITS = "# Written by kono-infra (bootstrap).\n* hard core 0\n"
 # For any password ever set (logins are by key); the rounds apply where ENCRYPT_METHOD is SHA512.
 LOGIN_DEFS = {"PASS_MAX_DAYS": "365", "PASS_MIN_DAYS": "1", "SHA_CRYPT_MIN_ROUNDS": "65536",
               "SHA_CRYPT_MAX_ROUNDS": "65536"}
@@ -370,36 +367,21 @@ def modprobe_config() -> str:
     return "# Written by kono-infra (bootstrap).\n" + "".join(f"install {m} /bin/false\n" for m in UNUSED_MODULES)
 
 
-class PathModes(FactBase):
-    """{path: octal mode} for the paths that exist."""
-
-    def command(self, paths: tuple[str, ...]) -> str:
-        return "stat -c '%n %a' " + " ".join(shlex.quote(p) for p in paths) + " 2>/dev/null || true"
-
-    def process(self, output: list[str]) -> dict[str, str]:
-        return {path: mode.zfill(4) for path, _, mode in (line.rpartition(" ") for line in output) if path}
-
-
 @deploy("Host settings: network sysctls, no core dumps, fail2ban, audit tools, banners")
 def host_settings(settings: Settings) -> None:
     installed = host.get_fact(DebPackages)
     if any(package not in installed for package in HOST_PACKAGES):
         apt.packages(name=f"Install {', '.join(HOST_PACKAGES)}", packages=list(HOST_PACKAGES),
                      extra_install_args=APT_LOCK_WAIT)
-    sysctls = files.put(name=f"Network settings {SYSCTL_FILE}", src=io.StringIO(sysctl_config()),
-                        dest=SYSCTL_FILE, mode="0644")
+    sysctls = root_files(name=f"Network settings {SYSCTL_FILE}", files={SYSCTL_FILE: sysctl_config()})
     server.shell(name="Apply the network settings", commands=[f"sysctl -q -p {SYSCTL_FILE}"],
                  _if=sysctls.did_change)
-    files.put(name="Unused kernel modules never loaded", src=io.StringIO(modprobe_config()),
-              dest="/etc/modprobe.d/kono-unused.conf", mode="0644")
-    for path in ("/etc/issue", "/etc/issue.net"):
-        files.put(name=f"Login banner {path}", src=io.StringIO(BANNER), dest=path, mode="0644")
-    files.put(name="No core dumps (systemd-coredump)", src=io.StringIO(COREDUMP),
-              dest="/etc/systemd/coredump.conf.d/kono.conf", mode="0644")
-    files.put(name="No core dumps (limits)", src=io.StringIO("# Written by kono-infra (bootstrap).\n* hard core 0\n"),
-              dest="/etc/security/limits.d/kono-no-core.conf", mode="0644")
-    files.put(name="Shells: no core dumps, idle timeout", src=io.StringIO(SHELL_PROFILE),
-              dest="/etc/profile.d/kono-hardening.sh", mode="0644")
+    root_files(name="Unused kernel modules never loaded, no core dumps, idle shells end, login banners",
+               files={"/etc/modprobe.d/kono-unused.conf": modprobe_config(),
+                      "/etc/systemd/coredump.conf.d/kono.conf": COREDUMP,
+                      "/etc/security/limits.d/kono-no-core.conf": CORE_LIMITS,
+                      "/etc/profile.d/kono-hardening.sh": SHELL_PROFILE,
+                      "/etc/issue": BANNER, "/etc/issue.net": BANNER})
     for key, value in LOGIN_DEFS.items():
         files.line(name=f"login.defs {key} {value}", path="/etc/login.defs", line=f"^{key}\\s.*",
                    replace=f"{key}\t{value}")
@@ -409,15 +391,8 @@ def host_settings(settings: Settings) -> None:
                          replace='ENABLED="true"')
     systemd.service(name="sysstat running", service="sysstat", running=True, enabled=True,
                     restarted=sysstat.will_change)
-    jail = files.put(name="fail2ban: SSH jail", src=io.StringIO(FAIL2BAN_JAIL), dest="/etc/fail2ban/jail.local",
-                     mode="0644")
+    jail = root_files(name="fail2ban: SSH jail", files={"/etc/fail2ban/jail.local": FAIL2BAN_JAIL})
     systemd.service(name="fail2ban running", service="fail2ban", running=True, enabled=True,
                     restarted=jail.will_change)
-    # Folders are made if missing (packages installed in this very run may bring them, and dpkg
-    # keeps an existing folder's mode); files only have their mode changed when they exist.
-    for path in PRIVATE_DIRS:
-        files.directory(name=f"{path} private (0700)", path=path, mode="0700")
-    modes = host.get_fact(PathModes, paths=tuple(PRIVATE_FILES))
-    for path, mode in PRIVATE_FILES.items():
-        if path in modes and modes[path] != mode:
-            server.shell(name=f"{path} mode {mode}", commands=[f"chmod {mode} {path}"])
+    private_paths(name="cron's folders 0700, /etc/crontab and /etc/ssh/sshd_config 0600", dirs=PRIVATE_DIRS,
+                  files=PRIVATE_FILES)

@@ -30,6 +30,15 @@ EXPECTED = {
     "make_dir": (commands.make_dir("/srv/kono/a b"), "mkdir -p '/srv/kono/a b'"),
     "make_dir with mode": (commands.make_dir("/srv/kono/config", "0700"), "mkdir -m 0700 /srv/kono/config"),
     "chmod": (commands.chmod("0600", "/srv/kono/config/x"), "chmod 0600 /srv/kono/config/x"),
+    "chmod several": (commands.chmod("0700", "/etc/cron.d", "/etc/cron daily"), "chmod 0700 /etc/cron.d '/etc/cron daily'"),
+    "files_state": (commands.files_state(["/etc/issue", "/etc/issue.net"]),
+                    "{ stat -c 'stat %a %u %g %n' /etc/issue /etc/issue.net; sha256sum /etc/issue /etc/issue.net "
+                    "| sed 's/^/sha256 /'; } 2>/dev/null; true"),
+    "unpack_as_root": (commands.unpack_as_root("/tmp/pyinfra-x"),
+                       "tar -x --no-overwrite-dir -f /tmp/pyinfra-x -C /; unpacked=$?; rm -f /tmp/pyinfra-x; "
+                       "exit $unpacked"),
+    "make_private_dirs": (commands.make_private_dirs(["/etc/cron.d", "/etc/cron.daily"]),
+                          "mkdir -p -m 0700 /etc/cron.d /etc/cron.daily"),
     "install_checked_sshd_config": (
         commands.install_checked_sshd_config("/etc/ssh/sshd_config.d/00-kono.conf.new",
                                              "/etc/ssh/sshd_config.d/00-kono.conf", ("admin",)),
