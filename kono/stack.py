@@ -55,10 +55,14 @@ def _digest(files: dict[str, str]) -> str:
     return sha.hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=None)  # one per run: it compiles each template once, not once per host
+def _templates(directory: Path) -> Environment:
+    return Environment(loader=FileSystemLoader(directory), undefined=StrictUndefined,
+                       keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+
+
 def _render(template: str, **context) -> str:
-    env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined,
-                      keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
-    return env.get_template(template).render(**context)
+    return _templates(TEMPLATES).get_template(template).render(**context)
 
 
 def _static(folder: str) -> dict[str, str]:
