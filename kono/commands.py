@@ -83,6 +83,11 @@ def files_state(paths: list[str]) -> str:
             "2>/dev/null; true")
 
 
+def path_modes(paths: list[str]) -> str:
+    """``PATH MODE`` lines for the paths that are there."""
+    return "stat -c '%n %a' " + " ".join(quote(p) for p in paths) + " 2>/dev/null || true"
+
+
 def unpack_as_root(archive: str, root: str = "/") -> str:
     """Unpack a tar archive of whole files over what is there, with the archive's owner and mode
     (root's tar keeps them), making missing folders; then delete it."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-import shlex
 import tarfile
 import time
 
@@ -130,7 +129,7 @@ class PathModes(FactBase):
         return {}
 
     def command(self, paths: tuple[str, ...]) -> str:
-        return "stat -c '%n %a' " + " ".join(shlex.quote(p) for p in paths) + " 2>/dev/null || true"
+        return commands.path_modes(list(paths))
 
     def process(self, output: list[str]) -> dict[str, str]:
         return {path: mode.zfill(4) for path, _, mode in (line.rpartition(" ") for line in output) if path}

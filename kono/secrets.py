@@ -374,15 +374,16 @@ def remembered_pairs(memo: Path) -> set[str]:
 def verified(password: str, hashed: str, memo: Path | None) -> bool:
     """Whether ``password`` verifies against ``hashed``: remembered in ``memo`` by an earlier run, else
     verified now (slow) and, when it does, remembered there (None: remembered nowhere)."""
-    if memo is not None and pair_digest(password, hashed) in remembered_pairs(memo):
+    digest = pair_digest(password, hashed)
+    if memo is not None and digest in remembered_pairs(memo):
         return True
     if not verifies(password, hashed):
         return False
     if memo is not None:
         fd = os.open(memo, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         with os.fdopen(fd, "a") as file:
-            file.write(pair_digest(password, hashed) + "\n")
-        remembered_pairs(memo).add(pair_digest(password, hashed))
+            file.write(digest + "\n")
+        remembered_pairs(memo).add(digest)
     return True
 
 
@@ -390,7 +391,8 @@ def verification_memo(settings: Settings, login: str) -> Path | None:
     """Where runs remember the hashes ``login``'s password verified against: beside the password's
     local file, only when the password comes from that file (never for one from the environment)."""
     env, path = password_sources(settings, login)
-    if os.environ.get(env) or not path.is_file():
+    found = from_operator(env, path)
+    if found is None or found[1] != str(path):
         return None
     return path.with_name(path.name + ".verified")
 

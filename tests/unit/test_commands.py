@@ -34,6 +34,8 @@ EXPECTED = {
     "files_state": (commands.files_state(["/etc/issue", "/etc/issue.net"]),
                     "{ stat -c 'stat %a %u %g %n' /etc/issue /etc/issue.net; sha256sum /etc/issue /etc/issue.net "
                     "| sed 's/^/sha256 /'; } 2>/dev/null; true"),
+    "path_modes": (commands.path_modes(["/etc/crontab", "/etc/cron.d"]),
+                   "stat -c '%n %a' /etc/crontab /etc/cron.d 2>/dev/null || true"),
     "unpack_as_root": (commands.unpack_as_root("/tmp/pyinfra-x"),
                        "tar -x --no-overwrite-dir -f /tmp/pyinfra-x -C /; unpacked=$?; rm -f /tmp/pyinfra-x; "
                        "exit $unpacked"),
