@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.testhost import BRIDGE, Lab, _children, _start_time, nat_rule
+from tests.testhost import BRIDGE, Lab, _guest_inits, _start_time, nat_rule
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +43,7 @@ def test_a_host_whose_nspawn_was_killed_is_stopped_with_everything_it_ran():
     it would keep the address the next host gets and write into the root filesystem being deleted."""
     with Lab() as lab:
         host = lab.boot()
-        guest = _children(host._proc.pid)
+        guest = _guest_inits(host._proc.pid)
         assert len(guest) == 1, guest
         host._stopping.set()
         os.kill(host._proc.pid, signal.SIGKILL)

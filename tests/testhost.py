@@ -174,6 +174,20 @@ def _children(pid: int) -> list[tuple[int, str]]:
     return found
 
 
+def _guest_inits(nspawn: int) -> list[tuple[int, str]]:
+    """nspawn's children in a PID namespace of their own: the guest's init. (While nspawn starts,
+    its first child is a helper in nspawn's own namespace that soon exits.)"""
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        own = os.readlink(f"/proc/{nspawn}/ns/pid")
+        inits = []
+        for pid, started in _children(nspawn):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                if os.readlink(f"/proc/{pid}/ns/pid") != own:
+                    inits.append((pid, started))
+        return inits
+    return []
+
+
 def _start_time(pid: int) -> str:
     """When a live process started ("" once it is gone or a zombie)."""
     with contextlib.suppress(FileNotFoundError, ProcessLookupError):
@@ -293,9 +307,9 @@ class TestHost:
     @staticmethod
     def _wait_for_guest(nspawn: subprocess.Popen) -> list[tuple[int, str]]:
         """The guest's init (PID 1 of its own PID namespace), once nspawn has started it."""
-        end = time.monotonic() + 10
+        end = time.monotonic() + 60
         while nspawn.poll() is None and time.monotonic() < end:
-            if guest := _children(nspawn.pid):
+            if guest := _guest_inits(nspawn.pid):
                 return guest
             time.sleep(0.05)
         return []
@@ -305,6 +319,7 @@ class TestHost:
         self._stopping.set()
         proc = self._proc
         if proc is not None and proc.poll() is None:
+            self._guest = _guest_inits(proc.pid) or self._guest
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=poweroff_timeout)
