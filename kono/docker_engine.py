@@ -21,6 +21,8 @@ from pyinfra.operations import apt, files, systemd
 from kono.root_files import root_files
 from kono.settings import Settings
 
+# A deploy reads the containers' state from the Engine API's socket with curl (commands.services_state).
+API_CLIENT_PACKAGE = "curl"
 DOCKER_PACKAGES = ["docker-ce", "docker-ce-cli", "containerd.io", "docker-buildx-plugin",
                    "docker-compose-plugin"]
 DISTRO_COMPOSE_PACKAGE = {"debian": "docker-compose", "ubuntu": "docker-compose-v2"}
@@ -64,10 +66,10 @@ def docker_engine(settings: Settings) -> None:
                                 uris=[f"{settings.docker_apt_url}/{os_id}"], suites=[codename],
                                 components=["stable"], signed_by=KEYRING)
         repo_changed = repo.will_change
-        packages = DOCKER_PACKAGES
+        packages = [*DOCKER_PACKAGES, API_CLIENT_PACKAGE]
     else:
         compose = settings.docker_compose_distro_package or DISTRO_COMPOSE_PACKAGE[os_id]
-        packages = ["docker.io", compose]
+        packages = ["docker.io", compose, API_CLIENT_PACKAGE]
 
     daemon_json = root_files(name="Docker daemon settings (log rotation, live-restore)",
                              files={"/etc/docker/daemon.json": daemon_config(settings)})

@@ -25,6 +25,7 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra import host, logger
 from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
+from pyinfra.api.exceptions import OperationError
 
 from kono import commands
 from kono.host_state import Read, read
@@ -262,16 +263,35 @@ HEALTH_IN_STATUS = re.compile(r"\((healthy|unhealthy|health: starting)\)$")
 
 
 def parse_services(lines: list[str]) -> dict[str, tuple[str, str]]:
-    """{service: (state, health)} from ``commands.services_state()`` output; health is "healthy",
-    "unhealthy", "starting", or "" without a healthcheck."""
+    """{service: (state, health)} from ``commands.services_state()`` output (the Engine API's container
+    list); health is "healthy", "unhealthy", "starting", or "" without a healthcheck."""
     services = {}
     for line in lines:
         key, _, rest = line.partition(" ")
-        if key == "service":
-            name, state, *status = rest.split(" ", 2)
-            health = HEALTH_IN_STATUS.search(status[0] if status else "")
-            services[name] = (state, health.group(1).removeprefix("health: ") if health else "")
+        if key != "containers" or not rest.strip():
+            continue  # no containers line, or Docker down: no containers
+        if rest.strip() == "no-curl":
+            raise OperationError("curl is missing on the host; the deploy reads Docker's state with it: "
+                                 "run bootstrap.py (it installs curl)")
+        try:
+            containers = json.loads(rest)
+        except ValueError as error:
+            raise OperationError(f"the Docker API's container list could not be read: {error}") from None
+        for container in containers:
+            name = (container.get("Labels") or {}).get("com.docker.compose.service")
+            health = HEALTH_IN_STATUS.search(container.get("Status", ""))
+            services[name] = (container.get("State", ""), health.group(1).removeprefix("health: ") if health else "")
     return services
+
+
+# sha256sum's line for a file under the project directory (``commands.project_file_digests``).
+FILE_DIGEST_LINE = re.compile(r"^[0-9a-f]{64}  \./")
+
+
+def digest_of(file_digest_lines: list[str]) -> str:
+    """What ``commands.project_digest`` prints, from the sha256sum lines it digests: a digest of them,
+    in their order (the state read prints the lines, and the digest is taken here)."""
+    return hashlib.sha256("".join(f"{line}\n" for line in file_digest_lines).encode()).hexdigest()
 
 
 class StackState(FactBase):
@@ -287,9 +307,14 @@ class StackState(FactBase):
 
     def process(self, output: list[str]) -> dict:
         state = self.default()
+        files = []
         for line in output:
             key, _, rest = line.partition(" ")
-            if key in ("digest", "applied"):
+            if line == "digest":
+                state["digest"] = ""  # the file lines follow
+            elif FILE_DIGEST_LINE.match(line):
+                files.append(line)
+            elif key == "applied":
                 state[key] = rest.strip() or None
             elif key == "recorded" and " " in rest:
                 name, value = rest.split(" ", 1)
@@ -297,6 +322,8 @@ class StackState(FactBase):
             elif key == "secrets" and " " in rest:
                 name, value = rest.split(" ", 1)
                 state[key][name] = value[:16]  # sha256sum's output, cut as .env's digest is
+        if state["digest"] is not None:
+            state["digest"] = digest_of(files)
         state["services"] = parse_services(output)
         return state
 

@@ -189,7 +189,8 @@ def load_images(host: TestHost, user: str = DEPLOY_USER) -> None:
         proc = host.ssh(f"docker build --quiet --tag {DEFAULTS[STANDINS[folder]]} -", user=user,
                         input=context, check=False, timeout=600)
         if proc.returncode != 0:
-            raise RuntimeError(f"building the {folder} stand-in failed:\n{proc.stderr.decode()[-3000:]}")
+            raise RuntimeError(f"building the {folder} stand-in failed (exit {proc.returncode}):\n"
+                               f"{proc.stderr.decode()[-3000:]}{proc.stdout.decode()[-1000:]}")
 
     with ThreadPoolExecutor(len(STANDINS)) as pool:
         list(pool.map(build, STANDINS))

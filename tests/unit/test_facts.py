@@ -1,31 +1,46 @@
 """Facts' process(): from output captured on a real host to the data the operations decide on."""
 
+import hashlib
+import json
+
 import pytest
 from pyinfra.api.exceptions import OperationError
 
 from kono import commands, host_state
 from kono.secrets import ConfigTree, HashedLogins, PasswordHashFile
-from kono.stack import FileDigests, StackState
+from kono.stack import FileDigests, StackState, parse_services
+
+def container(service: str, state: str, status: str) -> dict:
+    """One entry of the Engine API's ``GET /containers/json``, as a deployed test host answered it
+    (docker 26, compose 2.26), the fields we do not read left out."""
+    return {"Id": "35816a203a83b1d580ef3d806c64d58741a6b585ce08ce6d426d7722fc82e663",
+            "Names": [f"/kono-{service}-1"], "Image": "mysql:8.4",
+            "Labels": {"com.docker.compose.oneoff": "False", "com.docker.compose.project": "kono",
+                       "com.docker.compose.service": service, "kono.secrets": "76c4bcfec2f6551d"},
+            "State": state, "Status": status}
+
 
 # Captured from a deployed test host (digests shortened where they do not matter; the starting and
 # unhealthy statuses in the shape of moby's daemon/container/health.go, Health.String()).
-STACK_STATE_OUTPUT = """\
-digest 5d41402abc4b2a76b9719d911017c592aaf0c5c9e4b3a1e1d1b1e1f0a1b2c3d4
-applied 5d41402abc4b2a76b9719d911017c592aaf0c5c9e4b3a1e1d1b1e1f0a1b2c3d4
+FILE_LINES = ["07540a67df27e640a6d93c175d22ba72b29d2e21ff3c0d54b899c282ff521d5b  ./api/kono-api.sh",
+              "041cf857db52f6f0c4af5ffb438dfdd7355feb11cfa0864b6cae1fa3d8eb39a9  ./compose.yaml"]
+PROJECT_DIGEST = hashlib.sha256("".join(line + "\n" for line in FILE_LINES).encode()).hexdigest()
+CONTAINERS = [container("api", "running", "Up 11 minutes (healthy)"),
+              container("db_dev", "running", "Up 11 minutes (healthy)"),
+              container("db_production", "running", "Up 2 seconds (health: starting)"),
+              container("maintainer", "exited", "Exited (0) Less than a second ago"),
+              container("nginx", "running", "Up 5 minutes (unhealthy)"),
+              container("worker", "running", "Up About an hour")]
+STACK_STATE_OUTPUT = ["digest", *FILE_LINES, f"applied {PROJECT_DIGEST}", *"""\
 recorded api 0a1b2c3d4e5f6a7b node:22-slim 9f8e7d6c5b4a3f2e fedcba0987654321
 recorded nginx 1111111111111111 nginx:1.27 2222222222222222 -
-secrets api fedcba0987654321d3038a6d22cb3db57a44f914c52c417b1776e119973babde  -
-service api running Up 11 minutes (healthy)
-service db_dev running Up 11 minutes (healthy)
-service db_production running Up 2 seconds (health: starting)
-service maintainer exited Exited (0) Less than a second ago
-service nginx running Up 5 minutes (unhealthy)
-service worker running Up About an hour""".splitlines()
+secrets api fedcba0987654321d3038a6d22cb3db57a44f914c52c417b1776e119973babde  -""".splitlines(),
+                      "containers " + json.dumps(CONTAINERS, separators=(",", ":"))]
 
 
 def test_stack_state_reads_digests_and_each_services_state_and_health():
     state = StackState().process(STACK_STATE_OUTPUT)
-    assert state["digest"] == state["applied"] == STACK_STATE_OUTPUT[0].split()[1]
+    assert state["digest"] == state["applied"] == PROJECT_DIGEST
     assert state["services"] == {
         "api": ("running", "healthy"), "db_dev": ("running", "healthy"),
         "db_production": ("running", "starting"), "maintainer": ("exited", ""),
@@ -37,8 +52,17 @@ def test_stack_state_reads_digests_and_each_services_state_and_health():
 
 
 def test_stack_state_of_a_host_never_brought_up():
-    state = StackState().process(["digest 0123", "applied "])
-    assert state == {"digest": "0123", "applied": None, "services": {}, "recorded": {}, "secrets": {}}
+    state = StackState().process(["digest", "applied ", "containers []"])
+    assert state == {"digest": hashlib.sha256(b"").hexdigest(), "applied": None, "services": {},
+                     "recorded": {}, "secrets": {}}
+
+
+def test_no_containers_when_docker_is_down_and_a_clear_error_without_curl():
+    assert parse_services(["containers "]) == {}
+    with pytest.raises(OperationError, match="curl is missing on the host.*bootstrap"):
+        parse_services(["containers no-curl"])
+    with pytest.raises(OperationError, match="container list could not be read"):
+        parse_services(['containers [{"Labels": '])  # cut short
 
 
 def test_file_digests_mark_missing_files_as_none():
