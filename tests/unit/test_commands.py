@@ -355,3 +355,16 @@ def test_the_lock_is_held_after_the_command_and_freed_at_once_by_the_finished_re
     finally:
         session.kill()
         session.wait()
+
+
+def test_the_containers_read_says_when_curl_is_missing_and_reads_none_when_docker_is_down(tmp_path):
+    def containers(path: str) -> list[str]:
+        out = subprocess.run(["/bin/sh", "-c", commands.services_state("kono")], capture_output=True, text=True,
+                             env={"PATH": path}, check=True).stdout
+        return out.splitlines()
+
+    assert containers(str(tmp_path)) == ["containers no-curl"]
+    fake_curl = tmp_path / "curl"  # as curl exits when nothing listens on the socket
+    fake_curl.write_text("#!/bin/sh\necho 'curl: (7) Failed to connect' >&2\nexit 7\n")
+    fake_curl.chmod(0o755)
+    assert containers(str(tmp_path)) == ["containers "]  # read as no containers (tests/unit/test_facts.py)
