@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import json
+import posixpath
 from shlex import quote
 
 # Our bookkeeping in the project directory (never part of the project's digest).
@@ -93,11 +94,20 @@ def path_modes(paths: list[str]) -> str:
     return "stat -c '%n %a' " + " ".join(quote(p) for p in paths) + " 2>/dev/null || true"
 
 
-def unpack_as_root(archive: str, root: str = "/") -> str:
-    """Unpack a tar archive of whole files over what is there, with the archive's owner and mode
-    (root's tar keeps them), making missing folders; then delete it."""
-    return (f"tar -x --no-overwrite-dir -f {quote(archive)} -C {quote(root)}; unpacked=$?; "
-            f"rm -f {quote(archive)}; exit $unpacked")
+# A file root_files replaces is unpacked beside it under this suffix, then renamed over it.
+STAGED_SUFFIX = ".kono-new"
+
+
+def unpack_as_root(archive: str, paths: list[str], root: str = "/") -> str:
+    """Unpack a tar archive of whole files, each at its path plus ``STAGED_SUFFIX``, with the
+    archive's owner and mode (root's tar keeps them), making missing folders; then rename each over
+    the file it replaces (a crash never leaves one half-written) and delete the archive. On a
+    failure, no staged file is left."""
+    staged = [posixpath.join(root, path.lstrip("/")) for path in paths]
+    moves = " && ".join(f"mv -f {quote(path + STAGED_SUFFIX)} {quote(path)}" for path in staged)
+    return (f"tar -x --no-overwrite-dir -f {quote(archive)} -C {quote(root)} && {moves}; unpacked=$?; "
+            f"rm -f {quote(archive)}; [ $unpacked -eq 0 ] || rm -f "
+            + " ".join(quote(path + STAGED_SUFFIX) for path in staged) + "; exit $unpacked")
 
 
 def make_private_dirs(paths: list[str]) -> str:

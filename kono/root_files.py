@@ -3,7 +3,7 @@
 pyinfra's ``files.put`` costs three fact commands and an upload per file (about 0.35 s each on a
 fresh host); bootstrap writes a dozen small files, so one operation keeps a group of them: one
 command reads every file's owner, mode and digest, and the files that differ travel as one tar
-archive that root unpacks. A group changes as one, so a service that must reload on a file's change
+archive that root unpacks beside them and renames into place. A group changes as one, so a service that must reload on a file's change
 gets a group of its own. Never for a secret: ``--diff`` shows what changes, as ``files.put`` does.
 
 Example::
@@ -69,12 +69,13 @@ def stale_files(files: dict[str, str], mode: str, current: dict[str, str]) -> di
 
 
 def files_archive(files: dict[str, str], mode: str) -> bytes:
-    """A tar archive of whole files at their absolute paths, owned by root with ``mode``."""
+    """A tar archive of whole files, each at its absolute path plus ``commands.STAGED_SUFFIX`` (the
+    unpacking renames it into place), owned by root with ``mode``."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as archive:
         for path, content in sorted(files.items()):
             data = content.encode()
-            entry = tarfile.TarInfo(path.lstrip("/"))
+            entry = tarfile.TarInfo(path.lstrip("/") + commands.STAGED_SUFFIX)
             entry.size, entry.mode, entry.mtime = len(data), int(mode, 8), int(time.time())
             entry.uid, entry.gid, entry.uname, entry.gname = 0, 0, "root", "root"
             archive.addfile(entry, io.BytesIO(data))
@@ -118,7 +119,7 @@ def root_files(files: dict[str, str], mode: str = "0644"):
     archive = host.get_temp_filename("kono-root-files " + " ".join(sorted(stale)))
     # Uploaded as the SSH user into its temporary file; root unpacks it (keeping owner and mode).
     yield FileUploadCommand(io.BytesIO(files_archive(stale, mode)), archive, _sudo=False)
-    yield commands.unpack_as_root(archive)
+    yield commands.unpack_as_root(archive, sorted(stale))
 
 
 class PathModes(FactBase):

@@ -36,9 +36,10 @@ EXPECTED = {
                     "| sed 's/^/sha256 /'; } 2>/dev/null; true"),
     "path_modes": (commands.path_modes(["/etc/crontab", "/etc/cron.d"]),
                    "stat -c '%n %a' /etc/crontab /etc/cron.d 2>/dev/null || true"),
-    "unpack_as_root": (commands.unpack_as_root("/tmp/pyinfra-x"),
-                       "tar -x --no-overwrite-dir -f /tmp/pyinfra-x -C /; unpacked=$?; rm -f /tmp/pyinfra-x; "
-                       "exit $unpacked"),
+    "unpack_as_root": (commands.unpack_as_root("/tmp/pyinfra-x", ["/etc/issue", "/etc/kono/a.nft"]),
+                       "tar -x --no-overwrite-dir -f /tmp/pyinfra-x -C / && mv -f /etc/issue.kono-new /etc/issue "
+                       "&& mv -f /etc/kono/a.nft.kono-new /etc/kono/a.nft; unpacked=$?; rm -f /tmp/pyinfra-x; "
+                       "[ $unpacked -eq 0 ] || rm -f /etc/issue.kono-new /etc/kono/a.nft.kono-new; exit $unpacked"),
     "make_private_dirs": (commands.make_private_dirs(["/etc/cron.d", "/etc/cron.daily"]),
                           "mkdir -p -m 0700 /etc/cron.d /etc/cron.daily"),
     "install_checked_sshd_config": (

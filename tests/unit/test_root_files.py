@@ -39,30 +39,37 @@ def test_the_archive_holds_each_file_at_its_path_owned_by_root_with_the_mode(tmp
                                       "0644"))
     with tarfile.open(archive) as tar:
         entries = {entry.name: entry for entry in tar.getmembers()}
-        assert sorted(entries) == ["etc/issue", "etc/kono/firewall.nft"]
+        assert sorted(entries) == ["etc/issue.kono-new", "etc/kono/firewall.nft.kono-new"]
         assert all((e.uid, e.gid, e.uname, e.mode, e.isfile()) == (0, 0, "root", 0o644, True)
                    for e in entries.values())
-        assert tar.extractfile("etc/issue").read() == BANNER.encode()
+        assert tar.extractfile("etc/issue.kono-new").read() == BANNER.encode()
 
 
-def test_unpacking_writes_over_what_is_there_makes_folders_and_deletes_the_archive(tmp_path):
+def test_unpacking_renames_each_file_over_the_old_one_makes_folders_and_deletes_the_archive(tmp_path):
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     (root / "etc/issue").write_text("old\n")
-    archive = tmp_path / "files.tar"
-    archive.write_bytes(files_archive({"/etc/issue": BANNER, "/etc/kono/firewall.nft": "rules\n"}, "0640"))
-    subprocess.run(["sh", "-c", commands.unpack_as_root(str(archive), str(root))], check=True)
-    assert (root / "etc/issue").read_text() == BANNER
+    with open(root / "etc/issue") as reader:  # a reader of the old file as it is replaced
+        old_inode = (root / "etc/issue").stat().st_ino
+        files = {"/etc/issue": BANNER, "/etc/kono/firewall.nft": "rules\n"}
+        archive = tmp_path / "files.tar"
+        archive.write_bytes(files_archive(files, "0640"))
+        subprocess.run(["sh", "-c", commands.unpack_as_root(str(archive), sorted(files), str(root))], check=True)
+        assert reader.read() == "old\n"  # never written in place: a new file took the name
+    assert (root / "etc/issue").read_text() == BANNER and (root / "etc/issue").stat().st_ino != old_inode
     assert (root / "etc/kono/firewall.nft").stat().st_mode & 0o777 == 0o640
     assert not archive.exists()
+    assert sorted(p.name for p in root.rglob("*") if p.is_file()) == ["firewall.nft", "issue"]  # nothing staged left
 
 
-def test_a_broken_archive_fails_the_command_and_is_deleted_too(tmp_path):
+def test_a_broken_archive_fails_the_command_and_leaves_neither_it_nor_a_staged_file(tmp_path):
     archive = tmp_path / "files.tar"
-    archive.write_bytes(b"not a tar archive")
-    done = subprocess.run(["sh", "-c", commands.unpack_as_root(str(archive), str(tmp_path))], capture_output=True)
+    archive.write_bytes(files_archive({"/etc/issue": BANNER}, "0644")[:700])  # cut short inside the file
+    done = subprocess.run(["sh", "-c", commands.unpack_as_root(str(archive), ["/etc/issue"], str(tmp_path))],
+                          capture_output=True)
     assert done.returncode != 0
     assert not archive.exists()
+    assert not (tmp_path / "etc/issue").exists() and not (tmp_path / "etc/issue.kono-new").exists()
 
 
 @pytest.mark.parametrize("path", ["etc/issue", "/etc/my issue", "/etc/$(reboot)"])
