@@ -3,8 +3,9 @@
 pyinfra's ``files.put`` costs three fact commands and an upload per file (about 0.35 s each on a
 fresh host); bootstrap writes a dozen small files, so one operation keeps a group of them: one
 command reads every file's owner, mode and digest, and the files that differ travel as one tar
-archive that root unpacks beside them and renames into place. A group changes as one, so a service that must reload on a file's change
-gets a group of its own. Never for a secret: ``--diff`` shows what changes, as ``files.put`` does.
+archive that root unpacks beside them and renames into place. A group changes as one, so a service
+that must reload on a file's change gets a group of its own. Never for a secret: ``--diff`` shows
+what changes, as ``files.put`` does.
 
 Example::
 

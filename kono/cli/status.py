@@ -16,7 +16,7 @@ from kono.remote import connect, inventory_hosts, run  # first: gevent patches b
 import argparse
 import sys
 
-from pyinfra.api.exceptions import ConnectError
+from pyinfra.api.exceptions import ConnectError, OperationError
 
 from kono import commands
 from kono.services import SERVICES, enabled, ready
@@ -43,7 +43,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{target.name}: unreachable: {type(error).__name__}: {error}")
             all_ready = False
             continue
-        states = parse_services(output.decode().splitlines())
+        try:
+            states = parse_services(output.decode().splitlines())
+        except OperationError as error:  # no curl on the host, or an answer cut short
+            print(f"{target.name}: {error}")
+            all_ready = False
+            continue
         for service in enabled(SERVICES, target.settings):
             state, health = states.get(service.name, ("missing", ""))
             ok = ready(state, health)
