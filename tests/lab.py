@@ -324,6 +324,11 @@ class GitServer:
     def repo(self, name: str) -> str:
         return f"{self.url}/{name}.git"
 
+    def api_version(self) -> str:
+        """The version string of the sample API's newest commit."""
+        text = (self.root.parent / "api-work" / "server.js").read_text()
+        return re.search(r"const VERSION = '([^']*)';", text).group(1)
+
     def push_api(self, version: str, broken: bool = False) -> None:
         """A new commit of the sample API: a new version string, or a server that dies at start."""
         work = self.root.parent / "api-work" / "server.js"

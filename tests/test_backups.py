@@ -85,7 +85,7 @@ def test_without_the_repository_password_the_deploy_stops_before_changing_anythi
 
 def test_a_deploy_with_a_repository_backs_up_at_once_and_status_says_so(backed_up):
     provisioned, server, inventory = backed_up
-    # A table of its own: the sample API's /api/greeting reads the first greeting, which other modules set.
+    # A table of its own: the sample API's /api/greeting reads the newest greeting, which other modules set.
     made = mysql(provisioned.host, "api", host_secret(provisioned.host, "production", "db_api_password"),
                  "CREATE TABLE kept (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(64)); "
                  "INSERT INTO kept (note) VALUES ('row to keep');")

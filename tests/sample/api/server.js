@@ -17,7 +17,7 @@ const pool = mysql.createPool({
 async function route(url) {
   if (url === '/api/health') return [200, { status: 'ok', version: VERSION }];
   if (url === '/api/greeting') {
-    const [rows] = await pool.query('SELECT message FROM greetings ORDER BY id LIMIT 1');
+    const [rows] = await pool.query('SELECT message FROM greetings ORDER BY id DESC LIMIT 1');
     return [200, { message: rows.length ? rows[0].message : null, version: VERSION }];
   }
   return [404, { error: 'not found' }];
