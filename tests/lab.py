@@ -293,6 +293,9 @@ def docker_client(host: TestHost, user: str = DEPLOY_USER) -> docker.DockerClien
     return client
 
 
+SAMPLE_API_VERSION = re.compile(r"const VERSION = '([^']*)';")  # in tests/sample/api/server.js
+
+
 class GitServer:
     """Bare repositories of the sample API and app, served read-only by `git daemon` on the lab's
     bridge address, where the maintainer container clones from."""
@@ -326,13 +329,12 @@ class GitServer:
 
     def api_version(self) -> str:
         """The version string of the sample API's newest commit."""
-        text = (self.root.parent / "api-work" / "server.js").read_text()
-        return re.search(r"const VERSION = '([^']*)';", text).group(1)
+        return SAMPLE_API_VERSION.search((self.root.parent / "api-work" / "server.js").read_text()).group(1)
 
     def push_api(self, version: str, broken: bool = False) -> None:
         """A new commit of the sample API: a new version string, or a server that dies at start."""
         work = self.root.parent / "api-work" / "server.js"
-        text = re.sub(r"const VERSION = '[^']*';", f"const VERSION = '{version}';", work.read_text())
+        text = SAMPLE_API_VERSION.sub(f"const VERSION = '{version}';", work.read_text())
         text = text.replace("process.exit(7); // broken release\n", "")
         if broken:
             text = text.replace("'use strict';\n", "'use strict';\nprocess.exit(7); // broken release\n", 1)
