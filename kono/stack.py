@@ -307,12 +307,12 @@ class StackState(FactBase):
 
     def process(self, output: list[str]) -> dict:
         state = self.default()
-        files = []
+        files: list[str] | None = None  # the project's file lines, once the read got that far
         for line in output:
             key, _, rest = line.partition(" ")
             if line == "digest":
-                state["digest"] = ""  # the file lines follow
-            elif FILE_DIGEST_LINE.match(line):
+                files = []
+            elif files is not None and FILE_DIGEST_LINE.match(line):
                 files.append(line)
             elif key == "applied":
                 state[key] = rest.strip() or None
@@ -322,7 +322,7 @@ class StackState(FactBase):
             elif key == "secrets" and " " in rest:
                 name, value = rest.split(" ", 1)
                 state[key][name] = value[:16]  # sha256sum's output, cut as .env's digest is
-        if state["digest"] is not None:
+        if files is not None:
             state["digest"] = digest_of(files)
         state["services"] = parse_services(output)
         return state
