@@ -327,13 +327,17 @@ class GitServer:
     def repo(self, name: str) -> str:
         return f"{self.url}/{name}.git"
 
+    def _api_server(self) -> Path:
+        """The sample API's server, in the working copy its commits are made from."""
+        return self.root.parent / "api-work" / "server.js"
+
     def api_version(self) -> str:
         """The version string of the sample API's newest commit."""
-        return SAMPLE_API_VERSION.search((self.root.parent / "api-work" / "server.js").read_text()).group(1)
+        return SAMPLE_API_VERSION.search(self._api_server().read_text()).group(1)
 
     def push_api(self, version: str, broken: bool = False) -> None:
         """A new commit of the sample API: a new version string, or a server that dies at start."""
-        work = self.root.parent / "api-work" / "server.js"
+        work = self._api_server()
         text = SAMPLE_API_VERSION.sub(f"const VERSION = '{version}';", work.read_text())
         text = text.replace("process.exit(7); // broken release\n", "")
         if broken:
