@@ -213,16 +213,20 @@ def start_first(service: str, wait_timeout: int, stop_timeout: int) -> str:
 
 def compose_up(directory: str, wait_timeout: int, service_secrets: dict[str, list[str]],
                reloaded: tuple[str, ...] = (), rollouts: tuple[str, ...] = (), others: tuple[str, ...] = (),
-               records: dict[str, str] | None = None, stop_timeout: int = 30) -> str:
+               records: dict[str, str] | None = None, stop_timeout: int = 30,
+               markers: dict[str, str] | None = None) -> str:
     """Validate the project, bring it up and wait for health; record its digest, what each service
     was brought up with, and how long it took. Services in ``rollouts`` are replaced start-first
-    (``others`` then lists every other service, which a plain `up` handles)."""
+    (``others`` then lists every other service, which a plain `up` handles). A configuration folder
+    checked and left staged for a new container ({folder: digest} in ``markers``) is put in place
+    right before `up`."""
     up = (f"docker compose up --detach --build --remove-orphans --wait --wait-timeout {int(wait_timeout)}"
           + "".join(f" {service}" for service in (others if rollouts else ())))
     steps = [up, *(start_first(service, wait_timeout, stop_timeout) for service in rollouts)]
     return in_dir(directory, (
         f"{secrets_env(service_secrets)} && docker compose config --quiet && "
         f"digest=$({project_digest(reloaded)}) && started=$(date +%s.%N) && "
+        + (f"{{ {switch_staged_folders(markers)}; }} && " if markers else "")
         + " && ".join(steps) +
         f" && mkdir -p {STATE_DIR} && echo \"$digest\" > {APPLIED}"
         + (f" && {record_services(records)}" if records else "") +
@@ -233,7 +237,7 @@ def compose_up(directory: str, wait_timeout: int, service_secrets: dict[str, lis
 def stage_folder(directory: str, folder: str) -> str:
     """A copy of a live configuration folder under .kono/staged/, to change and check there."""
     staged = f"{STAGED_DIR}/{folder}"
-    return in_dir(directory, f"rm -rf {quote(staged)} && mkdir -p {quote(staged)} && "
+    return in_dir(directory, f"rm -rf {quote(staged)} {quote(checked_marker(folder))} && mkdir -p {quote(staged)} && "
                              f"cp -a {quote(folder)}/. {quote(staged)}/ 2>/dev/null; true")
 
 
@@ -243,13 +247,18 @@ def reloaded_marker(folder: str) -> str:
     return f"{STATE_DIR}/reloaded.{folder}"
 
 
-def nginx_check_and_reload(directory: str, folder: str, image: str, digest: str, service: str = "nginx",
-                           mounts: tuple[tuple[str, str], ...] = ()) -> str:
+def checked_marker(folder: str) -> str:
+    """The digest of the declared files a staged folder was checked with (``nginx_check``)."""
+    return f"{STAGED_DIR}/{folder}.checked"
+
+
+def nginx_check(directory: str, folder: str, image: str, digest: str,
+                mounts: tuple[tuple[str, str], ...] = ()) -> str:
     """Check a staged nginx conf.d with `nginx -t` in a throwaway container of the image (the whole
-    configuration, as the image's nginx.conf includes it, with those of the service's ``mounts``
-    (source: "./folder" or a volume; target) that exist yet); only if it passes, put it in place and
-    reload a running nginx: its workers finish what they serve, none is dropped. On failure, nginx's
-    own message, and the live folder and the running nginx untouched."""
+    configuration, as the image's nginx.conf includes it, with those of the ``mounts`` the service's
+    container will have (source: "./folder" or a volume; target) that exist yet), and note the
+    ``digest`` it passed with. On failure, nginx's own message; nothing live is touched either way
+    (``apply_folder`` or ``switch_staged_folders`` puts it in place)."""
     staged = f"{STAGED_DIR}/{folder}"
     check = "rm -rf /etc/nginx/conf.d/* && tar -C /etc/nginx/conf.d -xf - && nginx -t -q"
     # A volume is not made here (compose makes its own, labelled), nor a folder: what is not there
@@ -263,11 +272,41 @@ def nginx_check_and_reload(directory: str, folder: str, image: str, digest: str,
     return in_dir(directory, (
         f"mounts=''; {found}"
         f"tar -C {quote(staged)} -cf - . | docker run --rm -i --network none $mounts --entrypoint sh "
-        f"{quote(image)} -c {quote(check)} && mkdir -p {quote(folder)} && cp -a {quote(staged)}/. {quote(folder)}/ && "
-        f"rm -rf {quote(staged)} && "
-        f"if [ -n \"$(docker compose ps -q --status running {service} 2>/dev/null)\" ]; then "
-        f"docker compose exec -T {service} nginx -s reload; fi && echo {quote(digest)} > {reloaded_marker(folder)}"
+        f"{quote(image)} -c {quote(check)} && echo {quote(digest)} > {quote(checked_marker(folder))}"
     ))
+
+
+def _put_in_place(folder: str) -> str:
+    """The checked, staged copy of a configuration folder copied over the live one."""
+    staged = f"{STAGED_DIR}/{folder}"
+    return (f"mkdir -p {quote(folder)} && cp -a {quote(staged)}/. {quote(folder)}/ && "
+            f"rm -rf {quote(staged)} {quote(checked_marker(folder))}")
+
+
+def _mark_applied(folder: str, digest: str) -> str:
+    return f"echo {quote(digest)} > {reloaded_marker(folder)}"
+
+
+def apply_folder(directory: str, folder: str, digest: str, service: str = "nginx") -> str:
+    """Put a checked folder in place and reload the service's running nginx, whose container stays
+    (the check had that container's mounts): its workers finish what they serve, none is dropped."""
+    return in_dir(directory, (
+        f"{_put_in_place(folder)} && "
+        f"if [ -n \"$(docker compose ps -q --status running {service} 2>/dev/null)\" ]; then "
+        f"docker compose exec -T {service} nginx -s reload; fi && {_mark_applied(folder, digest)}"
+    ))
+
+
+def switch_staged_folders(markers: dict[str, str]) -> str:
+    """For a bring-up that gives a service a new container: each folder staged and checked for what
+    is declared now ({folder: digest}), which its service's old container never loaded, put in
+    place right before `up` creates the new one, once the images are built (a failed build leaves the
+    live folder as the old container knows it). A folder staged for anything else is left alone."""
+    checked = {folder: f"[ \"$(cat {quote(checked_marker(folder))} 2>/dev/null)\" = {quote(digest)} ]"
+               for folder, digest in markers.items()}
+    return (f"if {' || '.join(checked.values())}; then docker compose build --quiet || exit 1; fi; "
+            + "; ".join(f"if {test}; then {_put_in_place(folder)} && {_mark_applied(folder, markers[folder])} "
+                        "|| exit 1; fi" for folder, test in checked.items()))
 
 
 # -- certificates ------------------------------------------------------------------------------

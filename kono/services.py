@@ -43,7 +43,7 @@ class Service:
     # service must publish no host port and tolerate two copies for a moment).
     rollout: str = "recreate"
     # Project folders holding its configuration that a change applies by a checked reload, never by a
-    # new container (commands.nginx_check_and_reload). Left out of the digest that triggers `up`.
+    # new container (commands.nginx_check, then apply_folder). Left out of the digest that triggers `up`.
     reloads: tuple[str, ...] = ()
     # The settings knob naming its image; None for an image built from the project.
     image: str | None = None

@@ -197,40 +197,66 @@ def tree_paths(files: dict[str, str], reloaded: tuple[str, ...]) -> list[str]:
     return sorted(files) + [commands.reloaded_marker(folder) for folder in reloaded]
 
 
+def folder_markers(files: dict[str, str], folders) -> dict[str, str]:
+    """{configuration folder applied by reload: the digest of its declared files}."""
+    return {folder: _digest(_in_folders(files, (folder,))) for folder in folders}
+
+
+def keeps_its_container(name: str, state: dict, records: dict[str, str]) -> bool:
+    """Whether a service's running container stays through this deploy's bring-up (``compose_up``
+    replaces it when it is not running and healthy, or when what it is made from changed)."""
+    return not unready(state["services"], (service(name),)) and \
+        name not in replacements(records, state["recorded"], state["secrets"])
+
+
 @operation()
-def project_tree(directory: str, files: dict[str, str], reload_images: dict[str, str],
-                 check_mounts: tuple[tuple[str, str], ...] = ()):
+def project_tree(directory: str, files: dict[str, str], reload_images: dict[str, str], project: str,
+                 records: dict[str, str], check_mounts: tuple[tuple[str, str], ...] = ()):
     """
     Upload each file whose content differs from the host's copy (one fact for all of them). A
-    configuration folder applied by reload is changed in a staged copy, checked, then put in place
-    and reloaded; the compose file is checked by compose before it replaces the live one.
+    configuration folder applied by reload is changed in a staged copy and checked first, before
+    anything else changes; then, if its service keeps its running container, put in place and
+    reloaded; else left staged for ``compose_up`` to put in place right before the new container is
+    created, so the live folder always holds what the container that reads it has accepted. The
+    compose file is checked by compose before it replaces the live one.
 
     + directory: the project directory, which must exist
     + files: {relative path: content}
     + reload_images: {folder applied by reload: the image that checks it}
-    + check_mounts: (source, target) the check mounts besides the folder, when they exist (TLS files)
+    + project: the compose project's name
+    + records: {service: what it is to be brought up with} (``service_records``)
+    + check_mounts: (source, target) the new container mounts besides the folder, when they exist (TLS files)
 
     **Example:**
 
     .. code:: python
 
         project_tree(name="Compose project", directory="/srv/kono", files={"compose.yaml": "..."},
-                     reload_images={"nginx": "nginx:1.27"})
+                     reload_images={"nginx": "nginx:1.27"}, project="kono", records={...})
     """
     # Per reloaded folder, the marker its last reload wrote: stale or missing means apply it again.
-    markers = {folder: _digest(_in_folders(files, (folder,))) for folder in reload_images}
+    markers = folder_markers(files, reload_images)
     on_host = read(FileDigests, directory=directory, paths=tree_paths(files, tuple(reload_images)))
     made: set[str] = set()
     to_reload: dict[str, list[tuple[str, str]]] = {
         folder: [] for folder, digest in markers.items()
         if on_host.get(commands.reloaded_marker(folder)) != hashlib.sha256(f"{digest}\n".encode()).hexdigest()}
-    for path, content in sorted(files.items()):
-        if on_host.get(path) == hashlib.sha256(content.encode()).hexdigest():
-            continue
+    changed = [(path, content) for path, content in sorted(files.items())
+               if on_host.get(path) != hashlib.sha256(content.encode()).hexdigest()]
+    for path, content in changed:
         drift(f"{path} {'is missing' if on_host.get(path) is None else 'differs from what is declared'}")
         folder = next((f for f in reload_images if path.startswith(f + "/")), None)
         if folder:
             to_reload.setdefault(folder, []).append((path, content))
+    # Checked first: a configuration nginx rejects leaves every live file as it was.
+    for folder, folder_files in to_reload.items():
+        yield commands.stage_folder(directory, folder)
+        for path, content in folder_files:
+            yield FileUploadCommand(io.BytesIO(content.encode()),
+                                    posixpath.join(directory, commands.STAGED_DIR, path))
+        yield commands.nginx_check(directory, folder, reload_images[folder], markers[folder], mounts=check_mounts)
+    for path, content in changed:
+        if any(path.startswith(folder + "/") for folder in reload_images):
             continue
         dest = posixpath.join(directory, path)
         parent = posixpath.dirname(dest)
@@ -247,14 +273,17 @@ def project_tree(directory: str, files: dict[str, str], reload_images: dict[str,
             continue
         yield FileUploadCommand(io.BytesIO(content.encode()), dest)
         yield commands.chmod("0644", dest)
-    for folder, changed in to_reload.items():
-        logger.warning(f"{host.print_prefix}{folder}/ changes: checked, then applied by a reload (no downtime)")
-        yield commands.stage_folder(directory, folder)
-        for path, content in changed:
-            yield FileUploadCommand(io.BytesIO(content.encode()),
-                                    posixpath.join(directory, commands.STAGED_DIR, path))
-        yield commands.nginx_check_and_reload(directory, folder, reload_images[folder], markers[folder],
-                                              mounts=check_mounts)
+    if not to_reload:
+        return
+    state = read(StackState, directory=directory, project=project)
+    for folder in to_reload:
+        owner = next(s.name for s in SERVICES if folder in s.reloads)
+        if keeps_its_container(owner, state, records):
+            logger.warning(f"{host.print_prefix}{folder}/ changes: checked, then applied by a reload (no downtime)")
+            yield commands.apply_folder(directory, folder, markers[folder], service=owner)
+        else:
+            logger.warning(f"{host.print_prefix}{folder}/ changes: checked, then applied by {owner}'s new "
+                           "container at bring-up (its running one never loads them)")
 
 
 # Docker's container status ends with its health (moby daemon/container/health.go, Health.String():
@@ -329,7 +358,8 @@ class StackState(FactBase):
 
 
 @operation()
-def compose_up(directory: str, project: str, wait_timeout: int, records: dict[str, str]):
+def compose_up(directory: str, project: str, wait_timeout: int, records: dict[str, str],
+               markers: dict[str, str] | None = None):
     """
     ``docker compose up`` only when the project changed since the last successful one, or a service
     is not running and healthy. ``docker compose config`` gates it: a broken project never reaches
@@ -340,13 +370,15 @@ def compose_up(directory: str, project: str, wait_timeout: int, records: dict[st
     + project: the compose project's name (compose.yaml holds it)
     + wait_timeout: seconds to wait for every service to become healthy
     + records: {service: what it is to be brought up with} (``service_records``)
+    + markers: {configuration folder: its declared digest}: one ``project_tree`` checked and left
+      staged for a new container is put in place right before `up`
 
     **Example:**
 
     .. code:: python
 
         compose_up(name="Bring the stack up", directory="/srv/kono", project="kono", wait_timeout=300,
-                   records={...})
+                   records={...}, markers={"nginx": "0123abcd"})
     """
     state = read(StackState, directory=directory, project=project)
     wanted = tuple(service(name) for name in records)  # the services these settings enable
@@ -369,7 +401,7 @@ def compose_up(directory: str, project: str, wait_timeout: int, records: dict[st
         logger.warning(f"{host.print_prefix}{replacement_note(name, reasons, name in rollouts)}")
     others = tuple(s.name for s in wanted if s.name not in rollouts)
     yield commands.compose_up(directory, wait_timeout, service_secret_paths(), reloaded_folders(),
-                              rollouts, others, records)
+                              rollouts, others, records, markers=markers)
 
 
 def reload_images(settings: Settings) -> dict[str, str]:
@@ -389,12 +421,13 @@ def stack_reads(settings: Settings) -> list[Read]:
 def push_project(settings: Settings) -> None:
     project_tree(name="Compose project files (rendered from templates/ and files/)",
                  directory=settings.project_dir, files=project_files(settings),
-                 reload_images=reload_images(settings), check_mounts=tls_check_mounts(settings))
+                 reload_images=reload_images(settings), project=settings.compose_project,
+                 records=service_records(settings), check_mounts=tls_check_mounts(settings))
 
 
 @deploy("Stack up")
 def bring_up(settings: Settings) -> None:
     compose_up(name="Validate the project and bring the stack up if it changed or is not healthy",
                directory=settings.project_dir, project=settings.compose_project,
-               wait_timeout=settings.compose_wait_timeout,
-               records=service_records(settings))
+               wait_timeout=settings.compose_wait_timeout, records=service_records(settings),
+               markers=folder_markers(project_files(settings), reload_images(settings)))

@@ -128,25 +128,33 @@ EXPECTED = {
                "docker compose exec -T maintainer sh -c 'tar -C /srv/static -xf - && chgrp -R sudo /srv/static'"),
     "stage_folder": (
         commands.stage_folder("/srv/kono", "nginx"),
-        "cd /srv/kono && rm -rf .kono/staged/nginx && mkdir -p .kono/staged/nginx && "
+        "cd /srv/kono && rm -rf .kono/staged/nginx .kono/staged/nginx.checked && mkdir -p .kono/staged/nginx && "
         "cp -a nginx/. .kono/staged/nginx/ 2>/dev/null; true"),
-    "nginx_check_and_reload": (
-        commands.nginx_check_and_reload("/srv/kono", "nginx", "nginx:1.27", "0123abcd"),
+    "nginx_check": (
+        commands.nginx_check("/srv/kono", "nginx", "nginx:1.27", "0123abcd"),
         "cd /srv/kono && mounts=''; tar -C .kono/staged/nginx -cf - . | docker run --rm -i --network none "
         "$mounts --entrypoint sh nginx:1.27 -c 'rm -rf /etc/nginx/conf.d/* && tar -C /etc/nginx/conf.d -xf - && "
-        "nginx -t -q' && mkdir -p nginx && cp -a .kono/staged/nginx/. nginx/ && "
-        "rm -rf .kono/staged/nginx && if [ -n \"$(docker compose ps -q --status running nginx 2>/dev/null)\" ]; "
-        "then docker compose exec -T nginx nginx -s reload; fi && echo 0123abcd > .kono/reloaded.nginx"),
+        "nginx -t -q' && echo 0123abcd > .kono/staged/nginx.checked"),
     "nginx_check_with_tls_mounts": (
-        commands.nginx_check_and_reload("/srv/kono", "nginx", "nginx:1.27", "0123abcd",
-                                        mounts=(("./config/tls", "/etc/nginx/tls"), ("kono_certificates", "/x"))),
+        commands.nginx_check("/srv/kono", "nginx", "nginx:1.27", "0123abcd",
+                             mounts=(("./config/tls", "/etc/nginx/tls"), ("kono_certificates", "/x"))),
         "cd /srv/kono && mounts=''; if [ -d ./config/tls ]; then mounts=\"$mounts -v $PWD/config/tls:/etc/nginx/tls:ro\"; "
         "fi; if docker volume inspect kono_certificates >/dev/null 2>&1; then mounts=\"$mounts -v "
         "kono_certificates:/x:ro\"; fi; tar -C .kono/staged/nginx -cf - . | docker run --rm -i --network none "
         "$mounts --entrypoint sh nginx:1.27 -c 'rm -rf /etc/nginx/conf.d/* && tar -C /etc/nginx/conf.d -xf - && "
-        "nginx -t -q' && mkdir -p nginx && cp -a .kono/staged/nginx/. nginx/ && "
-        "rm -rf .kono/staged/nginx && if [ -n \"$(docker compose ps -q --status running nginx 2>/dev/null)\" ]; "
+        "nginx -t -q' && echo 0123abcd > .kono/staged/nginx.checked"),
+    "apply_folder": (
+        commands.apply_folder("/srv/kono", "nginx", "0123abcd"),
+        "cd /srv/kono && mkdir -p nginx && cp -a .kono/staged/nginx/. nginx/ && "
+        "rm -rf .kono/staged/nginx .kono/staged/nginx.checked && "
+        "if [ -n \"$(docker compose ps -q --status running nginx 2>/dev/null)\" ]; "
         "then docker compose exec -T nginx nginx -s reload; fi && echo 0123abcd > .kono/reloaded.nginx"),
+    "switch_staged_folders": (
+        commands.switch_staged_folders({"nginx": "0123abcd"}),
+        "if [ \"$(cat .kono/staged/nginx.checked 2>/dev/null)\" = 0123abcd ]; then docker compose build --quiet "
+        "|| exit 1; fi; if [ \"$(cat .kono/staged/nginx.checked 2>/dev/null)\" = 0123abcd ]; then mkdir -p nginx && "
+        "cp -a .kono/staged/nginx/. nginx/ && rm -rf .kono/staged/nginx .kono/staged/nginx.checked && "
+        "echo 0123abcd > .kono/reloaded.nginx || exit 1; fi"),
     "served_certificate": (
         commands.served_certificate("/srv/kono"),
         "cd /srv/kono && docker compose exec -T nginx cat /etc/nginx/tls/certificate 2>/dev/null || true"),
@@ -189,6 +197,48 @@ def test_compose_up_validates_brings_up_and_records_the_digest():
     assert "-o -path ./nginx" in up
     assert up.endswith("> .kono/last-up-seconds")
     assert syntax_ok(up)
+
+
+def test_compose_up_switches_a_folder_checked_for_a_new_container_right_before_up():
+    up = commands.compose_up("/srv/kono", 300, SECRET_PATHS, ("nginx",), markers={"nginx": "0123abcd"})
+    assert (f"started=$(date +%s.%N) && {{ {commands.switch_staged_folders({'nginx': '0123abcd'})}; }} && "
+            "docker compose up --detach --build") in up
+    assert syntax_ok(up)
+
+
+def _switch(tmp_path, checked: str | None) -> tuple[str, str, bool, list[str]]:
+    """Run switch_staged_folders in a project folder with a live and a staged nginx/ (``checked``: the
+    digest the staged copy was checked with, None for none), docker a stand-in that logs its calls:
+    (live file, marker, whether anything is still staged, docker's calls)."""
+    project = tmp_path / "project"
+    (project / "nginx").mkdir(parents=True)
+    (project / "nginx/default.conf").write_text("old\n")
+    staged = project / commands.STAGED_DIR / "nginx"
+    staged.mkdir(parents=True)
+    (staged / "default.conf").write_text("new\n")
+    if checked is not None:
+        (project / commands.checked_marker("nginx")).write_text(checked + "\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(f"#!/bin/sh\necho \"$*\" >> {tmp_path}/docker.log\n")
+    (bin_dir / "docker").chmod(0o755)
+    proc = subprocess.run(["sh", "-c", commands.switch_staged_folders({"nginx": "0123abcd"})], cwd=project,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    marker = project / commands.reloaded_marker("nginx")
+    calls = (tmp_path / "docker.log").read_text().splitlines() if (tmp_path / "docker.log").exists() else []
+    return ((project / "nginx/default.conf").read_text(), marker.read_text() if marker.exists() else "",
+            staged.exists(), calls)
+
+
+def test_a_folder_checked_for_what_is_declared_now_is_switched_in_after_the_build(tmp_path):
+    assert _switch(tmp_path, "0123abcd") == ("new\n", "0123abcd\n", False, ["compose build --quiet"])
+
+
+@pytest.mark.parametrize("checked", [None, "ffff0000"], ids=["never checked", "checked for other settings"])
+def test_a_folder_staged_by_an_earlier_run_is_never_switched_in(tmp_path, checked):
+    # A run killed after staging (or whose check failed) left it: it is not what is declared now.
+    assert _switch(tmp_path, checked) == ("old\n", "", True, [])
 
 
 def test_compose_up_replaces_start_first_services_after_bringing_up_the_others():
