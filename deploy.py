@@ -4,6 +4,7 @@ from pyinfra import host
 
 from kono.backup import backups
 from kono.deploy_run import begin_deploy, finish_deploy
+from kono.hardening import check_firewall, firewall_reads
 from kono.secrets import (backup_secrets, maintainer_passwords, place_backup_secrets, place_secrets, secret_reads,
                           supplied_secrets)
 from kono.settings import load
@@ -18,7 +19,9 @@ provided = provided_tls(settings)
 backup = backup_secrets(settings)
 
 # With the deploy lock, one command reads what the steps below compare (kono/host_state.py).
-begin_deploy(settings, reads=[*secret_reads(settings), *stack_reads(settings), *tls_reads(settings)])
+begin_deploy(settings, reads=[*secret_reads(settings), *stack_reads(settings), *tls_reads(settings),
+                              *firewall_reads(settings)])
+check_firewall(settings)  # a port only bootstrap can open: said before anything changes
 place_secrets(settings, supplied, passwords)
 place_tls(settings, provided)
 place_backup_secrets(settings, backup)

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 
 from pyinfra import host
-from pyinfra.api import FactBase, deploy
-from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api import FactBase, deploy, operation
+from pyinfra.api.exceptions import OperationError, PyinfraError
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import Sha256File
 from pyinfra.facts.server import LinuxDistribution
@@ -25,6 +26,7 @@ from pyinfra.operations import apt, files, server, systemd
 
 from kono import commands
 from kono.docker_engine import APT_LOCK_WAIT
+from kono.host_state import Read, read
 from kono.root_files import private_paths, root_files
 from kono.settings import Settings
 from kono.ssh_policy import SSH_COMMON, SSH_QUERY, supported_algorithms
@@ -198,6 +200,78 @@ def firewall_ruleset(settings: Settings) -> str:
         "}",
         "",
     ])
+
+
+# The lines of ``firewall_ruleset`` that let published ports in (the deploy reads them back).
+OPEN_WEB_PORTS = re.compile(r"ct original proto-dst \{ ([0-9, ]+) \} accept$")
+OPEN_MAINTAINER_PORT = re.compile(r"ct original proto-dst ([0-9]+) ip saddr @maintainer_sources_v4 accept$")
+
+
+def firewall_open_ports(ruleset: str) -> set[int] | None:
+    """The published ports a ruleset written by ``firewall_ruleset`` lets in; None for no ruleset."""
+    ports: set[int] = set()
+    for line in ruleset.splitlines():
+        web, maintainer = OPEN_WEB_PORTS.search(line.strip()), OPEN_MAINTAINER_PORT.search(line.strip())
+        if web:
+            ports.update(int(port) for port in web.group(1).split(","))
+        if maintainer:
+            ports.add(int(maintainer.group(1)))
+    return ports if ruleset.strip() else None
+
+
+def published_ports(settings: Settings) -> dict[str, int]:
+    """{knob: port} of what the stack publishes on every address of the host with these settings."""
+    return {"http_port": settings.http_port, "maintainer_ssh_port": settings.maintainer_ssh_port,
+            **({"https_port": settings.https_port} if settings.https != "off" else {})}
+
+
+class FirewallRules(FactBase):
+    """The firewall file bootstrap wrote (public: ports and address ranges), or "" without one."""
+
+    @staticmethod
+    def default() -> str:
+        return ""
+
+    def command(self) -> str:
+        return commands.file_text(FIREWALL_FILE)
+
+    def process(self, output: list[str]) -> str:
+        return "\n".join(output)
+
+
+def firewall_reads(settings: Settings) -> list[Read]:
+    return [(FirewallRules, {})] if settings.firewall else []
+
+
+@operation()
+def ports_open_in_firewall(ports: dict[str, int]):
+    """
+    Fail, before anything changes, when the host's firewall (written by bootstrap, which the deploy
+    cannot change without sudo) does not let in a port the stack is to publish.
+
+    + ports: {knob: port} the stack publishes
+
+    **Example:**
+
+    .. code:: python
+
+        ports_open_in_firewall(name="Published ports open", ports={"http_port": 80})
+    """
+    open_ports = firewall_open_ports(read(FirewallRules))
+    closed = {knob: port for knob, port in ports.items() if open_ports is not None and port not in open_ports}
+    if closed:
+        raise OperationError("; ".join(f"{knob}: expected a port the host's firewall opens "
+                                       f"({', '.join(str(p) for p in sorted(open_ports))}), {port} is closed there"
+                                       for knob, port in closed.items())
+                             + ". Run bootstrap.py with the same settings first (it opens it), then deploy.py")
+    host.noop("the firewall lets in every port the stack publishes")
+    yield from ()
+
+
+def check_firewall(settings: Settings) -> None:
+    if settings.firewall:
+        ports_open_in_firewall(name="The firewall lets in every port the stack publishes",
+                               ports=published_ports(settings))
 
 
 FIREWALL_SERVICE = f"""\

@@ -141,3 +141,16 @@ def test_memory_limits_are_set_only_where_asked():
     services = rendered(memory_limits={"db_production": "2g", "api": "512m"})["services"]
     assert services["db_production"]["mem_limit"] == "2g" and services["api"]["mem_limit"] == "512m"
     assert "mem_limit" not in services["nginx"]
+
+
+@pytest.mark.parametrize("https", ["off", "provided"])
+def test_the_deploy_reads_back_the_ports_bootstrap_opened(https):
+    from kono.hardening import firewall_open_ports, published_ports
+    chosen = settings(http_port=8080, https_port=8443, maintainer_ssh_port=2222, https=https,
+                      domains=["kono.example.com"])
+    opened = firewall_open_ports(firewall_ruleset(chosen))
+    assert opened == {8080, 8443, 2222}  # HTTPS's port is open whether it is on or not
+    assert set(published_ports(chosen).values()) <= opened
+    assert firewall_open_ports("") is None  # no firewall file: nothing to check against
+    other = firewall_open_ports(firewall_ruleset(settings()))
+    assert not set(published_ports(chosen).values()) & other  # bootstrapped on the defaults: all closed
