@@ -333,9 +333,9 @@ BACKUP_SCRIPT = "/usr/local/lib/kono-backup.sh"
 
 
 def last_backup(directory: str) -> str:
-    """The backup service's record of its last success ("<UTC time> <bytes read> <bytes added>
+    """The backup service's record of its last success to its repository now ("<UTC time> <bytes read> <bytes added>
     <snapshot ids>"), or nothing."""
-    return in_dir(directory, "docker compose exec -T backup cat /state/last-success 2>/dev/null || true")
+    return in_dir(directory, f"docker compose exec -T backup sh {BACKUP_SCRIPT} last 2>/dev/null || true")
 
 
 def restore_from_repository(directory: str, snapshot: str, force: bool) -> str:
@@ -420,6 +420,12 @@ def tar_out(service: str, folder: str) -> str:
 
 def tar_in(service: str, folder: str, group: str) -> str:
     return in_service(service, f"tar -C {quote(folder)} -xf - && chgrp -R {group} {quote(folder)}")
+
+
+def fail(message: str) -> str:
+    """Stop the deploy here with ``message`` (no secret in it) on stderr, as a failed command: pyinfra
+    prints it and stops the host's run, without a traceback."""
+    return f"printf '%s\\n' {quote(message)} >&2; exit 1"
 
 
 # -- one deploy at a time, and its record ------------------------------------------------------

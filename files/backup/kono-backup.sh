@@ -7,10 +7,11 @@
 #                                    and config/ (the secrets, for recovery by hand); then retention
 #   kono-backup.sh check             restic check, reading a seventh of the data (which, by weekday)
 #   kono-backup.sh restore [SNAPSHOT] both databases and the files back from a snapshot (latest)
+#   kono-backup.sh last              the last success, if it went to this $RESTIC_REPOSITORY
 #   kono-backup.sh loop              the service: the daily backup and the weekly check, on schedule
 #
 # The last success is /state/last-success ("<UTC time> <bytes read> <bytes added> <snapshot ids>",
-# read by status and drift); a failure is a line in the host's audit log (.kono/audit.log) and in the service's log.
+# read by status and drift), and /state/last-repository where it went; a failure is a line in the host's audit log (.kono/audit.log) and in the service's log.
 set -eu
 
 export RESTIC_CACHE_DIR=/state/cache
@@ -86,6 +87,7 @@ backup() {
     restic forget --prune --host "$BACKUP_HOST" --group-by host,tags --keep-daily "$KEEP_DAILY" \
         --keep-weekly "$KEEP_WEEKLY" --keep-monthly "$KEEP_MONTHLY" > /dev/null
     echo "$started $bytes $added$ids" > /state/last-success.new
+    echo "$RESTIC_REPOSITORY" > /state/last-repository
     mv /state/last-success.new /state/last-success
     say "backup done: $bytes bytes read, $added bytes added to the repository, snapshots$ids"
 }
@@ -116,6 +118,14 @@ restore() {
     echo "kono-backup: restored$(for path in $RESTORED; do printf ' %s' "${path#/backup/}"; done)"
 }
 
+this_repository() {  # the last success went to $RESTIC_REPOSITORY (one recorded before this file existed did)
+    [ ! -e /state/last-repository ] || [ "$(cat /state/last-repository)" = "$RESTIC_REPOSITORY" ]
+}
+
+last() {  # what status and drift read: a success in another repository is none in this one
+    if this_repository; then cat /state/last-success 2>/dev/null || true; fi
+}
+
 run() {  # run STEP: the step, its failure said in the log and the audit log (and retried hourly)
     if output=$("$1" 2>&1); then
         [ -z "$output" ] || echo "$output" >&2
@@ -135,13 +145,14 @@ due() {  # due SCHEDULE DATE_FORMAT NAME: it is the schedule's minute, and NAME 
 
 case "${1:-}" in
     backup|check) run "$1" ;;
+    last) last ;;
     restore) shift; restore "$@" ;;
     loop)
         mkdir -p /state
         echo $$ > /state/loop.pid
         trap 'exit 0' TERM INT
-        # A host without a successful backup yet (new, or just restored) gets one at once, and one
-        # whose last backup failed gets another; then every hour until one succeeds (a new host's
+        # A host without a successful backup yet (new, just restored, or given another repository)
+        # gets one at once, and one whose last backup failed gets another; then every hour until one succeeds (a new host's
         # empty database is skipped: nothing to keep yet).
         # First the databases must be up (they start beside this service).
         tries=0
@@ -152,7 +163,8 @@ case "${1:-}" in
         done
         ticks=0
         while :; do
-            if { [ ! -s /state/last-success ] || [ -e /state/failed.backup ]; } && [ $((ticks % 120)) = 0 ]; then
+            if { [ ! -s /state/last-success ] || [ -e /state/failed.backup ] || ! this_repository; } \
+                    && [ $((ticks % 120)) = 0 ]; then
                 run backup || true
             fi
             ticks=$((ticks + 1))
@@ -168,5 +180,5 @@ case "${1:-}" in
             fi
         done
         ;;
-    *) echo "usage: kono-backup.sh backup | check | restore [SNAPSHOT] | loop" >&2; exit 2 ;;
+    *) echo "usage: kono-backup.sh backup | check | restore [SNAPSHOT] | last | loop" >&2; exit 2 ;;
 esac

@@ -164,11 +164,12 @@ EXPECTED = {
         "docker compose exec -T nginx sh /kono/kono-nginx.sh reload"),
     "last_backup": (
         commands.last_backup("/srv/kono"),
-        "cd /srv/kono && docker compose exec -T backup cat /state/last-success 2>/dev/null || true"),
+        "cd /srv/kono && docker compose exec -T backup sh /usr/local/lib/kono-backup.sh last 2>/dev/null || true"),
     "restore_from_repository": (
         commands.restore_from_repository("/srv/kono", "latest", force=True),
         "cd /srv/kono && docker compose exec -T -e KONO_RESTORE_FORCE=yes backup sh /usr/local/lib/kono-backup.sh "
         "restore latest && docker compose restart maintainer"),
+    "fail": (commands.fail("x: expected 'y'"), "printf '%s\\n' 'x: expected '\"'\"'y'\"'\"'' >&2; exit 1"),
     "close_record": (
         commands.close_record({"result": "failed or interrupted"}),
         "sed 's/}$/, \"result\": \"failed or interrupted\"}/' .kono/deploy.pending >> .kono/audit.log"),
