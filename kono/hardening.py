@@ -18,7 +18,7 @@ import re
 
 from pyinfra import host
 from pyinfra.api import FactBase, deploy, operation
-from pyinfra.api.exceptions import OperationError, PyinfraError
+from pyinfra.api.exceptions import PyinfraError
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import Sha256File
 from pyinfra.facts.server import LinuxDistribution
@@ -27,6 +27,7 @@ from pyinfra.operations import apt, files, server, systemd
 from kono import commands
 from kono.docker_engine import APT_LOCK_WAIT
 from kono.host_state import Read, read
+from kono.plan import drift
 from kono.root_files import private_paths, root_files
 from kono.settings import Settings
 from kono.ssh_policy import SSH_COMMON, SSH_QUERY, supported_algorithms
@@ -260,12 +261,14 @@ def ports_open_in_firewall(ports: dict[str, int]):
     open_ports = firewall_open_ports(read(FirewallRules))
     closed = {knob: port for knob, port in ports.items() if open_ports is not None and port not in open_ports}
     if closed:
-        raise OperationError("; ".join(f"{knob}: expected a port the host's firewall opens "
-                                       f"({', '.join(str(p) for p in sorted(open_ports))}), {port} is closed there"
-                                       for knob, port in closed.items())
-                             + ". Run bootstrap.py with the same settings first (it opens it), then deploy.py")
+        message = ("; ".join(f"{knob}: expected a port the host's firewall opens "
+                             f"({', '.join(str(p) for p in sorted(open_ports))}), {port} is closed there"
+                             for knob, port in closed.items())
+                   + ". Run bootstrap.py with the same settings first (it opens it), then deploy.py")
+        drift(message)
+        yield commands.fail(message)
+        return
     host.noop("the firewall lets in every port the stack publishes")
-    yield from ()
 
 
 def check_firewall(settings: Settings) -> None:
