@@ -83,10 +83,12 @@ class Provisioned:
 
     def snapshot(self) -> str:
         """Everything a deploy could change: project files (path, mode, owner, digest), containers.
-        Leaves out the deploy lock, the record of the run in progress and the audit log, where a run
-        records the one before it that failed (kono/deploy_run.py)."""
+        Leaves out the deploy lock, the record of the run in progress, the audit log, where a run
+        records the one before it that failed (kono/deploy_run.py), and the staged copy of a
+        configuration checked but not applied (put in place only for a run that declares it again)."""
         return self.host.ssh(
-            "cd /srv/kono && find . \\( -path './.kono/deploy.*' -o -path ./.kono/audit.log \\) -prune -o "
+            "cd /srv/kono && find . \\( -path './.kono/deploy.*' -o -path ./.kono/audit.log -o -path ./.kono/staged \\) "
+            "-prune -o "
             "-printf '%p %m %u ' -exec sh -c "
             "'[ -f \"$1\" ] && sha256sum < \"$1\" || echo dir' _ {} \\; | sort; "
             "docker ps -a --format '{{.ID}} {{.Names}} {{.State}}' | sort",
