@@ -2,11 +2,11 @@
 #     pyinfra inventory.py deploy.py
 from pyinfra import host
 
-from kono.backup import backups
+from kono.backup import backup_secrets, backups, place_backup_secrets
 from kono.deploy_run import begin_deploy, finish_deploy
 from kono.hardening import check_firewall, firewall_reads
-from kono.secrets import (backup_secrets, maintainer_passwords, place_backup_secrets, place_secrets, secret_reads,
-                          supplied_secrets)
+from kono.passwords import maintainer_passwords, password_reads, place_passwords
+from kono.secrets import place_secrets, secret_reads, supplied_secrets
 from kono.settings import load
 from kono.stack import bring_up, push_project, stack_reads
 from kono.tls import certificates, place_tls, provided_tls, tls_reads
@@ -19,10 +19,11 @@ provided = provided_tls(settings)
 backup = backup_secrets(settings)
 
 # With the deploy lock, one command reads what the steps below compare (kono/host_state.py).
-begin_deploy(settings, reads=[*secret_reads(settings), *stack_reads(settings), *tls_reads(settings),
-                              *firewall_reads(settings)])
+begin_deploy(settings, reads=[*secret_reads(settings), *password_reads(settings), *stack_reads(settings),
+                              *tls_reads(settings), *firewall_reads(settings)])
 check_firewall(settings)  # a port only bootstrap can open: said before anything changes
-place_secrets(settings, supplied, passwords)
+place_secrets(settings, supplied)
+place_passwords(settings, passwords)
 place_tls(settings, provided)
 place_backup_secrets(settings, backup)
 push_project(settings)

@@ -5,7 +5,7 @@
 from pyinfra import host
 
 from kono.deploy_run import begin_deploy, finish_deploy
-from kono.secrets import rotate_secret, rotation_target
+from kono.rotation import rotate_secret, rotation_target
 from kono.settings import load
 from kono.stack import bring_up
 

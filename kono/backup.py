@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,13 +36,17 @@ from pyinfra import host
 from pyinfra.api import FactBase, deploy
 
 from kono import commands
+from kono.operator_input import from_operator, secret_sources, supplied_value
 from kono.plan import drift
-from kono.services import databases, root_password_file, stack_secrets
-from kono.settings import Settings
+from kono.secrets import ConfigTree, read_host_file, supplied_files
+from kono.services import SECRETS, databases, enabled, root_password_file, stack_secrets
+from kono.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from kono.remote import Target
 
+CREDENTIAL_LINE = re.compile(r"^[A-Z_][A-Z0-9_]*=\S*$")  # storage credentials: KEY=value, one per line
+NEEDS_CREDENTIALS = ("s3:", "b2:", "azure:", "gs:", "swift:")  # restic backends that cannot go without
 MAX_AGE = datetime.timedelta(days=2)  # twice the daily schedule: older than this, status and drift say so
 
 
@@ -85,6 +90,54 @@ def backups(settings: Settings) -> None:
     elif backup_age(last) > MAX_AGE:
         drift(f"the last successful backup is {backup_age(last).total_seconds() / 3600:.0f} hours old "
               f"({last['time']:%Y-%m-%d %H:%M} UTC)")
+
+
+def backup_secrets(settings: Settings) -> dict[str, str]:
+    """With a backup repository: the backup secrets to place, {path: content}, from the operator (never
+    generated: a repository password that only the host knows dies with it). Raises SettingsError
+    before anything changes for a missing or malformed one, or a password other than the host's."""
+    entries = {e.name: e for e in enabled(SECRETS, settings) if e.origin == "operator"}
+    if not entries:
+        return {}
+    password, credentials = entries["repository_password"], entries["storage_credentials"]
+    tree = host.get_fact(ConfigTree, directory=settings.project_dir)
+    on_host = {e.name: tree.get(e.path, ("", "", 0))[2] > 0 for e in entries.values()}
+    files: dict[str, str] = {}
+    found = supplied_value(settings, password)
+    if found:
+        value, source = found
+        if on_host["repository_password"] and \
+                read_host_file(f"{settings.project_dir}/{password.path}").strip() != value:
+            raise SettingsError(f"{password.key}: expected the value the host has, since the repository was "
+                                f"initialised with it; {source} holds a different one")
+        if not on_host["repository_password"]:
+            files[password.path] = value
+    elif not on_host["repository_password"]:
+        variable, path = secret_sources(settings, password)
+        raise SettingsError(f"{password.key}: expected it in ${variable} or the file {path} (backup_repository is "
+                            f"set; it is never generated on the host, which it must outlive), and the host has none")
+    given = from_operator(*secret_sources(settings, credentials))
+    if given:
+        lines = [line.strip() for line in given[0].splitlines() if line.strip()]
+        bad = [line.split("=", 1)[0] for line in lines if not CREDENTIAL_LINE.match(line)]
+        if bad:
+            raise SettingsError(f"{credentials.key}: expected KEY=value lines (e.g. AWS_ACCESS_KEY_ID=...) in "
+                                f"{given[1]}, got a line starting {bad[0][:12]!r}")
+        files[credentials.path] = "".join(line + "\n" for line in lines)
+    elif not on_host["storage_credentials"]:
+        if settings.backup_repository.startswith(NEEDS_CREDENTIALS):
+            variable, path = secret_sources(settings, credentials)
+            raise SettingsError(f"{credentials.key}: expected KEY=value lines in ${variable} or the file {path} "
+                                f"({settings.backup_repository.split(':')[0]}: needs credentials), and the host has none")
+        files[credentials.path] = ""  # a backend that needs none (rest:, sftp: with keys, rclone:)
+    return files
+
+
+@deploy("Backup secrets")
+def place_backup_secrets(settings: Settings, files: dict[str, str]) -> None:
+    if files:
+        supplied_files(name="Backup repository password and storage credentials", directory=settings.project_dir,
+                       files=files)
 
 
 def restore_repository(target: Target, snapshot: str, force: bool) -> str:

@@ -29,7 +29,8 @@ from pyinfra.api import FactBase, deploy, operation
 from kono import commands
 from kono.host_state import Read, read
 from kono.plan import drift
-from kono.secrets import ConfigTree, from_operator, secret_sources, supplied_files
+from kono.operator_input import from_operator, secret_sources
+from kono.secrets import ConfigTree, supplied_files
 from kono.services import SECRETS, Secret
 from kono.settings import Settings, SettingsError
 

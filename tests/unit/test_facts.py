@@ -7,7 +7,8 @@ import pytest
 from pyinfra.api.exceptions import OperationError
 
 from kono import commands, host_state
-from kono.secrets import ConfigTree, HashedLogins, PasswordHashFile
+from kono.passwords import HashedLogins, PasswordHashFile
+from kono.secrets import ConfigTree
 from kono.stack import FileDigests, StackState, parse_services
 
 def container(service: str, state: str, status: str) -> dict:

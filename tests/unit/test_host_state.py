@@ -5,7 +5,8 @@ from types import SimpleNamespace
 import pytest
 
 from kono import commands, host_state
-from kono.secrets import ConfigTree, PasswordHashFile
+from kono.passwords import PasswordHashFile
+from kono.secrets import ConfigTree
 from kono.stack import FileDigests
 
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 from passlib.hash import sha512_crypt
 
-from kono import secrets
+from kono import passwords as secrets
 from kono.settings import load
 from tests.lab import group_defaults
 
