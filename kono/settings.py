@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 from pyinfra.api.exceptions import PyinfraError
 
+from kono.services import SERVICES
+
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
 PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -117,7 +119,6 @@ def _cidrs(key: str, cidrs: Any) -> tuple[str, ...]:
 
 
 def _memory_limits(key: str, limits: dict) -> tuple[tuple[str, str], ...]:
-    from kono.services import SERVICES  # services imports settings
     names = [service.name for service in SERVICES]
     for service, limit in limits.items():
         if service not in names:
