@@ -7,12 +7,13 @@ from kono.deploy_run import begin_deploy, finish_deploy
 from kono.hardening import check_firewall, firewall_reads
 from kono.passwords import maintainer_passwords, password_reads, place_passwords
 from kono.secrets import place_secrets, secret_reads, supplied_secrets
-from kono.settings import load
+from kono.settings import check_login, load
 from kono.stack import bring_up, push_project, stack_reads
 from kono.tls import certificates, place_tls, provided_tls, tls_reads
 
 # Everything the operator declared or supplied is checked first: bad input stops here, before any change.
 settings = load(host.data)
+check_login(settings, host.data)
 supplied = supplied_secrets(settings)
 passwords = maintainer_passwords(settings)
 provided = provided_tls(settings)

@@ -6,10 +6,11 @@ from pyinfra import host
 
 from kono.deploy_run import begin_deploy, finish_deploy
 from kono.rotation import rotate_secret, rotation_target
-from kono.settings import load
+from kono.settings import check_login, load
 from kono.stack import bring_up
 
 settings = load(host.data)
+check_login(settings, host.data)
 secret, value = rotation_target(settings, host.data.get("rotate"))
 
 begin_deploy(settings)

@@ -5,7 +5,7 @@
 admin_user = "ubuntu"              # the cloud image's sudo user; bootstrap connects as it ("admin" on Debian)
 deploy_user = "kono"               # unprivileged user deploy connects as: docker group, no sudo rights
 deploy_authorized_keys = []        # SSH public keys (strings) allowed to log in as deploy_user; at least one
-ssh_user = deploy_user             # whom pyinfra connects as; bootstrap overrides it with --user <admin_user>
+ssh_user = deploy_user             # whom pyinfra connects as (a host that sets deploy_user sets this too); bootstrap: --user <admin_user>
 ssh_known_hosts_file = "known_hosts"   # pinned host keys (relative to where pyinfra runs)
 ssh_strict_host_key_checking = "yes"   # unknown or changed host key: refuse; "accept-new" only if you ask
 project_dir = "/srv/kono"          # the compose project on the host, owned by deploy_user

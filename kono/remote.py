@@ -25,7 +25,7 @@ from pyinfra.api.host import Host
 from pyinfra.context import ctx_state
 from pyinfra_cli.inventory import make_inventory
 
-from kono.settings import Settings, load
+from kono.settings import Settings, check_login, load
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,7 +45,10 @@ def inventory_hosts(inventory: str) -> list[Target]:
     with ctx_state.use(state):  # pyinfra reads inventory files inside a state context
         hosts = make_inventory(inventory, cwd=str(REPO))
         state.init(hosts, Config())
-    return [Target(host.name, load(host.data), host) for host in hosts]
+    targets = [Target(host.name, load(host.data), host) for host in hosts]
+    for target in targets:
+        check_login(target.settings, target.host.data)
+    return targets
 
 
 @contextlib.contextmanager

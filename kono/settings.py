@@ -262,6 +262,17 @@ def load(data: Any) -> Settings:
     return settings
 
 
+def check_login(settings: Settings, data: Any) -> None:
+    """Deploy, rotate and the operator tools log in as ``deploy_user``. group_data/all.py sets
+    ``ssh_user = deploy_user`` once, from the default, so a host (or group) that changes
+    ``deploy_user`` must change ``ssh_user`` with it; raise SettingsError, before anything runs, if not."""
+    login = getattr(data, "ssh_user", None)
+    if login != settings.deploy_user:
+        raise SettingsError(f"deploy_user: expected the user pyinfra logs in as (ssh_user {login!r}), got "
+                            f"{settings.deploy_user!r}; where you set deploy_user = {settings.deploy_user!r}, "
+                            f"set ssh_user = {settings.deploy_user!r} too")
+
+
 def _check_https(settings: Settings) -> None:
     if settings.https == "off":
         return

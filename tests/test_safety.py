@@ -20,6 +20,7 @@ BAD_INPUT = [  # (--data value, the key the message must name, what it must say 
     ("docker_source=snap", "docker_source", "one of docker, distro"),
     ("project_dir=srv/kono", "project_dir", "absolute path"),
     ("deploy_user=Kono Admin", "deploy_user", "Linux user name"),
+    ("deploy_user=ops", "deploy_user", "set ssh_user = 'ops' too"),
     ("mysql_image=MySQL 8", "mysql_image", "image reference"),
     ("compose_project=Kono!", "compose_project", "compose project name"),
     ("server_name=a;b", "server_name", "nginx server names"),

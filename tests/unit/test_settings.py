@@ -89,3 +89,12 @@ def test_https_needs_names_an_email_for_acme_no_wildcard_and_no_overlap_with_ser
     not_pem.write_text("hello")
     with pytest.raises(SettingsError, match="acme_ca_bundle: expected a PEM file of CA certificates"):
         load(data(acme_ca_bundle=str(not_pem)))
+
+
+def test_a_host_that_changes_deploy_user_must_change_ssh_user_with_it():
+    from kono.settings import check_login
+    check_login(load(data()), data())  # the defaults: both "kono"
+    check_login(load(data(deploy_user="ops")), data(deploy_user="ops", ssh_user="ops"))
+    with pytest.raises(SettingsError, match=r"^deploy_user: expected the user pyinfra logs in as \(ssh_user 'kono'\), "
+                                            r"got 'ops'; .* set ssh_user = 'ops' too"):
+        check_login(load(data(deploy_user="ops")), data(deploy_user="ops"))  # ssh_user stays group_data's "kono"
