@@ -82,7 +82,7 @@ class LastBackup(FactBase):
 def backups(settings: Settings) -> None:
     """Say in the plan (and so in drift) when the last successful backup is missing or older than
     MAX_AGE; the backup service itself runs them. Changes nothing."""
-    if not settings.backup_repository:
+    if not settings.backups_on:
         return
     last = host.get_fact(LastBackup, directory=settings.project_dir)
     if last is None:
@@ -143,7 +143,7 @@ def place_backup_secrets(settings: Settings, files: dict[str, str]) -> None:
 def restore_repository(target: Target, snapshot: str, force: bool) -> str:
     """Restore a snapshot of the host's repository onto it; returns what the backup service said."""
     from kono.remote import connect, run  # operator tools only: the deploy imports this module too
-    if not target.settings.backup_repository:
+    if not target.settings.backups_on:
         raise SystemExit(f"{target.name}: no backup_repository is set for this host")
     with connect(target) as client:
         return run(client, commands.restore_from_repository(target.settings.project_dir, snapshot, force)).decode()

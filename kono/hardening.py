@@ -223,7 +223,7 @@ def firewall_open_ports(ruleset: str) -> set[int] | None:
 def published_ports(settings: Settings) -> dict[str, int]:
     """{knob: port} of what the stack publishes on every address of the host with these settings."""
     return {"http_port": settings.http_port, "maintainer_ssh_port": settings.maintainer_ssh_port,
-            **({"https_port": settings.https_port} if settings.https != "off" else {})}
+            **({"https_port": settings.https_port} if settings.https_on else {})}
 
 
 class FirewallRules(FactBase):

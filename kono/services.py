@@ -23,10 +23,6 @@ DB_SECRETS_DIR = "/run/db-secrets"
 SECRETS_DIR = "/run/secrets"  # where compose mounts a service's secrets
 
 
-# In an ``only_when`` (knob, value): the entry exists when the knob is set to anything but None.
-SET = "<set>"
-
-
 @dataclass(frozen=True)
 class Service:
     """One compose service."""
@@ -42,15 +38,16 @@ class Service:
     # beside the old, wait until it is healthy, then drain and remove the old (no downtime; the
     # service must publish no host port and tolerate two copies for a moment).
     rollout: str = "recreate"
-    # Project folders holding its configuration that a change applies by a checked reload, never by a
-    # new container (commands.nginx_check, then apply_folder). Left out of the digest that triggers `up`.
-    reloads: tuple[str, ...] = ()
+    # The project folder mounted as its nginx conf.d: a change is checked with `nginx -t` first, then
+    # applied by nginx's reload while the container stays, else by its new container (kono/stack.py,
+    # project_tree). Left out of the digest that triggers `up`.
+    nginx_confd: str | None = None
     # The settings knob naming its image; None for an image built from the project.
     image: str | None = None
     # What users see while a new container of it starts (said in the plan before it happens).
     impact: str = "unavailable until the new container is healthy"
-    # (knob, value): the service exists only when that setting has that value. None: always.
-    only_when: tuple[str, str] | None = None
+    # The Settings property (kono/settings.py) it exists with, e.g. "backups_on". None: always.
+    only_when: str | None = None
     # The Linux capabilities it keeps; every other one is dropped (cap_drop: ALL).
     capabilities: tuple[str, ...] = ()
     # A read-only root filesystem with tmpfs at these paths (what it writes outside its volumes);
@@ -79,8 +76,8 @@ class Secret:
     # Services that read it only when they initialise (a database's first start): a new value does not
     # restart them.
     first_start_only: tuple[str, ...] = ()
-    # (knob, value): the secret exists only when that setting has that value. None: always.
-    only_when: tuple[str, str] | None = None
+    # The Settings property (kono/settings.py) it exists with, e.g. "tls_provided". None: always.
+    only_when: str | None = None
 
     @property
     def handed_by_compose(self) -> bool:
@@ -139,16 +136,16 @@ SERVICES: tuple[Service, ...] = (
     # nginx's master is root: it creates its cache folders for the workers (CHOWN), reads the TLS key
     # (the deploy user's 0600 file with https = "provided": DAC_OVERRIDE), and starts the workers as
     # nginx, 101 (SETUID, SETGID). Port 80 inside needs nothing (Docker lets any user bind low ports).
-    Service("nginx", inputs=("nginx-entrypoint",), reloads=("nginx",), image="nginx_image",
+    Service("nginx", inputs=("nginx-entrypoint",), nginx_confd="nginx", image="nginx_image",
             impact="every HTTP request fails until nginx is back (about a second)",
             capabilities=("CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID"),
             read_only_tmpfs=("/var/cache/nginx", "/run", "/tmp:mode=1777")),
-    Service("acme", inputs=("acme",), image="acme_image", only_when=("https", "acme"),
+    Service("acme", inputs=("acme",), image="acme_image", only_when="acme_on",
             impact="nothing users see: it renews certificates, and checks again when it is back",
             read_only_tmpfs=("/tmp:mode=1777",)),
     # Reads what it backs up whoever owns it (DAC_READ_SEARCH, DAC_OVERRIDE); a restore puts back
     # owners, modes and setgid folders (CHOWN, FOWNER, FSETID).
-    Service("backup", inputs=("backup",), only_when=("backup_repository", SET),
+    Service("backup", inputs=("backup",), only_when="backups_on",
             impact="nothing users see: a backup due meanwhile runs when it is back",
             capabilities=("CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID"),
             # /backup: the folder the volumes are mounted in; a restore sets its owner and mode too.
@@ -165,12 +162,12 @@ SECRETS: tuple[Secret, ...] = (
     Secret("dev", "db_root_password", ("db_dev", "backup"), ("root@%", "root@localhost")),
     Secret("dev", "db_dev_password", ("db_dev",), ("dev@%",), first_start_only=("db_dev",)),
     Secret("production", "maintainer_password_hashes", ("maintainer",), origin="maintainer passwords"),
-    Secret("tls", "certificate", ("nginx",), origin="tls", only_when=("https", "provided")),
-    Secret("tls", "private_key", ("nginx",), origin="tls", only_when=("https", "provided")),
-    Secret("backup", "repository_password", ("backup",), origin="operator", only_when=("backup_repository", SET)),
+    Secret("tls", "certificate", ("nginx",), origin="tls", only_when="tls_provided"),
+    Secret("tls", "private_key", ("nginx",), origin="tls", only_when="tls_provided"),
+    Secret("backup", "repository_password", ("backup",), origin="operator", only_when="backups_on"),
     # KEY=value lines for the repository's storage (AWS_ACCESS_KEY_ID=..., AWS_SECRET_ACCESS_KEY=...);
     # empty for a backend that needs none.
-    Secret("backup", "storage_credentials", ("backup",), origin="operator", only_when=("backup_repository", SET)),
+    Secret("backup", "storage_credentials", ("backup",), origin="operator", only_when="backups_on"),
 )
 
 
@@ -180,7 +177,7 @@ class Volume:
 
     name: str
     holds: str
-    only_when: tuple[str, str] | None = None
+    only_when: str | None = None  # as Service.only_when
 
 
 VOLUMES: tuple[Volume, ...] = (
@@ -192,20 +189,16 @@ VOLUMES: tuple[Volume, ...] = (
     Volume("app_static", "uploaded assets, served at /static/"),
     Volume("nginx_log", "nginx's access and error logs"),
     Volume("maintainer_host_keys", "the maintainer container's SSH host keys"),
-    Volume("acme_state", "the ACME account and lego's certificates", ("https", "acme")),
-    Volume("certificates", "the certificate and key nginx serves, installed by acme", ("https", "acme")),
-    Volume("acme_webroot", "the ACME HTTP-01 challenge files nginx serves", ("https", "acme")),
-    Volume("backup_state", "the last backup's outcome, and restic's cache", ("backup_repository", SET)),
+    Volume("acme_state", "the ACME account and lego's certificates", "acme_on"),
+    Volume("certificates", "the certificate and key nginx serves, installed by acme", "acme_on"),
+    Volume("acme_webroot", "the ACME HTTP-01 challenge files nginx serves", "acme_on"),
+    Volume("backup_state", "the last backup's outcome, and restic's cache", "backups_on"),
 )
 
 
 def enabled(entries: tuple, settings) -> tuple:
-    """The entries of a table (services, secrets, volumes) that exist with these settings (a Settings,
-    or a mapping of knob to value)."""
-    def holds(knob: str, wanted: str) -> bool:
-        value = settings[knob] if isinstance(settings, dict) else getattr(settings, knob)
-        return value is not None if wanted == SET else value == wanted
-    return tuple(e for e in entries if e.only_when is None or holds(*e.only_when))
+    """The entries of a table (services, secrets, volumes) that exist with these settings (kono.settings.Settings)."""
+    return tuple(e for e in entries if e.only_when is None or getattr(settings, e.only_when))
 
 
 def service(name: str) -> Service:
@@ -233,7 +226,8 @@ def secrets_of(service_name: str) -> tuple[Secret, ...]:
 
 
 def reloaded_folders() -> tuple[str, ...]:
-    return tuple(folder for s in SERVICES for folder in s.reloads)
+    """The nginx conf.d folders: applied by a checked reload, or by nginx's new container."""
+    return tuple(s.nginx_confd for s in SERVICES if s.nginx_confd)
 
 
 def restarting_secrets(service_name: str) -> tuple[Secret, ...]:

@@ -220,6 +220,23 @@ class Settings:
     compose_wait_timeout: int = knob("seconds, a whole number >= 10", lambda v: v >= 10)
     deploy_lock_wait: int = knob("seconds, a whole number >= 0", lambda v: v >= 0)
 
+    # What the knobs turn on, said once (the tables in kono/services.py name these in ``only_when``).
+    @property
+    def https_on(self) -> bool:
+        return self.https != "off"
+
+    @property
+    def acme_on(self) -> bool:
+        return self.https == "acme"
+
+    @property
+    def tls_provided(self) -> bool:
+        return self.https == "provided"
+
+    @property
+    def backups_on(self) -> bool:
+        return self.backup_repository is not None
+
 
 # The Python type group_data gives a knob in, by its annotation's type (a tuple comes as a list).
 _KINDS = {str: str, int: int, bool: bool, tuple: (list, tuple)}

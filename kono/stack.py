@@ -112,6 +112,7 @@ def compose_file(settings: Settings, files: dict[str, str]) -> str:
     return _render(
         "compose.yaml.j2", s=settings, services=services, blocks=blocks, inputs=inputs,
         service_secrets={s.name: [secret.compose_name for secret in secrets_of(s.name)] for s in services},
+        images={s.name: getattr(settings, s.image) for s in services if s.image},
         restarting={s.name: bool(restarting_secrets(s.name)) for s in services},
         secrets_env_names={s.name: commands.env_name(s.name) for s in services},
         secrets=[s for s in enabled(SECRETS, settings) if s.handed_by_compose],
@@ -123,12 +124,12 @@ def compose_file(settings: Settings, files: dict[str, str]) -> str:
 @functools.lru_cache(maxsize=None)  # hosts with the same settings share one rendering per run
 def project_files(settings: Settings) -> dict[str, str]:
     """Every file of the compose project: {path relative to project_dir: content}. Holds no secret."""
-    nginx = ["default.conf", "site.locations", *(["https.server"] if settings.https != "off" else [])]
+    nginx = ["default.conf", "site.locations", *(["https.server"] if settings.https_on else [])]
     files = {f"nginx/{name}": _render(f"nginx/{name}.j2", s=settings, resolver_valid=commands.RESOLVER_VALID_SECONDS)
              for name in nginx}
     for folder in (*FIRST_START_FOLDERS, *(f for s in enabled(SERVICES, settings) for f in s.inputs)):
         files.update(_static(folder))
-    if settings.https == "acme" and settings.acme_ca_bundle:
+    if settings.acme_on and settings.acme_ca_bundle:
         files["acme/ca-bundle.pem"] = Path(settings.acme_ca_bundle).read_text()
     files.update({f"maintainer/keys/{login}": "".join(key + "\n" for key in public_keys)
                   for login, public_keys in settings.maintainer_users})
@@ -277,7 +278,7 @@ def project_tree(directory: str, files: dict[str, str], reload_images: dict[str,
         return
     state = read(StackState, directory=directory, project=project)
     for folder in to_reload:
-        owner = next(s.name for s in SERVICES if folder in s.reloads)
+        owner = next(s.name for s in SERVICES if s.nginx_confd == folder)
         if keeps_its_container(owner, state, records):
             logger.warning(f"{host.print_prefix}{folder}/ changes: checked, then applied by a reload (no downtime)")
             yield commands.apply_folder(directory, folder, markers[folder], service=owner)
@@ -406,7 +407,7 @@ def compose_up(directory: str, project: str, wait_timeout: int, records: dict[st
 
 def reload_images(settings: Settings) -> dict[str, str]:
     """{folder applied by reload: the image that checks it}."""
-    return {folder: getattr(settings, s.image) for s in SERVICES for folder in s.reloads}
+    return {s.nginx_confd: getattr(settings, s.image) for s in SERVICES if s.nginx_confd}
 
 
 def stack_reads(settings: Settings) -> list[Read]:

@@ -107,7 +107,7 @@ def check_provided(certificate_pem: str, key_pem: str, domains: tuple[str, ...],
 def provided_tls(settings: Settings) -> dict[str, str]:
     """With https = "provided": the pair the operator gives, {secret key: PEM text}, checked; {} when
     the host is to keep its own. Raises SettingsError before anything changes."""
-    if settings.https != "provided":
+    if not settings.tls_provided:
         return {}
     found = {entry.key: from_operator(*secret_sources(settings, entry)) for entry in tls_secrets()}
     given = {key: value for key, value in found.items() if value}
@@ -181,12 +181,12 @@ def served_certificate(directory: str, domains: tuple[str, ...], issue: bool):
 
 def tls_reads(settings: Settings) -> list[Read]:
     """What ``certificates`` reads from the host (kono/host_state.py reads it with the others)."""
-    return [(ServedCertificate, {"directory": settings.project_dir})] if settings.https != "off" else []
+    return [(ServedCertificate, {"directory": settings.project_dir})] if settings.https_on else []
 
 
 @deploy("Certificates")
 def certificates(settings: Settings) -> None:
-    if settings.https != "off":
+    if settings.https_on:
         served_certificate(name="Certificate nginx serves (the acme service issues it when there is none)",
-                           directory=settings.project_dir, domains=settings.domains, issue=settings.https == "acme")
+                           directory=settings.project_dir, domains=settings.domains, issue=settings.acme_on)
 

@@ -20,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import docker
 import paramiko
@@ -27,6 +28,7 @@ from docker.transport.sshconn import SSHHTTPAdapter
 
 from kono.deploy_run import deploy_commit
 from kono.services import SERVICES, enabled, secret
+from kono.settings import Settings, load
 from tests.testhost import Lab, TestHost, cached_rootfs, die_with_parent
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,14 +42,23 @@ STANDINS = {"mysql": "mysql_image", "node": "node_image", "nginx": "nginx_image"
             "ubuntu": "maintainer_base_image", "lego": "acme_image", "restic": "restic_image"}
 
 
+# A well-formed public key, for settings that need one (deploy_authorized_keys) and never log in.
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDhx7mzSuwLbv5Q0jcW2a1rW4yUBnbprqZhYOoN0SaHl ops@laptop"
+
+
 def group_defaults() -> dict:
     defaults: dict = {}
     exec((REPO / "group_data" / "all.py").read_text(), {}, defaults)
     return defaults
 
 
+def settings_of(**knobs) -> Settings:
+    """The checked settings of a host with these knobs over group_data's defaults."""
+    return load(SimpleNamespace(**{**group_defaults(), "deploy_authorized_keys": [KEY], **knobs}))
+
+
 DEFAULTS = group_defaults()
-DEFAULT_SERVICES = enabled(SERVICES, DEFAULTS)  # the services of a host deployed with the defaults (no HTTPS)
+DEFAULT_SERVICES = enabled(SERVICES, settings_of())  # the services of a host deployed with the defaults (no HTTPS)
 DEPLOY_USER = DEFAULTS["deploy_user"]
 PROJECT_DIR = DEFAULTS["project_dir"]
 

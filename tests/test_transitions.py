@@ -61,7 +61,7 @@ class Walk:
                                          app_repo=self.provisioned.git.repo("app"), **self.data(**knobs))
 
     def services(self, **knobs) -> tuple:
-        return enabled(SERVICES, {**lab_tools.DEFAULTS, **self.data(**knobs)})
+        return enabled(SERVICES, lab_tools.settings_of(**self.data(**knobs)))
 
     def step(self, name: str, **knobs) -> lab_tools.Run:
         """Deploy ``knobs`` under load: it converges, fails no request but in a recreate it announced,

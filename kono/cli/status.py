@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
             with connect(target) as client:
                 output = run(client, commands.services_state(target.settings.compose_project), target.settings.project_dir)
                 served = (run(client, commands.served_certificate(target.settings.project_dir))
-                          if target.settings.https != "off" else b"")
+                          if target.settings.https_on else b"")
                 last = (parse_last_backup(run(client, commands.last_backup(target.settings.project_dir)).decode())
-                        if target.settings.backup_repository else None)
+                        if target.settings.backups_on else None)
         except (ConnectError, RuntimeError, OSError) as error:  # report every host, even when one is down
             print(f"{target.name}: unreachable: {type(error).__name__}: {error}")
             all_ready = False
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             ok = ready(state, health)
             all_ready &= ok
             print(f"{target.name}  {service.name:<14} {state:<10} {health or '-':<10} {'ok' if ok else 'NOT OK'}")
-        if target.settings.https != "off":
+        if target.settings.https_on:
             summary = certificate_summary(served.decode())
             ok = summary is not None and days_left(summary) >= EXPIRY_WARNING_DAYS
             all_ready &= ok
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{summary['not_after']:%Y-%m-%d %H:%M} UTC ({days_left(summary):.0f} days)"
                      if summary else "none served")
             print(f"{target.name}  certificate    {about} {'ok' if ok else 'NOT OK'}")
-        if target.settings.backup_repository:
+        if target.settings.backups_on:
             ok = last is not None and backup_age(last) <= MAX_AGE
             all_ready &= ok
             about = (f"last success {last['time']:%Y-%m-%d %H:%M} UTC ({backup_age(last).total_seconds() / 3600:.1f} h ago), "

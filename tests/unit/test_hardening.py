@@ -1,23 +1,16 @@
 """Host and container hardening, as data: the sshd and firewall files, the lockout guard, and the
 compose settings every service gets from the table."""
 
-from types import SimpleNamespace
-
 import pytest
 from pyinfra.api.exceptions import PyinfraError
 
 from kono.hardening import check_no_lockout, firewall_ruleset, host_sshd_config
 from kono.services import SERVICES
-from kono.settings import SettingsError, load
+from kono.settings import SettingsError
 from kono.ssh_policy import SSH_ALGORITHMS, maintainer_sshd_policy, supported_algorithms
-from tests.lab import group_defaults
+from tests.lab import settings_of as settings
 from tests.unit.test_services import VARIANTS, rendered
 
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDhx7mzSuwLbv5Q0jcW2a1rW4yUBnbprqZhYOoN0SaHl ops@laptop"
-
-
-def settings(**overrides):
-    return load(SimpleNamespace(**{**group_defaults(), "deploy_authorized_keys": [KEY], **overrides}))
 
 
 # What Ubuntu 24.04's OpenSSH 9.6 answers to `ssh -Q` (no ML-KEM, no plain sntrup761 name).

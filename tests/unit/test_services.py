@@ -3,7 +3,6 @@ entry (plus its template block) and the compose file, the secrets, the labels an
 rule follow."""
 
 import dataclasses
-from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -11,14 +10,8 @@ import yaml
 from kono import services, stack
 from kono.services import (SECRETS, SERVICES, VOLUMES, Secret, Service, enabled, secret_file, secrets_of,
                            unready)
-from kono.settings import load
-from tests.lab import group_defaults
+from tests.lab import settings_of as settings
 
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDhx7mzSuwLbv5Q0jcW2a1rW4yUBnbprqZhYOoN0SaHl ops@laptop"
-
-
-def settings(**overrides):
-    return load(SimpleNamespace(**{**group_defaults(), "deploy_authorized_keys": [KEY], **overrides}))
 
 
 def rendered(**overrides) -> dict:

@@ -2,21 +2,15 @@
 what the issue asks (HTTP/2, intermediate TLS, redirect but for challenges, HSTS only when asked)."""
 
 import datetime
-from types import SimpleNamespace
 
 import pytest
 
 from kono import stack
-from kono.settings import SettingsError, load
+from kono.settings import SettingsError
 from kono.tls import certificate_summary, check_provided, days_left
-from tests.lab import group_defaults, make_certificate
+from tests.lab import make_certificate, settings_of as settings
 
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDhx7mzSuwLbv5Q0jcW2a1rW4yUBnbprqZhYOoN0SaHl ops@laptop"
 WHERE = {"tls/certificate": "secrets/tls/certificate", "tls/private_key": "secrets/tls/private_key"}
-
-
-def settings(**overrides):
-    return load(SimpleNamespace(**{**group_defaults(), "deploy_authorized_keys": [KEY], **overrides}))
 
 
 @pytest.fixture
