@@ -212,17 +212,17 @@ def start_first(service: str, wait_timeout: int, stop_timeout: int) -> str:
 
 
 def compose_up(directory: str, wait_timeout: int, service_secrets: dict[str, list[str]],
-               reloaded: tuple[str, ...] = (), rollouts: tuple[str, ...] = (), others: tuple[str, ...] = (),
-               records: dict[str, str] | None = None, stop_timeout: int = 30,
-               markers: dict[str, str] | None = None) -> str:
+               reloaded: tuple[str, ...] = (), rollouts: dict[str, int] | None = None, others: tuple[str, ...] = (),
+               records: dict[str, str] | None = None, markers: dict[str, str] | None = None) -> str:
     """Validate the project, bring it up and wait for health; record its digest, what each service
     was brought up with, and how long it took. Services in ``rollouts`` are replaced start-first
-    (``others`` then lists every other service, which a plain `up` handles). A configuration folder
+    ({service: seconds it has to stop}; ``others`` then lists every other service, which a plain
+    `up` handles). A configuration folder
     checked and left staged for a new container ({folder: digest} in ``markers``) is put in place
     right before `up`."""
     up = (f"docker compose up --detach --build --remove-orphans --wait --wait-timeout {int(wait_timeout)}"
           + "".join(f" {service}" for service in (others if rollouts else ())))
-    steps = [up, *(start_first(service, wait_timeout, stop_timeout) for service in rollouts)]
+    steps = [up, *(start_first(service, wait_timeout, stop) for service, stop in (rollouts or {}).items())]
     return in_dir(directory, (
         f"{secrets_env(service_secrets)} && docker compose config --quiet && "
         f"digest=$({project_digest(reloaded)}) && started=$(date +%s.%N) && "

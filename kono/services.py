@@ -44,6 +44,9 @@ class Service:
     nginx_confd: str | None = None
     # The settings knob naming its image; None for an image built from the project.
     image: str | None = None
+    # Seconds compose gives it to stop (stop_grace_period; a start-first swap's stop timeout too).
+    # None: compose's default.
+    stop_seconds: int | None = None
     # What users see while a new container of it starts (said in the plan before it happens).
     impact: str = "unavailable until the new container is healthy"
     # The Settings property (kono/settings.py) it exists with, e.g. "backups_on". None: always.
@@ -121,7 +124,7 @@ SERVICES: tuple[Service, ...] = (
             capabilities=DB_CAPABILITIES, read_only_tmpfs=DB_TMPFS),
     # files/api/kono-api.sh copies its secrets for node (DAC_OVERRIDE, CHOWN, FOWNER), hands node
     # (1000) what it writes, then steps down to it (SETUID, SETGID): node keeps no capability at all.
-    Service("api", inputs=("api",), rollout="start-first", image="node_image",
+    Service("api", inputs=("api",), rollout="start-first", image="node_image", stop_seconds=30,
             impact="API requests fail until the new container answers (about 4 s)",
             capabilities=("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"),
             read_only_tmpfs=("/run/api-secrets", "/tmp:mode=1777")),
@@ -151,6 +154,28 @@ SERVICES: tuple[Service, ...] = (
             # /backup: the folder the volumes are mounted in; a restore sets its owner and mode too.
             read_only_tmpfs=("/backup", "/tmp:mode=1777")),
 )
+
+# The api's contract with its supervisor (files/api/start.js and worker.js), compose and nginx, said
+# once here and handed to the container as environment (``api_environment``): the scripts spell none.
+API_HEALTH_PATH = "/api/health"  # a release answers 2xx here once it can serve
+API_HEALTH_TIMEOUT_SECONDS = 30  # a new release that does not by then never takes traffic
+API_DRAIN_SECONDS = 20  # after SIGTERM, what is in flight finishes within this
+API_LINGER_SECONDS = 3  # then the old process keeps answering while nginx re-resolves (> its resolver's validity)
+
+
+def api_worker_ports(api_port: int) -> tuple[int, int]:
+    """The supervisor's two private worker ports: the old release's and the new one's during a swap."""
+    return api_port + 1, api_port + 2
+
+
+def api_environment(api_port: int) -> dict[str, str]:
+    """The api container's contract, as its environment."""
+    return {"PORT": str(api_port), "KONO_API_HEALTH_PATH": API_HEALTH_PATH,
+            "KONO_API_WORKER_PORTS": " ".join(str(port) for port in api_worker_ports(api_port)),
+            "KONO_API_HEALTH_TIMEOUT_MS": str(API_HEALTH_TIMEOUT_SECONDS * 1000),
+            "KONO_API_DRAIN_TIMEOUT_MS": str(API_DRAIN_SECONDS * 1000),
+            "KONO_API_LINGER_MS": str(API_LINGER_SECONDS * 1000)}
+
 
 SECRETS: tuple[Secret, ...] = (
     Secret("production", "db_root_password", ("db_production", "backup"), ("root@%", "root@localhost")),

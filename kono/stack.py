@@ -30,7 +30,7 @@ from pyinfra.api.exceptions import OperationError
 from kono import commands
 from kono.host_state import Read, read
 from kono.plan import drift
-from kono.services import (DB_SECRETS_DIR, SECRETS, SECRETS_DIR, SERVICES, VOLUMES, enabled, reloaded_folders,
+from kono.services import (DB_SECRETS_DIR, api_environment, SECRETS, SECRETS_DIR, SERVICES, VOLUMES, enabled, reloaded_folders,
                            replacement_note, restarting_secrets, secret, secret_file, secrets_of, service,
                            unready)
 from kono.settings import Settings
@@ -102,6 +102,7 @@ def compose_file(settings: Settings, files: dict[str, str]) -> str:
     services = enabled(SERVICES, settings)
     blocks = {
         s.name: _render(f"services/{s.name}.yaml.j2", s=settings, tls_source=tls_source(settings),
+                        api_environment=api_environment(settings.api_port),
                         sshd_policy=maintainer_sshd_policy(),
                         secret_file=functools.partial(secret_file, service_name=s.name)).rstrip("\n")
         for s in services
@@ -402,7 +403,8 @@ def compose_up(directory: str, project: str, wait_timeout: int, records: dict[st
         logger.warning(f"{host.print_prefix}{replacement_note(name, reasons, name in rollouts)}")
     others = tuple(s.name for s in wanted if s.name not in rollouts)
     yield commands.compose_up(directory, wait_timeout, service_secret_paths(), reloaded_folders(),
-                              rollouts, others, records, markers=markers)
+                              {name: service(name).stop_seconds or 10 for name in rollouts}, others, records,
+                              markers=markers)
 
 
 def reload_images(settings: Settings) -> dict[str, str]:

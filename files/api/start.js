@@ -3,11 +3,11 @@
 //
 // Releases live in the api_build volume (/srv/api): releases/<id>/server.js, and `current`, a
 // symlink to the release to run, which the maintainer's kono-deploy switches. When `current` changes:
-// a new worker starts the new release on a spare port; only once it answers /api/health does it get
+// a new worker starts the new release on a spare port; only once it answers its health path does it get
 // new connections; the old worker finishes what it is serving and stops. A release whose worker fails
 // its health check never gets a connection: the old one keeps serving, and /srv/api/.kono-status
 // says why (kono-deploy waits for that verdict). Until a release exists, a placeholder answers
-// /api/health, so the stack is healthy from day one.
+// the health path, so the stack is healthy from day one.
 //
 // On SIGTERM (docker stop, a rollout replacing this container): stop accepting, so nginx sends new
 // requests to another api container; finish what is in flight; linger a moment so nginx's resolver
@@ -23,11 +23,17 @@ const ROOT = process.env.KONO_API_ROOT || '/srv/api';
 const CURRENT = path.join(ROOT, 'current');
 const STATUS = path.join(ROOT, '.kono-status');
 const LOG_FILE = path.join(process.env.KONO_API_LOG_DIR || '/var/log/api', 'api.log');
-const PORT = Number(process.env.PORT || 3000);
-const WORKER_PORTS = [PORT + 1, PORT + 2];
-const HEALTH_TIMEOUT_MS = Number(process.env.KONO_API_HEALTH_TIMEOUT_MS || 30000);
-const DRAIN_TIMEOUT_MS = Number(process.env.KONO_API_DRAIN_TIMEOUT_MS || 20000);
-const LINGER_MS = Number(process.env.KONO_API_LINGER_MS || 3000);  // > nginx's resolver `valid`
+// The contract with compose and nginx comes from the environment only (kono/services.py, api_environment).
+function required(name) {
+  if (!process.env[name]) throw new Error(`${name} is not set (kono/services.py hands it to the api container)`);
+  return process.env[name];
+}
+const PORT = Number(required('PORT'));
+const WORKER_PORTS = required('KONO_API_WORKER_PORTS').split(' ').map(Number);
+const HEALTH_PATH = required('KONO_API_HEALTH_PATH');
+const HEALTH_TIMEOUT_MS = Number(required('KONO_API_HEALTH_TIMEOUT_MS'));
+const DRAIN_TIMEOUT_MS = Number(required('KONO_API_DRAIN_TIMEOUT_MS'));
+const LINGER_MS = Number(required('KONO_API_LINGER_MS'));  // > nginx's resolver `valid`
 const WORKER = path.join(__dirname, 'worker.js');
 
 fs.mkdirSync(path.dirname(LOG_FILE), { recursive: true });
@@ -55,9 +61,9 @@ function writeStatus(status) {
   fs.renameSync(staged, STATUS);
 }
 
-function probe(port) {  // one GET /api/health on a worker's own port: true when 2xx
+function probe(port) {  // one GET of the health path on a worker's own port: true when 2xx
   return new Promise((resolve) => {
-    const request = http.get({ host: '127.0.0.1', port, path: '/api/health', timeout: 2000 }, (response) => {
+    const request = http.get({ host: '127.0.0.1', port, path: HEALTH_PATH, timeout: 2000 }, (response) => {
       response.resume();
       resolve(response.statusCode >= 200 && response.statusCode < 300);
     });
@@ -73,7 +79,7 @@ async function healthy(worker) {  // polls until healthy, the worker exits, or t
     if (await probe(worker.port)) return '';
     await new Promise((r) => setTimeout(r, 200));
   }
-  return `GET /api/health did not answer 2xx within ${HEALTH_TIMEOUT_MS / 1000}s`;
+  return `GET ${HEALTH_PATH} did not answer 2xx within ${HEALTH_TIMEOUT_MS / 1000}s`;
 }
 
 function startWorker(release, port) {

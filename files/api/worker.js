@@ -1,5 +1,5 @@
 // One worker of the api container (started by start.js): runs the release in $KONO_RELEASE on the
-// private port $PORT, or, when there is none yet, a placeholder that answers /api/health.
+// private port $PORT, or, when there is none yet, a placeholder that answers $KONO_API_HEALTH_PATH.
 // On SIGTERM it stops listening and exits once its open connections are done (start.js only
 // stops a worker that no longer gets connections).
 'use strict';
@@ -31,7 +31,7 @@ if (release) {
 } else {
   const port = Number(process.env.PORT);
   http.createServer((req, res) => {
-    const ok = req.url === '/api/health';
+    const ok = req.url === process.env.KONO_API_HEALTH_PATH;
     res.writeHead(ok ? 200 : 404, { 'Content-Type': 'application/json' });
     res.end(JSON.stringify(ok ? { status: 'ok', app: 'not deployed yet' } : { error: 'not found' }) + '\n');
   }).listen(port, '127.0.0.1');

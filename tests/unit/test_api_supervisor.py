@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from kono.services import API_HEALTH_PATH, api_environment
 from tests.lab import REPO
 
 RELEASE = """const http = require('http');
@@ -21,7 +22,7 @@ const VERSION = %s;
 if (%s) process.exit(3);  // a release that dies at start
 http.createServer((req, res) => {
   setTimeout(() => {  // every request takes a moment: some are always in flight during a swap
-    res.writeHead(req.url === '/api/health' ? 200 : 404, {'Content-Type': 'application/json'});
+    res.writeHead(req.url === process.env.KONO_API_HEALTH_PATH ? 200 : 404, {'Content-Type': 'application/json'});
     res.end(JSON.stringify({version: VERSION}) + '\\n');
   }, 20);
 }).listen(Number(process.env.PORT));
@@ -43,9 +44,11 @@ def free_port() -> int:
 
 
 class Api:
-    def __init__(self, root: Path, port: int):
-        self.root, self.port = root, port
-        env = {**os.environ, "PORT": str(port), "KONO_API_ROOT": str(root), "KONO_API_LOG_DIR": str(root / "log"),
+    def __init__(self, root: Path, port: int, health_path: str = API_HEALTH_PATH):
+        self.root, self.port, self.health_path = root, port, health_path
+        # The container's environment as compose gets it (kono/services.py), quicker for a test.
+        env = {**os.environ, **api_environment(port), "KONO_API_HEALTH_PATH": health_path,
+               "KONO_API_ROOT": str(root), "KONO_API_LOG_DIR": str(root / "log"),
                "KONO_API_HEALTH_TIMEOUT_MS": "5000", "KONO_API_LINGER_MS": "300"}
         self.proc = subprocess.Popen(["node", str(REPO / "files/api/start.js")], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -63,7 +66,7 @@ class Api:
     def get(self) -> tuple[int, str]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
         try:
-            connection.request("GET", "/api/health")
+            connection.request("GET", self.health_path)
             response = connection.getresponse()
             return response.status, json.loads(response.read()).get("version", "")
         finally:
@@ -161,3 +164,30 @@ def test_sigterm_stops_accepting_and_finishes_requests_in_flight(api):
     assert api.proc.wait(timeout=10) == 0
     with pytest.raises(OSError):
         api.get()
+
+
+def test_the_health_path_is_said_once_and_the_compose_file_supervisor_and_kono_deploy_follow(tmp_path, monkeypatch):
+    import yaml
+    from kono import services, stack
+    from tests.lab import settings_of
+    monkeypatch.setattr(services, "API_HEALTH_PATH", "/ready-x")
+    stack.project_files.cache_clear()
+    try:
+        api = yaml.safe_load(stack.project_files(settings_of())["compose.yaml"])["services"]["api"]
+    finally:
+        stack.project_files.cache_clear()
+    assert api["environment"]["KONO_API_HEALTH_PATH"] == "/ready-x"
+    assert "/ready-x" in api["healthcheck"]["test"][-1] and "/api/health" not in str(api)
+    for script in ("files/api/start.js", "files/api/worker.js", "files/maintainer/kono-deploy"):
+        assert "/api/health" not in (REPO / script).read_text(), script  # nobody spells it again
+    # The supervisor probes the path it is handed: a release answering it goes live.
+    supervisor = Api(tmp_path, free_port(), health_path="/ready-x")
+    try:
+        supervisor.release("r1")
+        supervisor.switch("r1")
+        supervisor.wait(lambda: supervisor.status().get("release") == str(tmp_path / "releases/r1")
+                        and supervisor.status().get("state") == "active")
+        assert supervisor.get() == (200, "r1")
+    finally:
+        supervisor.proc.terminate()
+        supervisor.proc.wait(timeout=30)

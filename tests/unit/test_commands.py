@@ -243,7 +243,7 @@ def test_a_folder_staged_by_an_earlier_run_is_never_switched_in(tmp_path, checke
 
 
 def test_compose_up_replaces_start_first_services_after_bringing_up_the_others():
-    up = commands.compose_up("/srv/kono", 300, SECRET_PATHS, (), ("api",), ("db_production", "nginx"))
+    up = commands.compose_up("/srv/kono", 300, SECRET_PATHS, (), {"api": 30}, ("db_production", "nginx"))
     assert ("docker compose up --detach --build --remove-orphans --wait --wait-timeout 300 db_production nginx "
             f"&& {commands.start_first('api', 300, 30)} && mkdir -p .kono") in up
     assert syntax_ok(up)

@@ -168,3 +168,10 @@ def test_a_plan_names_what_restarts_and_how():
     for entry in SERVICES:  # start-first needs no published port: two copies run side by side
         block = rendered(**HTTPS["acme"], **VARIANTS["backups"])["services"][entry.name]
         assert entry.rollout == "recreate" or not block.get("ports"), entry.name
+
+
+def test_the_apis_times_fit_together():
+    from kono.commands import RESOLVER_VALID_SECONDS
+    # The old process answers until nginx has re-resolved, and compose waits for the drain and the linger.
+    assert services.API_LINGER_SECONDS > RESOLVER_VALID_SECONDS
+    assert services.service("api").stop_seconds > services.API_DRAIN_SECONDS + services.API_LINGER_SECONDS
