@@ -19,11 +19,12 @@ import subprocess
 import time
 from pathlib import Path
 
+from kono.services import script
 from tests import lab as lab_tools
 from tests.lab import ResticServer, container, host_secret, mysql
 from tests.testhost import Lab
 
-SCRIPT = "sh /usr/local/lib/kono-backup.sh"
+SCRIPT = f"sh {script('backup')}"
 ROW_BYTES = 1024  # one row: a 1024-character payload (eight SHA-512 hex digests of random numbers)
 PAYLOAD = "CONCAT(" + ", ".join(["SHA2(RAND(), 512)"] * 8) + ")"
 

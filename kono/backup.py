@@ -39,7 +39,7 @@ from kono import commands
 from kono.operator_input import from_operator, secret_sources, supplied_value
 from kono.plan import drift
 from kono.secrets import ConfigTree, read_host_file, supplied_files
-from kono.services import SECRETS, databases, enabled, root_password_file, stack_secrets
+from kono.services import SECRETS, databases, script, enabled, root_password_file, stack_secrets
 from kono.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class LastBackup(FactBase):
         return None
 
     def command(self, directory: str) -> str:
-        return commands.last_backup(directory)
+        return commands.last_backup(directory, script("backup"))
 
     def process(self, output: list[str]):
         return parse_last_backup(" ".join(output))
@@ -146,7 +146,7 @@ def restore_repository(target: Target, snapshot: str, force: bool) -> str:
     if not target.settings.backups_on:
         raise SystemExit(f"{target.name}: no backup_repository is set for this host")
     with connect(target) as client:
-        return run(client, commands.restore_from_repository(target.settings.project_dir, snapshot, force)).decode()
+        return run(client, commands.restore_from_repository(target.settings.project_dir, snapshot, force, script("backup"))).decode()
 
 ASSETS = ("maintainer", "/srv/static")  # (service, folder) holding the app_static volume
 ASSETS_GROUP = "sudo"  # the maintainers' group, which owns the shared volumes in the container

@@ -319,30 +319,27 @@ def served_certificate(directory: str) -> str:
     return in_dir(directory, f"docker compose exec -T nginx cat {TLS_DIR_IN_NGINX}/certificate 2>/dev/null || true")
 
 
-def issue_certificate(directory: str) -> str:
+def issue_certificate(directory: str, acme_script: str, nginx_script: str) -> str:
     """The acme service's first issuance (lego's own messages, the CA's reason among them, on failure),
     then nginx checked and reloaded at once, returning when the reload took effect (its watcher would
     reload within seconds, but the deploy ends with HTTPS served)."""
-    return in_dir(directory, "docker compose exec -T acme sh /kono/kono-acme.sh issue && "
-                             "docker compose exec -T nginx sh /kono/kono-nginx.sh reload")
+    return in_dir(directory, f"docker compose exec -T acme sh {quote(acme_script)} issue && "
+                             f"docker compose exec -T nginx sh {quote(nginx_script)} reload")
 
 
 # -- backups (the backup service, files/backup/kono-backup.sh) ---------------------------------
 
-BACKUP_SCRIPT = "/usr/local/lib/kono-backup.sh"
-
-
-def last_backup(directory: str) -> str:
+def last_backup(directory: str, script: str) -> str:
     """The backup service's record of its last success to its repository now ("<UTC time> <bytes read> <bytes added>
     <snapshot ids>"), or nothing."""
-    return in_dir(directory, f"docker compose exec -T backup sh {BACKUP_SCRIPT} last 2>/dev/null || true")
+    return in_dir(directory, f"docker compose exec -T backup sh {quote(script)} last 2>/dev/null || true")
 
 
-def restore_from_repository(directory: str, snapshot: str, force: bool) -> str:
+def restore_from_repository(directory: str, snapshot: str, force: bool, script: str) -> str:
     """Both databases and the files back from a snapshot of the repository, then the maintainer
     restarted so that its sshd serves the restored host keys."""
     env = " -e KONO_RESTORE_FORCE=yes" if force else ""
-    return in_dir(directory, f"docker compose exec -T{env} backup sh {BACKUP_SCRIPT} restore {quote(snapshot)} && "
+    return in_dir(directory, f"docker compose exec -T{env} backup sh {quote(script)} restore {quote(snapshot)} && "
                              "docker compose restart maintainer")
 
 

@@ -44,6 +44,9 @@ class Service:
     nginx_confd: str | None = None
     # The settings knob naming its image; None for an image built from the project.
     image: str | None = None
+    # Where its own script (files/<input>/<name>) is inside the container: its inputs folder is mounted
+    # at the script's folder, or its image copies it there. Templates and commands take it from here.
+    script: str | None = None
     # Seconds compose gives it to stop (stop_grace_period; a start-first swap's stop timeout too).
     # None: compose's default.
     stop_seconds: int | None = None
@@ -125,6 +128,7 @@ SERVICES: tuple[Service, ...] = (
     # files/api/kono-api.sh copies its secrets for node (DAC_OVERRIDE, CHOWN, FOWNER), hands node
     # (1000) what it writes, then steps down to it (SETUID, SETGID): node keeps no capability at all.
     Service("api", inputs=("api",), rollout="start-first", image="node_image", stop_seconds=30,
+            script="/opt/kono/kono-api.sh",
             impact="API requests fail until the new container answers (about 4 s)",
             capabilities=("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"),
             read_only_tmpfs=("/run/api-secrets", "/tmp:mode=1777")),
@@ -139,16 +143,16 @@ SERVICES: tuple[Service, ...] = (
     # nginx's master is root: it creates its cache folders for the workers (CHOWN), reads the TLS key
     # (the deploy user's 0600 file with https = "provided": DAC_OVERRIDE), and starts the workers as
     # nginx, 101 (SETUID, SETGID). Port 80 inside needs nothing (Docker lets any user bind low ports).
-    Service("nginx", inputs=("nginx-entrypoint",), nginx_confd="nginx", image="nginx_image",
+    Service("nginx", inputs=("nginx-entrypoint",), nginx_confd="nginx", image="nginx_image", script="/kono/kono-nginx.sh",
             impact="every HTTP request fails until nginx is back (about a second)",
             capabilities=("CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID"),
             read_only_tmpfs=("/var/cache/nginx", "/run", "/tmp:mode=1777")),
-    Service("acme", inputs=("acme",), image="acme_image", only_when="acme_on",
+    Service("acme", inputs=("acme",), image="acme_image", only_when="acme_on", script="/kono/kono-acme.sh",
             impact="nothing users see: it renews certificates, and checks again when it is back",
             read_only_tmpfs=("/tmp:mode=1777",)),
     # Reads what it backs up whoever owns it (DAC_READ_SEARCH, DAC_OVERRIDE); a restore puts back
     # owners, modes and setgid folders (CHOWN, FOWNER, FSETID).
-    Service("backup", inputs=("backup",), only_when="backups_on",
+    Service("backup", inputs=("backup",), only_when="backups_on", script="/usr/local/lib/kono-backup.sh",
             impact="nothing users see: a backup due meanwhile runs when it is back",
             capabilities=("CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID"),
             # /backup: the folder the volumes are mounted in; a restore sets its owner and mode too.
@@ -219,6 +223,14 @@ VOLUMES: tuple[Volume, ...] = (
     Volume("acme_webroot", "the ACME HTTP-01 challenge files nginx serves", "acme_on"),
     Volume("backup_state", "the last backup's outcome, and restic's cache", "backups_on"),
 )
+
+
+def script(service_name: str) -> str:
+    """A service's script inside its container (``Service.script``)."""
+    path = service(service_name).script
+    if path is None:
+        raise KeyError(f"service {service_name!r} has no script in kono/services.py")
+    return path
 
 
 def enabled(entries: tuple, settings) -> tuple:

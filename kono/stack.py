@@ -102,7 +102,8 @@ def compose_file(settings: Settings, files: dict[str, str]) -> str:
     services = enabled(SERVICES, settings)
     blocks = {
         s.name: _render(f"services/{s.name}.yaml.j2", s=settings, tls_source=tls_source(settings),
-                        api_environment=api_environment(settings.api_port),
+                        api_environment=api_environment(settings.api_port), script=s.script,
+                        script_dir=posixpath.dirname(s.script) if s.script else None,
                         sshd_policy=maintainer_sshd_policy(),
                         secret_file=functools.partial(secret_file, service_name=s.name)).rstrip("\n")
         for s in services

@@ -31,7 +31,7 @@ from kono.host_state import Read, read
 from kono.plan import drift
 from kono.operator_input import from_operator, secret_sources
 from kono.secrets import ConfigTree, supplied_files
-from kono.services import SECRETS, Secret
+from kono.services import SECRETS, Secret, script
 from kono.settings import Settings, SettingsError
 
 EXPIRY_WARNING_DAYS = 14  # drift reports a certificate that expires sooner
@@ -174,7 +174,7 @@ def served_certificate(directory: str, domains: tuple[str, ...], issue: bool):
               f"({served['not_after']:%Y-%m-%d %H:%M} UTC)")
     if issue and (served is None or served["names"] != sorted(domains)):
         drift(f"nginx serves no certificate for {' '.join(domains)} yet")
-        yield commands.issue_certificate(directory)
+        yield commands.issue_certificate(directory, script("acme"), script("nginx"))
         return
     host.noop("nginx serves a certificate for these domains")
 

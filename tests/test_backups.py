@@ -10,12 +10,13 @@ import urllib.request
 
 import pytest
 
+from kono.services import script
 from tests import lab as lab_tools
 from tests.lab import ResticServer, container, host_secret, mysql
 
 pytestmark = pytest.mark.e2e
 
-SCRIPT = "sh /usr/local/lib/kono-backup.sh"
+SCRIPT = f"sh {script('backup')}"
 SEEN: list[tuple[str, str]] = []  # (what ran, what it showed): the leak check reads them
 
 

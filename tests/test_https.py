@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kono.services import script
 from tests import lab as lab_tools
 from tests.lab import AcmeServer, container, make_certificate, under_load
 
@@ -154,7 +155,7 @@ def test_a_forced_renewal_under_load_fails_no_request_and_nginx_is_not_recreated
     nginx = https.provisioned.container_ids()["nginx"]
 
     def renew():
-        https.host.ssh(f"docker exec {container('acme')} sh /kono/kono-acme.sh renew 100000", user="kono")
+        https.host.ssh(f"docker exec {container('acme')} sh {script('acme')} renew 100000", user="kono")
         return wait_for_serial(https.host.address, tls_context(root), before)
 
     after, load = under_load(https.host.address, renew, port=443, tls=(tls_context(root), DOMAIN),

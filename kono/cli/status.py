@@ -19,7 +19,7 @@ import sys
 from pyinfra.api.exceptions import ConnectError, OperationError
 
 from kono import commands
-from kono.services import SERVICES, enabled, ready
+from kono.services import SERVICES, enabled, ready, script
 from kono.stack import parse_services
 from kono.backup import MAX_AGE, backup_age, parse_last_backup
 from kono.tls import EXPIRY_WARNING_DAYS, certificate_summary, days_left
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                 output = run(client, commands.services_state(target.settings.compose_project), target.settings.project_dir)
                 served = (run(client, commands.served_certificate(target.settings.project_dir))
                           if target.settings.https_on else b"")
-                last = (parse_last_backup(run(client, commands.last_backup(target.settings.project_dir)).decode())
+                last = (parse_last_backup(run(client, commands.last_backup(target.settings.project_dir, script("backup"))).decode())
                         if target.settings.backups_on else None)
         except (ConnectError, RuntimeError, OSError) as error:  # report every host, even when one is down
             print(f"{target.name}: unreachable: {type(error).__name__}: {error}")

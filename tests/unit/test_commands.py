@@ -159,14 +159,14 @@ EXPECTED = {
         commands.served_certificate("/srv/kono"),
         "cd /srv/kono && docker compose exec -T nginx cat /etc/nginx/tls/certificate 2>/dev/null || true"),
     "issue_certificate": (
-        commands.issue_certificate("/srv/kono"),
+        commands.issue_certificate("/srv/kono", "/kono/kono-acme.sh", "/kono/kono-nginx.sh"),
         "cd /srv/kono && docker compose exec -T acme sh /kono/kono-acme.sh issue && "
         "docker compose exec -T nginx sh /kono/kono-nginx.sh reload"),
     "last_backup": (
-        commands.last_backup("/srv/kono"),
+        commands.last_backup("/srv/kono", "/usr/local/lib/kono-backup.sh"),
         "cd /srv/kono && docker compose exec -T backup sh /usr/local/lib/kono-backup.sh last 2>/dev/null || true"),
     "restore_from_repository": (
-        commands.restore_from_repository("/srv/kono", "latest", force=True),
+        commands.restore_from_repository("/srv/kono", "latest", force=True, script="/usr/local/lib/kono-backup.sh"),
         "cd /srv/kono && docker compose exec -T -e KONO_RESTORE_FORCE=yes backup sh /usr/local/lib/kono-backup.sh "
         "restore latest && docker compose restart maintainer"),
     "fail": (commands.fail("x: expected 'y'"), "printf '%s\\n' 'x: expected '\"'\"'y'\"'\"'' >&2; exit 1"),
