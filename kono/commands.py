@@ -41,11 +41,13 @@ def project_digest(reloaded: tuple[str, ...] = ()) -> str:
 def project_file_digests(reloaded: tuple[str, ...] = ()) -> str:
     """sha256sum lines of the files ``project_digest`` covers, in its order. The state read prints
     only these (``kono.stack.digest_of``): the digest itself is one sha256 of them, taken locally."""
-    skipped = " -o ".join(f"-path ./{path}" for path in (STATE_DIR, ".env", *reloaded))
+    skipped = " -o ".join(f"-path {quote('./' + path)}" for path in (STATE_DIR, ".env", *reloaded))
     return f"find . \\( {skipped} \\) -prune -o -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum"
 
 
 def in_dir(directory: str, command: str) -> str:
+    """``command`` run in ``directory``. Every value a command builder puts in a shell line goes
+    through ``quote`` (shlex's), as here: tests/unit/test_commands.py feeds each one a hostile value."""
     return f"cd {quote(directory)} && {command}"
 
 
@@ -284,7 +286,7 @@ def _put_in_place(folder: str) -> str:
 
 
 def _mark_applied(folder: str, digest: str) -> str:
-    return f"echo {quote(digest)} > {reloaded_marker(folder)}"
+    return f"echo {quote(digest)} > {quote(reloaded_marker(folder))}"
 
 
 def apply_folder(directory: str, folder: str, digest: str, service: str = "nginx") -> str:
@@ -425,6 +427,14 @@ def fail(message: str) -> str:
     return f"printf '%s\\n' {quote(message)} >&2; exit 1"
 
 
+def db_entrypoint(secrets_dir: str, db_secrets_dir: str) -> str:
+    """A database container's entrypoint (its ``sh -c`` script, as compose.yaml gives it: ``$$`` is
+    compose's escape for ``$``): the secrets copied where the image's mysql user can read them, then
+    the image's own entrypoint with the command's arguments."""
+    return (f"install -o mysql -g mysql -m 0400 {quote(secrets_dir)}/* {quote(db_secrets_dir)}/ && "
+            'exec docker-entrypoint.sh "$$@"')
+
+
 # -- one deploy at a time, and its record ------------------------------------------------------
 
 def take_lock(directory: str, wait: int, record: str) -> str:
@@ -457,6 +467,45 @@ def finish_record(directory: str, fields: dict) -> str:
     of the SSH session only within a second: a deploy right after this one would wait for it)."""
     return in_dir(directory, f"{close_record(fields)} && rm -f {PENDING} && "
                              f"{{ kill $(cat {HOLDER} 2>/dev/null) 2>/dev/null; rm -f {HOLDER}; }}")
+
+
+# -- bootstrap's reads of the host (kono/hardening.py) -------------------------------------------
+
+def ssh_algorithms(queries: dict[str, str]) -> str:
+    """``## <directive>`` then what ``ssh -Q <query>`` lists, on one line, for each directive."""
+    return "; ".join(f"echo {quote('## ' + directive)}; ssh -Q {quote(query)} | tr '\\n' ' '; echo"
+                     for directive, query in queries.items())
+
+
+def ssh_session() -> str:
+    """The user and client address of the SSH session this runs in: "user address"."""
+    return 'echo "$(id -un) ${SSH_CONNECTION%% *}"'
+
+
+def authorized_key_count(user: str) -> str:
+    """How many keys ``ssh-keygen`` accepts in a user's authorized_keys (0 when none or unreadable)."""
+    home = f"$(getent passwd {quote(user)} | cut -d: -f6)"
+    return f"ssh-keygen -l -f \"{home}/.ssh/authorized_keys\" 2>/dev/null | wc -l"
+
+
+def apt_suites() -> str:
+    """Every suite named in the host's apt sources (one-line and deb822 formats), one a line."""
+    return ("cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources "
+            "2>/dev/null | sed -n -e 's/^Suites://p' -e 's/^deb\\(-src\\)\\? \\(\\[[^]]*\\] \\)\\?[^ ]* "
+            "\\([^ ]*\\).*/\\3/p' | tr ' ' '\\n' | sort -u")
+
+
+def pending_security_updates() -> str:
+    """How many security updates apt would install now."""
+    return "apt-get -s -o Debug::NoLocking=1 dist-upgrade 2>/dev/null | grep -c '^Inst .*-security' || true"
+
+
+def apply_security_updates() -> str:
+    return "unattended-upgrade"
+
+
+def apply_sysctl(path: str) -> str:
+    return f"sysctl -q -p {quote(path)}"
 
 
 def install_checked_sshd_config(staged: str, dest: str, users: tuple[str, ...]) -> str:

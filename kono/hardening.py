@@ -51,8 +51,7 @@ class SshAlgorithms(FactBase):
     """What the host's OpenSSH supports, by sshd_config directive: {directive: "name name ..."}."""
 
     def command(self) -> str:
-        return "; ".join(f"echo '## {directive}'; ssh -Q {query} | tr '\\n' ' '; echo"
-                         for directive, query in SSH_QUERY.items())
+        return commands.ssh_algorithms(SSH_QUERY)
 
     def process(self, output: list[str]) -> dict[str, str]:
         found, directive = {}, None
@@ -68,7 +67,7 @@ class SshSession(FactBase):
     """The user and client address of the SSH session pyinfra runs on: "user address"."""
 
     def command(self) -> str:
-        return 'echo "$(id -un) ${SSH_CONNECTION%% *}"'
+        return commands.ssh_session()
 
     def process(self, output: list[str]) -> str:
         return output[0].strip() if output else ""
@@ -78,8 +77,7 @@ class AuthorizedKeyCount(FactBase):
     """How many keys ``ssh-keygen`` accepts in a user's authorized_keys (0 when none or unreadable)."""
 
     def command(self, user: str) -> str:
-        path = f"~{user}/.ssh/authorized_keys"
-        return f"ssh-keygen -l -f {path} 2>/dev/null | wc -l"
+        return commands.authorized_key_count(user)
 
     def process(self, output: list[str]) -> int:
         return int(output[0].strip() or 0) if output else 0
@@ -331,9 +329,7 @@ class AptSuites(FactBase):
     """Every suite named in the host's apt sources (one-line and deb822 formats)."""
 
     def command(self) -> str:
-        return ("cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources "
-                "2>/dev/null | sed -n -e 's/^Suites://p' -e 's/^deb\\(-src\\)\\? \\(\\[[^]]*\\] \\)\\?[^ ]* "
-                "\\([^ ]*\\).*/\\3/p' | tr ' ' '\\n' | sort -u")
+        return commands.apt_suites()
 
     def process(self, output: list[str]) -> list[str]:
         return [line.strip() for line in output if line.strip()]
@@ -361,14 +357,14 @@ def security_updates(settings: Settings) -> None:
         # A security update of docker.io restarts dockerd: containers keep running (live-restore).
         server.shell(name=f"Apply pending security updates now ({pending or 'lists just added'}; a Docker "
                           f"update restarts dockerd, containers keep running)",
-                     commands=["unattended-upgrade"])
+                     commands=[commands.apply_security_updates()])
 
 
 class PendingSecurityUpdates(FactBase):
     """How many packages the security suites would upgrade now (as of the host's apt lists)."""
 
     def command(self) -> str:
-        return "apt-get -s -o Debug::NoLocking=1 dist-upgrade 2>/dev/null | grep -c '^Inst .*-security' || true"
+        return commands.pending_security_updates()
 
     def process(self, output: list[str]) -> int:
         return int(output[0].strip() or 0) if output else 0
@@ -451,7 +447,7 @@ def host_settings(settings: Settings) -> None:
         apt.packages(name=f"Install {', '.join(HOST_PACKAGES)}", packages=list(HOST_PACKAGES),
                      extra_install_args=APT_LOCK_WAIT)
     sysctls = root_files(name=f"Network settings {SYSCTL_FILE}", files={SYSCTL_FILE: sysctl_config()})
-    server.shell(name="Apply the network settings", commands=[f"sysctl -q -p {SYSCTL_FILE}"],
+    server.shell(name="Apply the network settings", commands=[commands.apply_sysctl(SYSCTL_FILE)],
                  _if=sysctls.did_change)
     root_files(name="Unused kernel modules never loaded, no core dumps, idle shells end, login banners",
                files={"/etc/modprobe.d/kono-unused.conf": modprobe_config(),

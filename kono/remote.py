@@ -13,7 +13,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
@@ -25,6 +24,7 @@ from pyinfra.api.host import Host
 from pyinfra.context import ctx_state
 from pyinfra_cli.inventory import make_inventory
 
+from kono import commands
 from kono.settings import Settings, check_login, load
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,7 +69,7 @@ def run(client: paramiko.SSHClient, command: str, directory: str | None = None,
     """Run a command on the host (in ``directory``); stream its output to ``stdout`` (or return it),
     and a local file to its input. Raises RuntimeError with the end of its stderr when it fails."""
     channel = client.get_transport().open_session()
-    channel.exec_command(f"cd {shlex.quote(directory)} && {command}" if directory else command)
+    channel.exec_command(commands.in_dir(directory, command) if directory else command)
     if stdin is not None:
         with open(stdin, "rb") as source:
             while chunk := source.read(65536):

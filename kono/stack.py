@@ -118,8 +118,8 @@ def compose_file(settings: Settings, files: dict[str, str]) -> str:
         restarting={s.name: bool(restarting_secrets(s.name)) for s in services},
         secrets_env_names={s.name: commands.env_name(s.name) for s in services},
         secrets=[s for s in enabled(SECRETS, settings) if s.handed_by_compose],
-        volumes=[v.name for v in enabled(VOLUMES, settings)], secrets_dir=SECRETS_DIR,
-        db_secrets_dir=DB_SECRETS_DIR, memory_limits=dict(settings.memory_limits),
+        volumes=[v.name for v in enabled(VOLUMES, settings)],
+        db_entrypoint=commands.db_entrypoint(SECRETS_DIR, DB_SECRETS_DIR), memory_limits=dict(settings.memory_limits),
     )
 
 

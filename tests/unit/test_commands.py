@@ -420,3 +420,66 @@ def test_the_containers_read_says_when_curl_is_missing_and_reads_none_when_docke
     fake_curl.write_text("#!/bin/sh\necho 'curl: (7) Failed to connect' >&2\nexit 7\n")
     fake_curl.chmod(0o755)
     assert containers(str(tmp_path)) == ["containers "]  # read as no containers (tests/unit/test_facts.py)
+
+
+# A value with a space, as a path, a folder, an image or a snapshot could hold: each builder must hand it
+# to the shell as one word (quoted), never as two.
+HOSTILE = "/tmp/ko no"
+TAKES_VALUES = {
+    "file_digests": lambda v: commands.file_digests(v, [v]),
+    "file_text": lambda v: commands.file_text(v),
+    "make_dir": lambda v: commands.make_dir(v) + "; " + commands.make_dir(v, "0700"),
+    "chmod": lambda v: commands.chmod("0600", v),
+    "files_state": lambda v: commands.files_state([v]),
+    "path_modes": lambda v: commands.path_modes([v]),
+    "unpack_as_root": lambda v: commands.unpack_as_root(v, [v], v),
+    "make_private_dirs": lambda v: commands.make_private_dirs([v]),
+    "replace_compose_file_if_valid": lambda v: commands.replace_compose_file_if_valid(v),
+    "project_digest": lambda v: commands.project_digest((v,)),
+    "stack_state": lambda v: commands.stack_state(v, "kono", (v,), {"api": [v]}),
+    "compose_up": lambda v: commands.compose_up(v, 300, {"api": [v]}, (v,), {"api": 30}, ("db",), {"api": "a b c"},
+                                                {v: "d"}),
+    "stage_folder": lambda v: commands.stage_folder(v, v),
+    "nginx_check": lambda v: commands.nginx_check(v, v, v, "d", ((v, "/etc/nginx/tls"),)),
+    "apply_folder": lambda v: commands.apply_folder(v, v, "d"),
+    "switch_staged_folders": lambda v: commands.switch_staged_folders({v: "d"}),
+    "served_certificate": lambda v: commands.served_certificate(v),
+    "issue_certificate": lambda v: commands.issue_certificate(v, v, v),
+    "last_backup": lambda v: commands.last_backup(v, v),
+    "restore_from_repository": lambda v: commands.restore_from_repository(v, v, True, v),
+    "config_tree": lambda v: commands.config_tree(v),
+    "generate_secret": lambda v: commands.generate_secret(v, 32),
+    "move_into_place": lambda v: commands.move_into_place(v, v),
+    "rename": lambda v: commands.rename(v, v),
+    "read_file": lambda v: commands.read_file(v),
+    "hashed_logins": lambda v: commands.hashed_logins(v),
+    "alter_users": lambda v: commands.alter_users(v, "db_production", "/run/x", ("api@%",)),
+    "tar_out": lambda v: commands.tar_out("maintainer", v),
+    "take_lock": lambda v: commands.take_lock(v, 5, "{}"),
+    "finish_record": lambda v: commands.finish_record(v, {}),
+    "install_checked_sshd_config": lambda v: commands.install_checked_sshd_config(v, v, ("kono",)),
+    "authorized_key_count": lambda v: commands.authorized_key_count(v),
+    "apply_sysctl": lambda v: commands.apply_sysctl(v),
+    "fail": lambda v: commands.fail(v),
+}
+
+
+@pytest.mark.parametrize("name", TAKES_VALUES)
+def test_every_value_reaches_the_shell_as_one_word(name):
+    built = TAKES_VALUES[name](HOSTILE)
+    assert syntax_ok(built), built
+    head, tail = HOSTILE.split(" ")
+    split = [word for word in shlex.split(built) if word == head or word == tail or word.startswith(tail + "/")
+             or word.endswith("/" + head.lstrip("/"))]
+    assert split == [], built
+
+
+def test_the_hostile_value_check_finds_an_unquoted_one():
+    assert [w for w in shlex.split(f"cat {HOSTILE}") if w in HOSTILE.split(" ")] == HOSTILE.split(" ")
+
+
+def test_bootstraps_reads_parse():
+    from kono.ssh_policy import SSH_QUERY
+    for built in (commands.ssh_algorithms(SSH_QUERY), commands.ssh_session(), commands.apt_suites(),
+                  commands.pending_security_updates(), commands.apply_security_updates()):
+        assert syntax_ok(built), built
