@@ -2,16 +2,18 @@
 #     pyinfra inventory.py deploy.py
 from pyinfra import host
 
-from kono.backup import backup_secrets, backups, place_backup_secrets
+from kono.backup import backup_reads, backup_secrets, backups, place_backup_secrets
 from kono.deploy_run import begin_deploy, finish_deploy
 from kono.hardening import check_firewall, firewall_reads
 from kono.passwords import maintainer_passwords, password_reads, place_passwords
 from kono.secrets import place_secrets, secret_reads, supplied_secrets
 from kono.settings import check_login, load
 from kono.stack import bring_up, push_project, stack_reads
+from kono.supplied import check_supplied
 from kono.tls import certificates, place_tls, provided_tls, tls_reads
 
-# Everything the operator declared or supplied is checked first: bad input stops here, before any change.
+# Everything the operator declared or supplied is checked first: bad input stops here, before any change
+# (what needs the host, by check_supplied, as the first step once the deploy holds the lock).
 settings = load(host.data)
 check_login(settings, host.data)
 supplied = supplied_secrets(settings)
@@ -21,7 +23,8 @@ backup = backup_secrets(settings)
 
 # With the deploy lock, one command reads what the steps below compare (kono/host_state.py).
 begin_deploy(settings, reads=[*secret_reads(settings), *password_reads(settings), *stack_reads(settings),
-                              *tls_reads(settings), *firewall_reads(settings)])
+                              *tls_reads(settings), *backup_reads(settings), *firewall_reads(settings)])
+check_supplied(settings, supplied, passwords, provided, backup)
 check_firewall(settings)  # a port only bootstrap can open: said before anything changes
 place_secrets(settings, supplied)
 place_passwords(settings, passwords)

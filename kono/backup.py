@@ -32,13 +32,13 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyinfra import host
 from pyinfra.api import FactBase, deploy
 
 from kono import commands
 from kono.operator_input import from_operator, secret_sources, supplied_value
 from kono.plan import drift
-from kono.secrets import ConfigTree, read_host_file, supplied_files
+from kono.host_state import Read, read
+from kono.secrets import same_value, supplied_files, supplied_paths
 from kono.services import SECRETS, databases, script, enabled, root_password_file, stack_secrets
 from kono.settings import Settings, SettingsError
 
@@ -78,13 +78,18 @@ class LastBackup(FactBase):
         return parse_last_backup(" ".join(output))
 
 
+def backup_reads(settings: Settings) -> list[Read]:
+    """What ``backups`` reads from the host (kono/host_state.py reads it with the others)."""
+    return [(LastBackup, {"directory": settings.project_dir})] if settings.backups_on else []
+
+
 @deploy("Backups")
 def backups(settings: Settings) -> None:
     """Say in the plan (and so in drift) when the last successful backup is missing or older than
     MAX_AGE; the backup service itself runs them. Changes nothing."""
     if not settings.backups_on:
         return
-    last = host.get_fact(LastBackup, directory=settings.project_dir)
+    last = read(LastBackup, directory=settings.project_dir)
     if last is None:
         drift("no successful backup yet")
     elif backup_age(last) > MAX_AGE:
@@ -92,30 +97,24 @@ def backups(settings: Settings) -> None:
               f"({last['time']:%Y-%m-%d %H:%M} UTC)")
 
 
+def backup_entries(settings: Settings) -> dict:
+    """{name: Secret} of the backup secrets these settings need (none without a repository)."""
+    return {e.name: e for e in enabled(SECRETS, settings) if e.origin == "operator"}
+
+
 def backup_secrets(settings: Settings) -> dict[str, str]:
-    """With a backup repository: the backup secrets to place, {path: content}, from the operator (never
-    generated: a repository password that only the host knows dies with it). Raises SettingsError
-    before anything changes for a missing or malformed one, or a password other than the host's."""
-    entries = {e.name: e for e in enabled(SECRETS, settings) if e.origin == "operator"}
+    """With a backup repository: the backup secrets the operator gives, {path: content} (never
+    generated: a repository password that only the host knows dies with it). Raises SettingsError for
+    malformed storage credentials; ``backup_secret_problems`` compares with the host once the deploy
+    holds the lock."""
+    entries = backup_entries(settings)
     if not entries:
         return {}
     password, credentials = entries["repository_password"], entries["storage_credentials"]
-    tree = host.get_fact(ConfigTree, directory=settings.project_dir)
-    on_host = {e.name: tree.get(e.path, ("", "", 0))[2] > 0 for e in entries.values()}
     files: dict[str, str] = {}
     found = supplied_value(settings, password)
     if found:
-        value, source = found
-        if on_host["repository_password"] and \
-                read_host_file(f"{settings.project_dir}/{password.path}").strip() != value:
-            raise SettingsError(f"{password.key}: expected the value the host has, since the repository was "
-                                f"initialised with it; {source} holds a different one")
-        if not on_host["repository_password"]:
-            files[password.path] = value
-    elif not on_host["repository_password"]:
-        variable, path = secret_sources(settings, password)
-        raise SettingsError(f"{password.key}: expected it in ${variable} or the file {path} (backup_repository is "
-                            f"set; it is never generated on the host, which it must outlive), and the host has none")
+        files[password.path] = found[0]
     given = from_operator(*secret_sources(settings, credentials))
     if given:
         lines = [line.strip() for line in given[0].splitlines() if line.strip()]
@@ -124,20 +123,46 @@ def backup_secrets(settings: Settings) -> dict[str, str]:
             raise SettingsError(f"{credentials.key}: expected KEY=value lines (e.g. AWS_ACCESS_KEY_ID=...) in "
                                 f"{given[1]}, got a line starting {bad[0][:12]!r}")
         files[credentials.path] = "".join(line + "\n" for line in lines)
-    elif not on_host["storage_credentials"]:
-        if settings.backup_repository.startswith(NEEDS_CREDENTIALS):
-            variable, path = secret_sources(settings, credentials)
-            raise SettingsError(f"{credentials.key}: expected KEY=value lines in ${variable} or the file {path} "
-                                f"({settings.backup_repository.split(':')[0]}: needs credentials), and the host has none")
-        files[credentials.path] = ""  # a backend that needs none (rest:, sftp: with keys, rclone:)
     return files
+
+
+def backup_secret_problems(settings: Settings, given: dict[str, str], tree: dict,
+                           digests: dict[str, str | None]) -> list[str]:
+    """What is wrong with the backup secrets, given what the operator gives and the host's ConfigTree
+    and digests: a password other than the one the repository was initialised with, or a secret
+    neither given nor on the host."""
+    entries = backup_entries(settings)
+    if not entries:
+        return []
+    password, credentials = entries["repository_password"], entries["storage_credentials"]
+    on_host = {e.name: tree.get(e.path, ("", "", 0))[2] > 0 for e in entries.values()}
+    problems = []
+    if password.path in given:
+        if on_host["repository_password"] and not same_value(given[password.path], digests.get(password.path)):
+            source = supplied_value(settings, password)[1]
+            problems.append(f"{password.key}: expected the value the host has, since the repository was "
+                            f"initialised with it; {source} holds a different one")
+    elif not on_host["repository_password"]:
+        variable, path = secret_sources(settings, password)
+        problems.append(f"{password.key}: expected it in ${variable} or the file {path} (backup_repository is "
+                        f"set; it is never generated on the host, which it must outlive), and the host has none")
+    if credentials.path not in given and not on_host["storage_credentials"] and \
+            settings.backup_repository.startswith(NEEDS_CREDENTIALS):
+        variable, path = secret_sources(settings, credentials)
+        problems.append(f"{credentials.key}: expected KEY=value lines in ${variable} or the file {path} "
+                        f"({settings.backup_repository.split(':')[0]}: needs credentials), and the host has none")
+    return problems
 
 
 @deploy("Backup secrets")
 def place_backup_secrets(settings: Settings, files: dict[str, str]) -> None:
-    if files:
-        supplied_files(name="Backup repository password and storage credentials", directory=settings.project_dir,
-                       files=files)
+    entries = backup_entries(settings)
+    if not entries:
+        return
+    credentials = entries["storage_credentials"]
+    # A backend that needs no credentials (rest:, sftp: with keys, rclone:) gets an empty file.
+    supplied_files(name="Backup repository password and storage credentials", directory=settings.project_dir,
+                   files=files, compared=supplied_paths(settings), defaults={credentials.path: ""})
 
 
 def restore_repository(target: Target, snapshot: str, force: bool) -> str:

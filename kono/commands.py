@@ -375,11 +375,6 @@ def read_file(path: str) -> str:
     return f"cat {quote(path)}"
 
 
-def hashed_logins(path: str) -> str:
-    """The logins of a ``login:hash`` file, never the hashes."""
-    return f"cut -d: -f1 {quote(path)} 2>/dev/null || true"
-
-
 def in_service(service: str, script: str) -> str:
     """Run a shell script inside a running service's container, with stdin passed through."""
     return f"docker compose exec -T {service} sh -c {quote(script)}"

@@ -37,7 +37,7 @@ from kono.operator_input import from_operator, password_sources
 from kono.plan import drift
 from kono.secrets import upload_secret
 from kono.services import SECRETS
-from kono.settings import Settings, SettingsError
+from kono.settings import Settings
 
 PASSWORD_HASHES = next(s for s in SECRETS if s.origin == "maintainer passwords")  # "login:hash" lines
 # sha512-crypt rounds for new hashes: 20x glibc's default of 5,000; passlib's 656,000 would make every
@@ -51,37 +51,29 @@ def password_hash_file(settings: Settings) -> str:
 
 
 def maintainer_passwords(settings: Settings) -> dict[str, str | None]:
-    """Each maintainer login's password from the operator, or None where none is given here.
-
-    Raises SettingsError before anything changes when a login has no password here nor on the host.
-    """
+    """Each maintainer login's password from the operator, or None where none is given here (the
+    host's hash stays: ``missing_passwords`` checks it has one, once the deploy holds the lock)."""
     passwords: dict[str, str | None] = {}
     for login, _keys in settings.maintainer_users:
         found = from_operator(*password_sources(settings, login))
         passwords[login] = found[0] if found else None
-    unknown = [login for login, password in passwords.items() if password is None]
-    if unknown:
-        on_host = host.get_fact(HashedLogins, path=password_hash_file(settings))
-        for login in unknown:
-            if login not in on_host:
-                env, path = password_sources(settings, login)
-                raise SettingsError(f"maintainer_users[{login!r}]: expected a password in ${env} "
-                                    f"or the file {path}, and the host has none yet")
     return passwords
 
 
-class HashedLogins(FactBase):
-    """The logins that have a hash in the maintainer password file (names only, never the hashes)."""
+def hashed_logins(hash_file_text: str) -> set[str]:
+    return {line.split(":", 1)[0] for line in hash_file_text.splitlines() if ":" in line}
 
-    @staticmethod
-    def default() -> list:
-        return []
 
-    def command(self, path: str) -> str:
-        return commands.hashed_logins(path)
-
-    def process(self, output: list[str]) -> list[str]:
-        return [line.strip() for line in output if line.strip()]
+def missing_passwords(settings: Settings, passwords: dict[str, str | None], hash_file_text: str) -> list[str]:
+    """The logins with a password neither here nor on the host (given the host's hash file's text)."""
+    on_host = hashed_logins(hash_file_text)
+    problems = []
+    for login, password in passwords.items():
+        if password is None and login not in on_host:
+            env, path = password_sources(settings, login)
+            problems.append(f"maintainer_users[{login!r}]: expected a password in ${env} "
+                            f"or the file {path}, and the host has none yet")
+    return problems
 
 
 class PasswordHashFile(FactBase):

@@ -37,10 +37,11 @@ from kono import commands
 from kono.host_state import Read, read
 from kono.operator_input import supplied_value
 from kono.plan import drift
-from kono.services import Secret, environments, stack_secrets
-from kono.settings import Settings, SettingsError
+from kono.services import SECRETS, Secret, enabled, environments, secret, stack_secrets
+from kono.settings import Settings
 from kono.stack import FileDigests
 
+EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()  # an empty file holds no secret (it is written anew)
 SECRET_LENGTH = 32  # characters from [A-Za-z0-9]: about 190 bits, and safe in any SQL or shell quoting
 
 
@@ -111,25 +112,33 @@ def secret_files(directory: str, secrets: tuple[Secret, ...], supplied: dict[str
 
 
 @operation()
-def supplied_files(directory: str, files: dict[str, str]):
+def supplied_files(directory: str, files: dict[str, str], compared: list[str], defaults: dict[str, str] | None = None):
     """
     Place files the operator supplies (0600, in a 0700 folder under config/) where they differ from
-    the host's: by SFTP, compared by digest, never shown.
+    the host's: by SFTP, compared by digest, never shown. ``defaults`` are placed only where the host
+    has no such file.
 
     + directory: the project directory
     + files: {path relative to the project directory: content}, all in one folder
+    + compared: the paths the deploy read the digests of (``supplied_paths``), these among them
+    + defaults: {path: content} for a file the operator did not supply, when the host has none
 
     **Example:**
 
     .. code:: python
 
-        supplied_files(name="TLS", directory="/srv/kono", files={"config/tls/certificate": "-----BEGIN..."})
+        supplied_files(name="TLS", directory="/srv/kono", files={"config/tls/certificate": "-----BEGIN..."},
+                       compared=["config/tls/certificate", "config/tls/private_key"])
     """
-    folder = posixpath.dirname(next(iter(files)))
     tree = read(ConfigTree, directory=directory)
+    files = {**{path: content for path, content in (defaults or {}).items() if path not in tree}, **files}
+    if not files:
+        host.noop("the supplied files are in place")
+        return
+    folder = posixpath.dirname(next(iter(files)))
     if folder not in tree:
         yield commands.make_dir(f"{directory}/{folder}", "0700")
-    on_host = read(FileDigests, directory=directory, paths=sorted(files))
+    on_host = read(FileDigests, directory=directory, paths=compared)
     changed = [path for path, content in sorted(files.items())
                if on_host.get(path) != hashlib.sha256(content.encode()).hexdigest()]
     if not changed:
@@ -140,41 +149,48 @@ def supplied_files(directory: str, files: dict[str, str]):
         yield from upload_secret(f"{directory}/{path}", files[path])
 
 
-def read_host_file(path: str) -> str:
-    """A small file's content, over SFTP into memory; "" when it is missing. Never printed."""
-    buffer = io.BytesIO()
-    try:
-        host.get_file(path, buffer)
-    except OSError:
-        return ""
-    return buffer.getvalue().decode()
+def same_value(value: str, digest: str | None) -> bool:
+    """Whether a host file whose sha256 is ``digest`` holds ``value`` (a trailing newline aside): the
+    host's secret is compared by its digest, and never leaves the host."""
+    return digest in {hashlib.sha256(value.encode()).hexdigest(), hashlib.sha256(f"{value}\n".encode()).hexdigest()}
 
 
 def supplied_secrets(settings: Settings) -> dict[str, str]:
-    """The stack secrets the operator supplies, {"<env>/<name>": value}, checked against the host.
-
-    Raises SettingsError, before anything changes, for a malformed value or one that differs from the
-    host's (which a database was initialised with).
-    """
+    """The stack secrets the operator supplies, {"<env>/<name>": value}. Raises SettingsError for a
+    malformed one; ``secret_conflicts`` compares them with the host's once the deploy holds the lock."""
     supplied: dict[str, str] = {}
     for entry in stack_secrets():
         found = supplied_value(settings, entry)
-        if found is None:
-            continue
-        value, source = found
-        on_host = read_host_file(f"{settings.project_dir}/{entry.path}")
-        if on_host and on_host.strip() != value:
-            raise SettingsError(
-                f"{entry.key}: expected the value the host has, since its database was initialised "
-                f"with it; {source} holds a different one. To change it, rotate it "
-                f"(pyinfra INVENTORY rotate.py --data rotate={entry.key}).")
-        supplied[entry.key] = value
+        if found is not None:
+            supplied[entry.key] = found[0]
     return supplied
 
 
+def secret_conflicts(settings: Settings, supplied: dict[str, str], digests: dict[str, str | None]) -> list[str]:
+    """What is wrong with the supplied stack secrets given the host's files' digests ({path: digest or
+    None}): a value other than the one the host's database was initialised with."""
+    problems = []
+    for key, value in supplied.items():
+        entry = secret(key)
+        on_host = digests.get(entry.path)
+        if on_host is not None and on_host != EMPTY_DIGEST and not same_value(value, on_host):
+            source = supplied_value(settings, entry)[1]
+            problems.append(f"{entry.key}: expected the value the host has, since its database was initialised "
+                            f"with it; {source} holds a different one. To change it, rotate it "
+                            f"(pyinfra INVENTORY rotate.py --data rotate={entry.key}).")
+    return problems
+
+
+def supplied_paths(settings: Settings) -> list[str]:
+    """Every secret file the operator may supply with these settings: the deploy reads their digests
+    (never their content) to compare and place what is supplied."""
+    return sorted(s.path for s in enabled(SECRETS, settings) if s.origin != "maintainer passwords")
+
+
 def secret_reads(settings: Settings) -> list[Read]:
-    """What ``place_secrets`` reads from the host (kono/host_state.py reads them in one command)."""
-    return [(ConfigTree, {"directory": settings.project_dir})]
+    """What the secret steps read from the host (kono/host_state.py reads them in one command)."""
+    return [(ConfigTree, {"directory": settings.project_dir}),
+            (FileDigests, {"directory": settings.project_dir, "paths": supplied_paths(settings)})]
 
 
 @deploy("Secrets")

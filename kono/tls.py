@@ -30,7 +30,7 @@ from kono import commands
 from kono.host_state import Read, read
 from kono.plan import drift
 from kono.operator_input import from_operator, secret_sources
-from kono.secrets import ConfigTree, supplied_files
+from kono.secrets import supplied_files, supplied_paths
 from kono.services import SECRETS, Secret, script
 from kono.settings import Settings, SettingsError
 
@@ -116,24 +116,33 @@ def provided_tls(settings: Settings) -> dict[str, str]:
         raise SettingsError(f"{missing}: expected it together with {next(iter(given))} (a certificate and "
                             f"its key are replaced together)")
     if not given:
-        tree = host.get_fact(ConfigTree, directory=settings.project_dir)
-        for entry in tls_secrets():
-            if tree.get(entry.path, ("", "", 0))[2] == 0:
-                variable, path = secret_sources(settings, entry)
-                raise SettingsError(f"{entry.key}: expected it in ${variable} or the file {path} "
-                                    f"(https = 'provided'), and the host has none yet")
-        return {}
+        return {}  # the host keeps its own: ``missing_pair`` checks it has one, once the deploy holds the lock
     cert_entry, key_entry = tls_secrets()
     check_provided(given[cert_entry.key][0] + "\n", given[key_entry.key][0] + "\n", settings.domains,
                    {key: value[1] for key, value in given.items()})
     return {key: value[0] + "\n" for key, value in given.items()}
 
 
+def missing_pair(settings: Settings, provided: dict[str, str], tree: dict) -> list[str]:
+    """With https = "provided" and no pair given here: what the host lacks of its own (given its
+    ConfigTree)."""
+    if not settings.tls_provided or provided:
+        return []
+    problems = []
+    for entry in tls_secrets():
+        if tree.get(entry.path, ("", "", 0))[2] == 0:
+            variable, path = secret_sources(settings, entry)
+            problems.append(f"{entry.key}: expected it in ${variable} or the file {path} "
+                            f"(https = 'provided'), and the host has none yet")
+    return problems
+
+
 @deploy("TLS files")
 def place_tls(settings: Settings, provided: dict[str, str]) -> None:
     if provided:
         supplied_files(name="Provided certificate and key (applied by nginx's reload)", directory=settings.project_dir,
-                       files={entry.path: provided[entry.key] for entry in tls_secrets()})
+                       files={entry.path: provided[entry.key] for entry in tls_secrets()},
+                       compared=supplied_paths(settings))
 
 
 class ServedCertificate(FactBase):

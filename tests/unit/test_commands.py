@@ -101,8 +101,6 @@ EXPECTED = {
         "chmod 0600 /srv/kono/config/dev/x.new && mv /srv/kono/config/dev/x.new /srv/kono/config/dev/x"),
     "rename": (commands.rename("/a/x.rotating", "/a/x"), "mv /a/x.rotating /a/x"),
     "read_file": (commands.read_file("config/dev/x"), "cat config/dev/x"),
-    "hashed_logins": (commands.hashed_logins("/srv/kono/config/production/h"),
-                      "cut -d: -f1 /srv/kono/config/production/h 2>/dev/null || true"),
     "mysql_root": (
         commands.mysql_root("db_dev", "/run/db-secrets/dev_db_root_password", "-N"),
         "docker compose exec -T db_dev sh -c 'MYSQL_PWD=$(cat /run/db-secrets/dev_db_root_password) "
@@ -452,7 +450,6 @@ TAKES_VALUES = {
     "move_into_place": lambda v: commands.move_into_place(v, v),
     "rename": lambda v: commands.rename(v, v),
     "read_file": lambda v: commands.read_file(v),
-    "hashed_logins": lambda v: commands.hashed_logins(v),
     "alter_users": lambda v: commands.alter_users(v, "db_production", "/run/x", ("api@%",)),
     "tar_out": lambda v: commands.tar_out("maintainer", v),
     "take_lock": lambda v: commands.take_lock(v, 5, "{}"),
