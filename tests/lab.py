@@ -260,6 +260,22 @@ def add_greeting(host: TestHost, message: str) -> subprocess.CompletedProcess:
                  f"INSERT INTO greetings (message) VALUES ('{message}');")
 
 
+def data_fingerprint(host: TestHost) -> dict[str, str]:
+    """Every row of every table of both databases (ordered dumps, without dates) and every uploaded asset
+    (sha256 of each file): equal fingerprints, equal data. Read as the deploy user on the host."""
+    from kono.services import databases, root_password_file
+    found = {}
+    for service in databases():
+        name = DEFAULTS[service.database[1]]
+        dump = host.ssh(f"docker exec {container(service.name)} sh -c 'MYSQL_PWD=$(cat {root_password_file(service.name)}) "
+                        f"exec mysqldump -uroot --skip-dump-date --skip-comments --order-by-primary "
+                        f"--skip-extended-insert --databases {name}'", user=DEPLOY_USER)
+        found[service.name] = dump.stdout
+    found["assets"] = host.ssh(f"docker exec {container('maintainer')} sh -c 'cd /srv/static && "
+                               "find . -type f -exec sha256sum {} + | sort'", user=DEPLOY_USER).stdout
+    return found
+
+
 def write_maintainer_passwords(lab: Lab, passwords: dict[str, str]) -> None:
     """The operator's local password files (git-ignored in a real checkout), one per login."""
     folder = lab.workdir / "secrets"
@@ -537,25 +553,28 @@ def _free_port(address: str) -> int:
 @dataclass
 class LoadResult:
     requests: int
-    failures: list[str]  # "<path> <status or error>" for each non-2xx answer or connection error
+    failures: list[str]  # "<path> <status or error>" for each non-2xx answer and each error of any kind
     longest: float  # seconds, the slowest answer
     window: float = 0.0  # seconds from the first failure to the last (0 without failures)
+    stopped_early: int = 0  # clients no longer loading when the load was stopped (died, or ran out)
 
     def __str__(self) -> str:
         return (f"{self.requests} requests, {len(self.failures)} failed, longest {self.longest:.2f} s"
+                + (f", {self.stopped_early} clients stopped early" if self.stopped_early else "")
                 + (f": {sorted(set(self.failures))[:5]}" if self.failures else ""))
 
 
 class Load:
     """Clients in a loop against a host's published HTTP port (through nginx), each request on a new
-    connection, alternating paths; bounded by time and by count. Counts every non-2xx answer and
-    every connection error, and the slowest answer."""
+    connection, alternating paths; bounded by time and by an exact count of requests. Every answer
+    that is not a complete 2xx response counts as failed, whatever went wrong (a refused or reset
+    connection, a timeout, a body cut short, a garbled status line); and the slowest answer."""
 
     def __init__(self, address: str, paths: tuple[str, ...] = ("/api/health", "/api/greeting"),
-                 clients: int = 4, seconds: float = 120, most: int = 100_000, port: int = 80,
-                 per_client_rate: float = 40, tls: tuple | None = None) -> None:
+                 clients: int = 4, seconds: float = 900, most: int = 100_000, port: int = 80,
+                 per_client_rate: float = 40, tls: tuple | None = None, timeout: float = 30) -> None:
         # tls: (ssl.SSLContext, the name to ask for): HTTPS to ``address``, verified for that name.
-        self.address, self.port, self.paths, self.tls = address, port, paths, tls
+        self.address, self.port, self.paths, self.tls, self.timeout = address, port, paths, tls, timeout
         # Paced: a new connection per request, unpaced, would run this machine out of ephemeral ports
         # (each closed connection waits 60 s in TIME_WAIT) and count that as failed requests.
         self.deadline, self.most, self.interval = time.monotonic() + seconds, most, 1 / per_client_rate
@@ -566,23 +585,32 @@ class Load:
         for thread in self.threads:
             thread.start()
 
+    def _take(self) -> bool:
+        """One more request, if the bounds allow it (counted before it is sent: exactly ``most``)."""
+        with self.lock:
+            if self.stopping.is_set() or time.monotonic() >= self.deadline or self.requests >= self.most:
+                return False
+            self.requests += 1
+            return True
+
     def _client(self, index: int) -> None:
         n = index
-        while not self.stopping.is_set() and time.monotonic() < self.deadline and self.requests < self.most:
+        while self._take():
             path = self.paths[n % len(self.paths)]
             n += 1
             started = time.monotonic()
             try:
                 connection = self._connection()
-                connection.request("GET", path)
-                response = connection.getresponse()
-                response.read()
-                connection.close()
+                try:
+                    connection.request("GET", path)
+                    response = connection.getresponse()
+                    response.read()
+                finally:
+                    connection.close()
                 outcome = "" if 200 <= response.status < 300 else f"{path} {response.status}"
-            except OSError as error:
+            except Exception as error:  # any of them is a request a user saw fail
                 outcome = f"{path} {type(error).__name__}"
             with self.lock:
-                self.requests += 1
                 self.longest = max(self.longest, time.monotonic() - started)
                 if outcome:
                     self.failures.append(outcome)
@@ -591,19 +619,26 @@ class Load:
 
     def _connection(self) -> http.client.HTTPConnection:
         if not self.tls:
-            return http.client.HTTPConnection(self.address, self.port, timeout=30)
+            return http.client.HTTPConnection(self.address, self.port, timeout=self.timeout)
         context, name = self.tls
-        connection = http.client.HTTPSConnection(name, self.port, context=context, timeout=30)
-        raw = socket.create_connection((self.address, self.port), timeout=30)
+        connection = http.client.HTTPSConnection(name, self.port, context=context, timeout=self.timeout)
+        raw = socket.create_connection((self.address, self.port), timeout=self.timeout)
         connection.sock = context.wrap_socket(raw, server_hostname=name)
         return connection
 
+    def wait(self) -> LoadResult:
+        """Until the clients have made their requests (the count or the time bound), then the result."""
+        for thread in self.threads:
+            thread.join()
+        return self.stop()
+
     def stop(self) -> LoadResult:
+        early = sum(1 for thread in self.threads if not thread.is_alive())
         self.stopping.set()
         for thread in self.threads:
             thread.join()
         window = max(self.failed_at) - min(self.failed_at) if self.failed_at else 0.0
-        return LoadResult(self.requests, self.failures, self.longest, window)
+        return LoadResult(self.requests, self.failures, self.longest, window, early)
 
 
 def under_load(address: str, action, settle: float = 1.0, **load) -> tuple[object, LoadResult]:
@@ -616,4 +651,6 @@ def under_load(address: str, action, settle: float = 1.0, **load) -> tuple[objec
     finally:
         result = running.stop()
     assert result.requests > 0, "the load loop made no request"
+    # Every client loaded from before the action until after it: none died or ran out on the way.
+    assert result.stopped_early == 0, f"clients stopped loading before the action ended: {result}"
     return outcome, result
