@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import re
 from pathlib import Path
@@ -165,13 +166,55 @@ def place_backup_secrets(settings: Settings, files: dict[str, str]) -> None:
                    files=files, compared=supplied_paths(settings), defaults={credentials.path: ""})
 
 
+# What one backup run stores, one snapshot each, by the tag it carries (files/backup/kono-backup.sh).
+SNAPSHOT_PARTS = ("db_production", "db_dev", "files")
+# A run's three snapshots are taken within minutes of each other; runs are a day apart.
+SAME_RUN = datetime.timedelta(hours=1)
+
+
+def _snapshot_time(snapshot: dict) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(snapshot["time"].replace("Z", "+00:00"))
+
+
+def snapshot_set(snapshots: list[dict], wanted: str) -> tuple[str, str, str]:
+    """The ids of one backup run's snapshots (db_production, db_dev, files), from restic's JSON list
+    of the host's snapshots: the newest of each for "latest", else those of the run that snapshot
+    ``wanted`` (an id or its start) belongs to. Raises ValueError saying what is missing."""
+    by_part = {part: [s for s in snapshots if part in (s.get("tags") or [])] for part in SNAPSHOT_PARTS}
+    if wanted == "latest":
+        missing = [part for part, found in by_part.items() if not found]
+        if missing:
+            raise ValueError(f"the repository holds no {', '.join(missing)} snapshot")
+        return tuple(max(by_part[part], key=_snapshot_time)["short_id"] for part in SNAPSHOT_PARTS)
+    chosen = [s for s in snapshots if s["id"].startswith(wanted) or s.get("short_id", "").startswith(wanted)]
+    if len(chosen) != 1:
+        raise ValueError(f"{'no' if not chosen else 'more than one'} snapshot {wanted!r} in the repository")
+    when = _snapshot_time(chosen[0])
+    ids = []
+    for part in SNAPSHOT_PARTS:
+        nearest = min(by_part[part], key=lambda s: abs(_snapshot_time(s) - when), default=None)
+        if nearest is None or abs(_snapshot_time(nearest) - when) > SAME_RUN:
+            raise ValueError(f"the backup that snapshot {wanted} belongs to has no {part} snapshot")
+        ids.append(nearest["short_id"])
+    return tuple(ids)
+
+
 def restore_repository(target: Target, snapshot: str, force: bool) -> str:
-    """Restore a snapshot of the host's repository onto it; returns what the backup service said."""
+    """Restore one backup from the host's repository onto it (``snapshot``: "latest", or any snapshot of
+    that backup); returns what the backup service said."""
     from kono.remote import connect, run  # operator tools only: the deploy imports this module too
     if not target.settings.backups_on:
         raise SystemExit(f"{target.name}: no backup_repository is set for this host")
+    directory = target.settings.project_dir
     with connect(target) as client:
-        return run(client, commands.restore_from_repository(target.settings.project_dir, snapshot, force, script("backup"))).decode()
+        listed = json.loads(run(client, commands.repository_snapshots(directory, script("backup"))) or b"[]")
+        try:
+            ids = snapshot_set(listed, snapshot)
+        except ValueError as error:
+            raise SystemExit(f"{target.name}: {error}") from None
+        said = run(client, commands.restore_from_repository(directory, ids, force, script("backup"))).decode()
+    return said + f"restored snapshots {' '.join(ids)} ({', '.join(SNAPSHOT_PARTS)})\n"
+
 
 ASSETS = ("maintainer", "/srv/static")  # (service, folder) holding the app_static volume
 ASSETS_GROUP = "sudo"  # the maintainers' group, which owns the shared volumes in the container

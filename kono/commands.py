@@ -337,11 +337,17 @@ def last_backup(directory: str, script: str) -> str:
     return in_dir(directory, f"docker compose exec -T backup sh {quote(script)} last 2>/dev/null || true")
 
 
-def restore_from_repository(directory: str, snapshot: str, force: bool, script: str) -> str:
+def repository_snapshots(directory: str, script: str) -> str:
+    """The host's snapshots in its repository, as restic's JSON list."""
+    return in_dir(directory, f"docker compose exec -T backup sh {quote(script)} snapshots")
+
+
+def restore_from_repository(directory: str, snapshots: tuple[str, str, str], force: bool, script: str) -> str:
     """Both databases and the files back from a snapshot of the repository, then the maintainer
     restarted so that its sshd serves the restored host keys."""
     env = " -e KONO_RESTORE_FORCE=yes" if force else ""
-    return in_dir(directory, f"docker compose exec -T{env} backup sh {quote(script)} restore {quote(snapshot)} && "
+    return in_dir(directory, f"docker compose exec -T{env} backup sh {quote(script)} restore "
+                             f"{' '.join(quote(snapshot) for snapshot in snapshots)} && "
                              "docker compose restart maintainer")
 
 

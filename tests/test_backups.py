@@ -76,6 +76,7 @@ def test_without_the_repository_password_the_deploy_stops_before_changing_anythi
     try:
         before = provisioned.snapshot()
         failed = lab_tools.deploy(inventory, check=False)
+        SEEN.append(("deploy without the repository password", failed.output))
         assert failed.returncode != 0
         assert "backup/repository_password: expected it in $KONO_SECRET_BACKUP_REPOSITORY_PASSWORD" in failed.output
         assert "never generated on the host" in failed.output
@@ -138,35 +139,61 @@ def test_drift_exits_non_zero_when_the_last_success_is_older_than_twice_the_sche
         set_last_success(provisioned.host, last)
 
 
-def test_a_brand_new_host_gets_everything_back_from_the_repository_with_one_command(backed_up, lab, tmp_path):
+def test_a_brand_new_host_gets_any_backup_back_from_the_repository_with_one_command(backed_up, lab, tmp_path):
     provisioned, server, inventory = backed_up
     a = provisioned.host
-    rows = mysql(a, "api", host_secret(a, "production", "db_api_password"), "SELECT note FROM kept ORDER BY id;").stdout
-    assert "row to keep" in rows
+    api_password = host_secret(a, "production", "db_api_password")
+    dev_password = host_secret(a, "dev", "db_dev_password")
+    # Data of its own in both databases and the assets, then two backups with different data.
+    assert mysql(a, "api", api_password, "CREATE TABLE IF NOT EXISTS drill (id INT AUTO_INCREMENT PRIMARY KEY, "
+                 "note VARCHAR(64)); INSERT INTO drill (note) VALUES ('first'), ('second');").returncode == 0
+    assert mysql(a, "dev", dev_password, "CREATE TABLE IF NOT EXISTS drill (n INT PRIMARY KEY); "
+                 "INSERT INTO drill VALUES (1), (2);", server="db_dev", database="dev").returncode == 0
+    provisioned.maintainer("echo 'first asset' > /srv/static/drill.txt")
+    a.ssh(f"docker exec {container('backup')} {SCRIPT} backup", user="kono")
+    older = last_success(a).split()[3:]  # db_production, db_dev, files
+    at_older = lab_tools.data_fingerprint(a)
+    assert mysql(a, "api", api_password, "INSERT INTO drill (note) VALUES ('third'); "
+                 "DELETE FROM drill WHERE note = 'first';").returncode == 0
+    assert mysql(a, "dev", dev_password, "INSERT INTO drill VALUES (3);", server="db_dev",
+                 database="dev").returncode == 0
+    provisioned.maintainer("echo 'second asset' > /srv/static/drill.txt && echo new > /srv/static/drill-2.txt")
+    a.ssh(f"docker exec {container('backup')} {SCRIPT} backup", user="kono")
+    at_newer = lab_tools.data_fingerprint(a)
+    assert at_newer != at_older and all("drill" in at_older[part] for part in at_older)
     key_a = host_key(a)
-    provisioned.host.ssh(f"docker exec {container('backup')} {SCRIPT} backup", user="kono")
 
     b = lab.boot()
     try:
         # Only the repository URL and its password (the lab's local secrets) come from the old host.
         new = provisioned.provision_new(b, tmp_path / "new-host.py", backup_repository=server.url)
-        restored = lab_tools.backup_tool("restore-repository", str(new))
-        SEEN.append(("restore-repository", restored.stdout + restored.stderr))
+        restored = lab_tools.backup_tool("restore-repository", str(new), "--snapshot", older[1])
+        SEEN.append(("restore-repository --snapshot", restored.stdout + restored.stderr))
         assert restored.returncode == 0, restored.stdout + restored.stderr
-        assert "restored db_production" in restored.stdout
+        assert f"restored snapshots {' '.join(older)}" in restored.stdout  # the whole older backup
+        assert lab_tools.data_fingerprint(b) == at_older  # every row, every asset, as of that backup
 
-        assert mysql(b, "api", host_secret(b, "production", "db_api_password"),
-                     "SELECT note FROM kept ORDER BY id;").stdout == rows
+        latest = lab_tools.backup_tool("restore-repository", str(new), "--force")
+        SEEN.append(("restore-repository --force", latest.stdout + latest.stderr))
+        assert latest.returncode == 0, latest.stdout + latest.stderr
+        assert lab_tools.data_fingerprint(b) == at_newer
         assert host_key(b) == key_a
+        # The comparison sees one missing row.
+        mysql(b, "dev", host_secret(b, "dev", "db_dev_password"), "DELETE FROM drill WHERE n = 3;",
+              server="db_dev", database="dev")
+        assert lab_tools.data_fingerprint(b)["db_dev"] != at_newer["db_dev"]
+
         lab_tools.pin_maintainer_host_key(b)
         lab_tools.maintainer(b, "kono-deploy app")
-        with urllib.request.urlopen(f"http://{b.address}/static/kept.txt", timeout=10) as response:
-            assert response.read() == b"asset to keep\n"
+        with urllib.request.urlopen(f"http://{b.address}/static/drill.txt", timeout=10) as response:
+            assert response.read() == b"second asset\n"
         with urllib.request.urlopen(f"http://{b.address}/", timeout=10) as response:
             assert response.status == 200
 
         again = lab_tools.backup_tool("restore-repository", str(new))
         assert again.returncode != 0 and "refusing to restore" in again.stderr
+        unknown = lab_tools.backup_tool("restore-repository", str(new), "--snapshot", "ffffffff")
+        assert unknown.returncode != 0 and "no snapshot 'ffffffff' in the repository" in unknown.stderr
     finally:
         b.stop()
 
@@ -176,9 +203,18 @@ def test_the_repository_password_and_storage_credentials_appear_in_no_output_log
     folder = provisioned.lab.workdir / "secrets" / "backup"
     values = [(folder / "repository_password").read_text().strip(),
               (folder / "storage_credentials").read_text().strip().split("=", 1)[1]]
+    # Runs of its own too (so that it checks something when selected alone): the host deployed with the
+    # repository at -vvv and --debug --diff, its status, and a backup run by hand.
+    SEEN.append(("deploy -vvv", lab_tools.deploy(inventory, "-vvv").output))
+    SEEN.append(("deploy --debug --diff", lab_tools.deploy(inventory, "--debug", "--diff").output))
+    shown = status(inventory)
+    SEEN.append(("status", shown.stdout + shown.stderr))
+    ran = provisioned.host.ssh(f"docker exec {container('backup')} {SCRIPT} backup", user="kono", check=False)
+    SEEN.append(("backup by hand", ran.stdout + ran.stderr))
     on_host = provisioned.host.ssh("cat /srv/kono/config/backup/storage_credentials", user="kono").stdout
     assert values[1] in on_host  # placed on the host, where the backup service reads it
     logs = provisioned.host.ssh(f"docker logs {container('backup')} 2>&1; cat /srv/kono/.kono/audit.log", user="kono")
     seen = SEEN + [("backup service log and audit log", logs.stdout)] + lab_tools.containers_and_git(provisioned.host)
     assert len(SEEN) >= 4
+    assert values[0] and values[1]
     assert [where for where, text in seen for value in values if value in text] == []

@@ -6,7 +6,9 @@
 #                                    backup), then the uploaded assets, the maintainer's SSH host keys
 #                                    and config/ (the secrets, for recovery by hand); then retention
 #   kono-backup.sh check             restic check, reading a seventh of the data (which, by weekday)
-#   kono-backup.sh restore [SNAPSHOT] both databases and the files back from a snapshot (latest)
+#   kono-backup.sh restore [PROD DEV FILES]  both databases and the files back from one backup's three
+#                                    snapshots (kono/backup.py picks them), or from the latest of each
+#   kono-backup.sh snapshots         the host's snapshots, as restic's JSON
 #   kono-backup.sh last              the last success, if it went to this $RESTIC_REPOSITORY
 #   kono-backup.sh loop              the service: the daily backup and the weekly check, on schedule
 #
@@ -97,24 +99,31 @@ check() {
 }
 
 restore() {
-    snapshot=${1:-latest}
+    if [ $# -eq 3 ]; then
+        prod=$1 dev=$2 files=$3
+    elif [ $# -eq 0 ]; then
+        prod=latest dev=latest files=latest
+    else
+        echo "usage: kono-backup.sh restore [DB_PRODUCTION_SNAPSHOT DB_DEV_SNAPSHOT FILES_SNAPSHOT]" >&2
+        return 2
+    fi
     tables=$(echo "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '$DB_PRODUCTION_NAME';" \
         | sql db_production "$DB_PRODUCTION_PASSWORD_FILE")
     if [ "$tables" != 0 ] && [ "${KONO_RESTORE_FORCE:-}" != yes ]; then
         say "refusing to restore: db_production already holds $tables tables in $DB_PRODUCTION_NAME (--force loads over them)"
         return 3
     fi
-    for target in "db_production $DB_PRODUCTION_PASSWORD_FILE" "db_dev $DB_DEV_PASSWORD_FILE"; do
+    for target in "db_production $DB_PRODUCTION_PASSWORD_FILE $prod" "db_dev $DB_DEV_PASSWORD_FILE $dev"; do
         set -- $target
         # Through a file, not a pipe: a failed dump must fail the restore (sh has no pipefail).
-        restic dump --host "$BACKUP_HOST" --tag "$1" "$snapshot" "/$1.sql" > /state/restore.sql
+        restic dump --host "$BACKUP_HOST" --tag "$1" "$3" "/$1.sql" > /state/restore.sql
         sql "$1" "$2" < /state/restore.sql
         rm -f /state/restore.sql
         echo "kono-backup: restored $1"
     done
     includes=""
     for path in $RESTORED; do includes="$includes --include $path"; done
-    restic restore --host "$BACKUP_HOST" --tag files "$snapshot" --target / $includes
+    restic restore --host "$BACKUP_HOST" --tag files "$files" --target / $includes
     echo "kono-backup: restored$(for path in $RESTORED; do printf ' %s' "${path#/backup/}"; done)"
 }
 
@@ -147,6 +156,7 @@ case "${1:-}" in
     backup|check) run "$1" ;;
     last) last ;;
     restore) shift; restore "$@" ;;
+    snapshots) restic snapshots --json --host "$BACKUP_HOST" --tag kono ;;
     loop)
         mkdir -p /state
         echo $$ > /state/loop.pid
@@ -180,5 +190,5 @@ case "${1:-}" in
             fi
         done
         ;;
-    *) echo "usage: kono-backup.sh backup | check | restore [SNAPSHOT] | last | loop" >&2; exit 2 ;;
+    *) echo "usage: kono-backup.sh backup | check | restore [PROD DEV FILES] | snapshots | last | loop" >&2; exit 2 ;;
 esac

@@ -164,9 +164,10 @@ EXPECTED = {
         commands.last_backup("/srv/kono", "/usr/local/lib/kono-backup.sh"),
         "cd /srv/kono && docker compose exec -T backup sh /usr/local/lib/kono-backup.sh last 2>/dev/null || true"),
     "restore_from_repository": (
-        commands.restore_from_repository("/srv/kono", "latest", force=True, script="/usr/local/lib/kono-backup.sh"),
+        commands.restore_from_repository("/srv/kono", ("1a2b3c4d", "5e6f7a8b", "9c0d1e2f"), force=True,
+                                         script="/usr/local/lib/kono-backup.sh"),
         "cd /srv/kono && docker compose exec -T -e KONO_RESTORE_FORCE=yes backup sh /usr/local/lib/kono-backup.sh "
-        "restore latest && docker compose restart maintainer"),
+        "restore 1a2b3c4d 5e6f7a8b 9c0d1e2f && docker compose restart maintainer"),
     "fail": (commands.fail("x: expected 'y'"), "printf '%s\\n' 'x: expected '\"'\"'y'\"'\"'' >&2; exit 1"),
     "close_record": (
         commands.close_record({"result": "failed or interrupted"}),
@@ -444,7 +445,8 @@ TAKES_VALUES = {
     "served_certificate": lambda v: commands.served_certificate(v),
     "issue_certificate": lambda v: commands.issue_certificate(v, v, v),
     "last_backup": lambda v: commands.last_backup(v, v),
-    "restore_from_repository": lambda v: commands.restore_from_repository(v, v, True, v),
+    "restore_from_repository": lambda v: commands.restore_from_repository(v, (v, v, v), True, v),
+    "repository_snapshots": lambda v: commands.repository_snapshots(v, v),
     "config_tree": lambda v: commands.config_tree(v),
     "generate_secret": lambda v: commands.generate_secret(v, 32),
     "move_into_place": lambda v: commands.move_into_place(v, v),

@@ -106,3 +106,38 @@ def test_the_password_hash_file_reads_back_as_written():
 def test_a_read_of_the_host_cut_short_fails_rather_than_deciding_on_half_of_it():
     with pytest.raises(OperationError, match="read 1 of 3 sections"):
         host_state.split_sections(["taken", commands.section_marker(0), "d 700 4096 config"], 3)
+
+
+def _snapshot(short_id: str, part: str, time: str) -> dict:
+    return {"id": short_id + "0" * 56, "short_id": short_id, "time": time, "tags": ["kono", part]}
+
+
+RUNS = [  # two daily backups, each three snapshots a few seconds apart, as restic lists them
+    _snapshot("aaaa0001", "db_production", "2026-11-30T03:00:01.123456789+00:00"),
+    _snapshot("aaaa0002", "db_dev", "2026-11-30T03:00:04Z"),
+    _snapshot("aaaa0003", "files", "2026-11-30T03:00:09Z"),
+    _snapshot("bbbb0001", "db_production", "2026-12-01T03:00:01Z"),
+    _snapshot("bbbb0002", "db_dev", "2026-12-01T03:00:05Z"),
+    _snapshot("bbbb0003", "files", "2026-12-01T03:00:08Z"),
+]
+
+
+def test_a_snapshot_names_its_whole_backup_and_latest_the_newest():
+    from kono.backup import snapshot_set
+    assert snapshot_set(RUNS, "latest") == ("bbbb0001", "bbbb0002", "bbbb0003")
+    for member in ("aaaa0001", "aaaa0002", "aaaa0003"):  # any of an older run's three: that run, whole
+        assert snapshot_set(RUNS, member) == ("aaaa0001", "aaaa0002", "aaaa0003")
+    assert snapshot_set(RUNS, "aaaa0003" + "0" * 8) == ("aaaa0001", "aaaa0002", "aaaa0003")  # a longer id
+
+
+@pytest.mark.parametrize("snapshots, wanted, said", [
+    (RUNS, "cccc", "no snapshot 'cccc' in the repository"),
+    (RUNS, "aaaa000", "more than one snapshot 'aaaa000'"),
+    ([s for s in RUNS if s["short_id"] != "aaaa0002"], "aaaa0001",
+     "the backup that snapshot aaaa0001 belongs to has no db_dev snapshot"),
+    ([], "latest", "the repository holds no db_production, db_dev, files snapshot"),
+])
+def test_a_snapshot_set_that_cannot_be_found_says_why(snapshots, wanted, said):
+    from kono.backup import snapshot_set
+    with pytest.raises(ValueError, match=said):
+        snapshot_set(snapshots, wanted)
