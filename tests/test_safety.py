@@ -104,25 +104,51 @@ def test_concurrent_deploys_never_interleave(provisioned):
     provisioned.wait_healthy()
 
 
-@pytest.mark.parametrize("kill_after", [0.5, 2.0, 3.5, 5.0, 7.0, 10.0])
-def test_a_deploy_killed_at_any_point_is_finished_by_the_next(provisioned, kill_after):
+# Operations that run commands on the host long enough to be caught running: the lock (and the one
+# read of the host it carries), the project's files (nginx's check, the uploads), the bring-up.
+KILL_POINTS = ["Take the host's deploy lock", "Compose project files", "Validate the project and bring the stack up"]
+
+
+@pytest.mark.parametrize("operation", KILL_POINTS)
+def test_a_deploy_killed_in_the_middle_of_an_operation_is_finished_by_the_next(provisioned, operation):
     provisioned.wait_healthy()
     count = (f"docker exec {container('db_production')} sh -c "
              f"'MYSQL_PWD=$(cat {secret_file('production/db_api_password', 'db_production')}) mysql -N -uapi kono' ")
     provisioned.host.ssh(count, user="kono", input="CREATE TABLE IF NOT EXISTS kept (n INT); INSERT INTO kept VALUES (1);")
     rows = provisioned.host.ssh(count, user="kono", input="SELECT COUNT(*) FROM kept;").stdout.strip()
     # A new server_name (nginx checked and reloaded) and a maintainer recreated: work all along the deploy.
-    data = ("--data", f"server_name=kill-{str(kill_after).replace('.', '-')}.example",
-            "--data", f"releases_kept={int(kill_after) + 6}")
+    point = KILL_POINTS.index(operation)
+    server_name = f"kill-{point}.example"
+    data = ("--data", f"server_name={server_name}", "--data", f"releases_kept={point + 6}")
+    records = len(audit_log(provisioned))
     victim = lab_tools.pyinfra_background(provisioned.inventory, "deploy.py", *data)
-    time.sleep(kill_after)
+    seen = []
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        line = victim.stdout.readline()
+        seen.append(line)
+        if not line or f"Starting operation: {operation}" in line:
+            break
     victim.send_signal(signal.SIGKILL)
-    victim.communicate(timeout=30)
+    rest, _ = victim.communicate(timeout=30)
+    assert f"Starting operation: {operation}" in seen[-1], "".join(seen)[-3000:]
+    # Killed before that operation ended: pyinfra had said nothing more of it.
+    assert not any(word in rest for word in ("Success", "No changes", "Error")), rest
 
     finished = provisioned.deploy("--json", *data)
     assert finished.json["results"]["totals"]["error"] == 0
     provisioned.wait_healthy()
     assert provisioned.deploy("--json", *data).changes == 0
+    assert f"server_name {server_name};" in provisioned.host.ssh(
+        f"docker exec {container('nginx')} cat /etc/nginx/conf.d/default.conf", user="kono").stdout
+    assert f"RELEASES_KEPT={point + 6}" in provisioned.host.ssh(
+        f"docker exec {container('maintainer')} env", user="kono").stdout
+    # The killed run never reached its end; once it had taken the lock, the next run recorded it as
+    # interrupted (killed while taking it, it may not have got it).
+    since = [record["result"] for record in audit_log(provisioned)[records:] if "started" in record]
+    assert since[-2:] == ["success", "success"]
+    interrupted = (["failed or interrupted"],) if point > 0 else ([], ["failed or interrupted"])
+    assert since[:-2] in interrupted, since
     assert provisioned.host.ssh(count, user="kono", input="SELECT COUNT(*) FROM kept;").stdout.strip() == rows
     assert provisioned.deploy("--json").changes > 0  # back to the declared server_name
 

@@ -100,15 +100,21 @@ def test_a_new_api_image_tag_replaces_the_container_without_dropping_a_request(s
         serving.deploy("--data", f"node_image={image}")
 
 
-def test_rotating_the_apis_database_password_does_not_restart_db_production(serving):
+def test_rotating_the_apis_database_password_under_load_drops_no_request_nor_restarts_db_production(serving):
     before = serving.container_ids()
-    lab_tools.rotate(serving.inventory, "production/db_api_password")
+    old = host_secret(serving.host, "production", "db_api_password")
+    # /api/greeting reads db_production as the api user, whose password this is.
+    _, load = under_load(serving.host.address,
+                         lambda: lab_tools.rotate(serving.inventory, "production/db_api_password"))
+    assert load.failures == [], load
     serving.wait_healthy()
     after = serving.container_ids()
     assert after["db_production"] == before["db_production"]
     assert after["api"] != before["api"]
     new = host_secret(serving.host, "production", "db_api_password")
+    assert new != old
     assert mysql(serving.host, "api", new, "SELECT 1;").returncode == 0
+    assert mysql(serving.host, "api", old, "SELECT 1;").returncode != 0  # the old one no longer opens a session
 
 
 def test_an_nginx_configuration_change_is_a_reload_not_a_restart(serving):
