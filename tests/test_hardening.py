@@ -60,6 +60,8 @@ def ssh_audit_failures(address: str, port: int, source: str) -> list:
     result = subprocess.run([str(Path(lab_tools.PYINFRA).with_name("python")), "-c", wrapper],
                             capture_output=True, text=True, timeout=180)
     report = json.loads(result.stdout)
+    for kind in ("kex", "key", "enc", "mac"):  # an empty list would pass as "no failure": it must be there
+        assert report.get(kind), f"ssh-audit listed no {kind} algorithms on port {port}: {result.stderr[-500:]}"
     fails = [(kind, entry["algorithm"], entry["notes"]["fail"])
              for kind in ("kex", "key", "enc", "mac") for entry in report.get(kind, [])
              if entry.get("notes", {}).get("fail")]
@@ -156,29 +158,63 @@ def test_the_maintainer_port_admits_only_the_allowed_sources_and_throttles_flood
         assert provisioned.maintainer("true").returncode == 0
 
 
-def test_failed_logins_on_22_get_the_source_banned(provisioned, tmp_path):
+def test_three_failed_logins_on_22_ban_the_source_for_an_hour_and_two_do_not(provisioned, tmp_path):
     host = provisioned.host
+    jail = {setting: host.ssh(f"sudo fail2ban-client get sshd {setting}", user="admin").stdout.strip()
+            for setting in ("maxretry", "findtime", "bantime")}
+    assert jail == {"maxretry": "3", "findtime": "600", "bantime": "3600"}  # 3 in 10 minutes: an hour
     stranger = tmp_path / "stranger"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+
+    def failed_login(source: str) -> None:  # one connection offering one key the host does not know
+        subprocess.run(["ssh", "-F", "/dev/null", "-i", str(stranger), "-o", "IdentitiesOnly=yes",
+                        "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={provisioned.lab.known_hosts}",
+                        "-o", f"BindAddress={source}", "-o", "ConnectTimeout=3", f"admin@{host.address}",
+                        "true"], capture_output=True, timeout=30)
+
+    def banned(source: str, seconds: float = 20) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if source in host.ssh("sudo fail2ban-client get sshd banip", user="admin").stdout:
+                return True
+            time.sleep(1)
+        return False
+
     with second_address(provisioned.lab) as other:
         try:
-            for _ in range(6):
-                subprocess.run(["ssh", "-F", "/dev/null", "-i", str(stranger), "-o", "IdentitiesOnly=yes",
-                                "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={provisioned.lab.known_hosts}",
-                                "-o", f"BindAddress={other}", "-o", "ConnectTimeout=3", f"admin@{host.address}",
-                                "true"], capture_output=True, timeout=30)
+            for _ in range(2):
+                failed_login(other)
                 time.sleep(1)
-            banned = ""
-            for _ in range(20):
-                banned = host.ssh("sudo fail2ban-client status sshd", user="admin").stdout
-                if other in banned:
-                    break
-                time.sleep(1)
-            assert other in banned
+            assert not banned(other, seconds=8), "banned after 2 failed logins"
+            assert reachable(host.address, 22, source=other)
+            failed_login(other)
+            assert banned(other), "not banned after 3 failed logins"
             assert not reachable(host.address, 22, source=other)
             assert host.ssh("true", user="kono").returncode == 0  # everyone else still gets in
         finally:
             host.ssh(f"sudo fail2ban-client set sshd unbanip {other}", user="admin", check=False)
+
+
+def test_each_host_setting_has_its_value(provisioned):
+    from kono.hardening import LOGIN_DEFS, NETWORK_SYSCTLS, PRIVATE_DIRS, PRIVATE_FILES, UNUSED_MODULES
+    host = provisioned.host
+    sysctls = host.ssh("sysctl -n " + " ".join(NETWORK_SYSCTLS), user="admin").stdout.split()
+    assert dict(zip(NETWORK_SYSCTLS, sysctls)) == NETWORK_SYSCTLS
+    modprobe = host.ssh("modprobe --showconfig", user="admin").stdout
+    assert [m for m in UNUSED_MODULES if f"install {m.replace('-', '_')} /bin/false" not in modprobe] == []
+    # No core dumps: systemd keeps none, and a login shell may make none; idle shells end after 15 min.
+    assert host.ssh("systemd-analyze cat-config systemd/coredump.conf | grep -x 'Storage=none'",
+                    user="admin").returncode == 0
+    login = host.ssh("bash -lc 'ulimit -Hc; echo $TMOUT; readonly -p | grep -c TMOUT'", user="admin").stdout.split()
+    assert login == ["0", "900", "1"]
+    # cron's folders and files, where the host has them; sshd_config it always has.
+    modes = dict(line.split() for line in host.ssh("sudo stat -c '%n %a' " + " ".join([*PRIVATE_DIRS, *PRIVATE_FILES])
+                                                   + " 2>/dev/null; true", user="admin").stdout.splitlines())
+    wanted = {**{d: "700" for d in PRIVATE_DIRS}, **{f: m.lstrip("0") for f, m in PRIVATE_FILES.items()}}
+    assert "/etc/ssh/sshd_config" in modes and modes == {path: wanted[path] for path in modes}
+    defs = host.ssh("grep -E '^(" + "|".join(LOGIN_DEFS) + r")\s' /etc/login.defs", user="admin").stdout
+    assert dict(line.split() for line in defs.splitlines()) == LOGIN_DEFS  # password ageing and rounds
+    assert host.ssh("cat /etc/issue.net", user="admin").stdout.startswith("Authorized access only.")
 
 
 def test_security_updates_are_unattended_and_reboots_are_a_knob(provisioned):

@@ -74,7 +74,7 @@ class Https:
     def __init__(self, provisioned, pebble: AcmeServer):
         self.provisioned, self.pebble, self.host = provisioned, pebble, provisioned.host
         self.outputs: list[tuple[str, str]] = []  # (what ran, its output): the leak check reads them
-        self.keys: list[str] = []  # every private key nginx served
+        self.keys: list[str] = []  # every private key nginx served or a deploy was given, failing ones too
         self.secrets_dir = provisioned.lab.workdir / "secrets" / "tls"
 
     def inventory(self, **data) -> Path:
@@ -101,7 +101,12 @@ class Https:
         self.secrets_dir.mkdir(parents=True, exist_ok=True)
         make_certificate(self.secrets_dir / name, [DOMAIN], issuer=ca, days=days)
         (self.secrets_dir / "certificate").write_bytes((self.secrets_dir / f"{name}.pem").read_bytes())
-        (self.secrets_dir / "private_key").write_bytes((self.secrets_dir / f"{name}.key").read_bytes())
+        self.give_key((self.secrets_dir / f"{name}.key").read_text())
+
+    def give_key(self, pem: str) -> None:
+        """Where the operator supplies the key: the next deploy is given it (the leak check looks for it)."""
+        (self.secrets_dir / "private_key").write_text(pem)
+        self.keys.append(pem)
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +206,7 @@ def test_a_key_that_is_not_the_certificates_stops_the_deploy_before_anything_cha
     ca = make_certificate(tmp_path / "ca", [], days=365, ca=True)
     https.provide("third", days=90, ca=ca)
     make_certificate(tmp_path / "other", [DOMAIN], issuer=ca)
-    (https.secrets_dir / "private_key").write_bytes((tmp_path / "other.key").read_bytes())
+    https.give_key((tmp_path / "other.key").read_text())  # not the certificate's
     before = https.provisioned.snapshot()
     failed = https.deploy(https.inventory(https="provided"), "-vv", check=False)
     assert failed.returncode != 0
@@ -209,10 +214,19 @@ def test_a_key_that_is_not_the_certificates_stops_the_deploy_before_anything_cha
     assert https.provisioned.snapshot() == before
 
 
-def test_no_private_key_appears_in_any_output_or_container(https):
-    keys = https.keys + [p.read_text() for p in https.secrets_dir.glob("*.key")]
+def test_no_private_key_appears_in_any_output_or_container(https, tmp_path):
+    # Runs of its own too (so that it checks something when selected alone): a provided pair deployed
+    # at -vvv and with --debug --diff, then a failing deploy given a key that is not the certificate's.
+    ca = make_certificate(tmp_path / "ca", [], days=365, ca=True)
+    https.provide("leak-check", days=90, ca=ca)
+    provided = https.inventory(https="provided")
+    https.deploy(provided, "-vvv")
+    https.served_key()
+    make_certificate(tmp_path / "stray", [DOMAIN], issuer=ca)
+    https.give_key((tmp_path / "stray.key").read_text())
+    assert https.deploy(provided, "--debug", "--diff", check=False).returncode != 0
     seen = list(https.outputs) + lab_tools.containers_and_git(https.host)
     # Each line of a key's base64 body is 64 characters of key material.
-    lines = {line for key in keys for line in key.splitlines() if line and not line.startswith("-----")}
-    assert len(keys) >= 5 and lines
+    lines = {line for key in https.keys for line in key.splitlines() if line and not line.startswith("-----")}
+    assert len(https.keys) >= 3 and lines
     assert sorted({where for where, text in seen for line in lines if line in text}) == []
