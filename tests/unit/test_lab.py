@@ -50,3 +50,10 @@ def test_a_machine_that_is_not_debian_must_name_a_mirror(monkeypatch):
         debian_mirror(UBUNTU, ["deb http://archive.ubuntu.com/ubuntu noble main\n"])
     monkeypatch.setenv("KONO_DEBIAN_MIRROR", "http://deb.debian.org/debian")
     assert debian_mirror(UBUNTU, []) == "http://deb.debian.org/debian"
+
+
+def test_the_alone_sample_takes_the_last_test_of_each_module():
+    from tests.alone import last_of_each_module
+    collected = ["tests/test_a.py::test_one", "tests/test_a.py::test_two[x]", "tests/test_b.py::test_only",
+                 "", "3 tests collected"]
+    assert last_of_each_module(collected) == ["tests/test_a.py::test_two[x]", "tests/test_b.py::test_only"]
