@@ -1,6 +1,7 @@
 """The benchmark's reading of pyinfra's -v output (bench/run.py): where a run's time went."""
 
 from bench.run import APT_WORK, apt_seconds, phases
+from tests.lab import REPO
 
 LINES = [(0.10, "--> Loading config..."), (0.15, "--> Connecting to hosts..."), (0.30, "    [10.0.0.2] Connected"),
          (0.35, "--> Preparing operation files..."), (0.40, "    Loading: deploy.py"),
@@ -23,3 +24,11 @@ def test_apt_work_is_package_lists_installs_and_updates_only():
     assert round(apt_seconds(2.0, LINES), 2) == 0.9
     assert not APT_WORK.search("Docker's apt signing key")
     assert APT_WORK.search("Apply pending security updates now (3 pending; a Docker restart is announced)")
+
+
+def test_the_benchmark_page_holds_exactly_what_the_scripts_print_for_the_stored_runs():
+    import json
+    from bench import backup, run
+    page = (REPO / "bench" / "README.md").read_text()
+    assert run.table(json.loads((REPO / "bench" / "latest.json").read_text())) in page
+    assert backup.table(json.loads((REPO / "bench" / "backup-latest.json").read_text())) in page
