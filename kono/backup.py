@@ -39,7 +39,7 @@ from kono import commands
 from kono.operator_input import from_operator, secret_sources, supplied_value
 from kono.plan import drift
 from kono.host_state import Read, read
-from kono.secrets import same_value, supplied_files, supplied_paths
+from kono.secrets import has_file, same_value, supplied_files, supplied_paths
 from kono.services import SECRETS, databases, script, enabled, root_password_file, stack_secrets
 from kono.settings import Settings, SettingsError
 
@@ -136,7 +136,7 @@ def backup_secret_problems(settings: Settings, given: dict[str, str], tree: dict
     if not entries:
         return []
     password, credentials = entries["repository_password"], entries["storage_credentials"]
-    on_host = {e.name: tree.get(e.path, ("", "", 0))[2] > 0 for e in entries.values()}
+    on_host = {e.name: has_file(tree, e.path) for e in entries.values()}
     problems = []
     if password.path in given:
         if on_host["repository_password"] and not same_value(given[password.path], digests.get(password.path)):

@@ -66,6 +66,11 @@ class ConfigTree(FactBase):
         return tree
 
 
+def has_file(tree: dict, path: str) -> bool:
+    """Whether the host holds a non-empty file at ``path`` (relative), by its ConfigTree."""
+    return tree.get(path, ("", "", 0))[2] > 0
+
+
 def upload_secret(path: str, value: str):
     # By SFTP into the 0700 directory, then 0600 and renamed into place: never on a command line.
     yield FileUploadCommand(io.BytesIO(value.encode()), f"{path}.new")

@@ -30,7 +30,7 @@ from kono import commands
 from kono.host_state import Read, read
 from kono.plan import drift
 from kono.operator_input import from_operator, secret_sources
-from kono.secrets import supplied_files, supplied_paths
+from kono.secrets import has_file, supplied_files, supplied_paths
 from kono.services import SECRETS, Secret, script
 from kono.settings import Settings, SettingsError
 
@@ -130,7 +130,7 @@ def missing_pair(settings: Settings, provided: dict[str, str], tree: dict) -> li
         return []
     problems = []
     for entry in tls_secrets():
-        if tree.get(entry.path, ("", "", 0))[2] == 0:
+        if not has_file(tree, entry.path):
             variable, path = secret_sources(settings, entry)
             problems.append(f"{entry.key}: expected it in ${variable} or the file {path} "
                             f"(https = 'provided'), and the host has none yet")
