@@ -321,6 +321,12 @@ def served_certificate(directory: str) -> str:
     return in_dir(directory, f"docker compose exec -T nginx cat {TLS_DIR_IN_NGINX}/certificate 2>/dev/null || true")
 
 
+def acme_certificate_state(directory: str, acme_script: str) -> str:
+    """"current" when the acme service's installed certificate is for its domains from its CA, "stale"
+    when not, nothing without an acme service running."""
+    return in_dir(directory, f"docker compose exec -T acme sh {quote(acme_script)} current 2>/dev/null || true")
+
+
 def issue_certificate(directory: str, acme_script: str, nginx_script: str) -> str:
     """The acme service's first issuance (lego's own messages, the CA's reason among them, on failure),
     then nginx checked and reloaded at once, returning when the reload took effect (its watcher would

@@ -160,12 +160,28 @@ class ServedCertificate(FactBase):
         return certificate_summary("\n".join(output))
 
 
+class AcmeCertificate(FactBase):
+    """Whether the acme service's certificate is for its domains from its CA: "current", "stale", or
+    "" without an acme service running."""
+
+    @staticmethod
+    def default() -> str:
+        return ""
+
+    def command(self, directory: str) -> str:
+        return commands.acme_certificate_state(directory, script("acme"))
+
+    def process(self, output: list[str]) -> str:
+        return output[0].strip() if output else ""
+
+
 @operation()
 def served_certificate(directory: str, domains: tuple[str, ...], issue: bool):
     """
     Say in the plan (and so in drift) when the certificate nginx serves expires within
-    EXPIRY_WARNING_DAYS; with ``issue``, run the acme service's first issuance when nginx serves no
-    certificate for exactly ``domains``. A failed issuance fails the deploy with the CA's reason.
+    EXPIRY_WARNING_DAYS; with ``issue``, run the acme service's issuance when nginx serves no
+    certificate for exactly ``domains``, or the acme service's is another CA's (``acme_directory_url``
+    changed, as from a staging CA to production). A failed issuance fails the deploy with the CA's reason.
 
     + directory: the project directory
     + domains: the names the certificate must carry
@@ -185,12 +201,17 @@ def served_certificate(directory: str, domains: tuple[str, ...], issue: bool):
         drift(f"nginx serves no certificate for {' '.join(domains)} yet")
         yield commands.issue_certificate(directory, script("acme"), script("nginx"))
         return
+    if issue and read(AcmeCertificate, directory=directory) == "stale":
+        drift(f"the certificate for {' '.join(domains)} is another ACME CA's than acme_directory_url's")
+        yield commands.issue_certificate(directory, script("acme"), script("nginx"))
+        return
     host.noop("nginx serves a certificate for these domains")
 
 
 def tls_reads(settings: Settings) -> list[Read]:
     """What ``certificates`` reads from the host (kono/host_state.py reads it with the others)."""
-    return [(ServedCertificate, {"directory": settings.project_dir})] if settings.https_on else []
+    return ([(ServedCertificate, {"directory": settings.project_dir})] if settings.https_on else []) + \
+        ([(AcmeCertificate, {"directory": settings.project_dir})] if settings.acme_on else [])
 
 
 @deploy("Certificates")

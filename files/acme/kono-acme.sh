@@ -5,6 +5,8 @@
 #   kono-acme.sh issue          a certificate for $ACME_DOMAINS, unless one for exactly those is installed
 #   kono-acme.sh renew [DAYS]   a new certificate when fewer than DAYS (default 30) days remain
 #   kono-acme.sh loop           the service: a check twice a day (issue, or renew when due)
+#   kono-acme.sh current        says "current" when the installed certificate is for $ACME_DOMAINS
+#                               from $ACME_DIRECTORY_URL's CA, else "stale" (the deploy reads it)
 #
 # lego keeps its account and certificates in /acme; the one nginx serves is copied to /certificates
 # (certificate, private_key, and https.conf, which turns nginx's HTTPS server on). nginx notices and
@@ -16,6 +18,7 @@ RENEW_DAYS=30                # Let's Encrypt's advice for its 90-day certificate
 CHECK_SECONDS=43200          # twice a day
 NAME=$(echo "$ACME_DOMAINS" | cut -d' ' -f1)   # lego names the files after the first domain
 ISSUED_FOR=/acme/kono-domains                   # the domains of the installed certificate
+ISSUED_BY=/acme/kono-directory                  # and the CA's directory it came from
 
 run_lego() {  # run_lego COMMAND [its options]
     command=$1
@@ -46,13 +49,20 @@ install_certificate() {
     echo "kono-acme: installed the certificate for $ACME_DOMAINS; nginx reloads within seconds"
 }
 
+issued_here() {  # the installed certificate is for these domains, from this CA (one installed before
+                 # the CA was recorded counts as this CA's)
+    [ "$(cat "$ISSUED_FOR" 2>/dev/null)" = "$ACME_DOMAINS" ] &&
+        { [ ! -e "$ISSUED_BY" ] || [ "$(cat "$ISSUED_BY")" = "$ACME_DIRECTORY_URL" ]; }
+}
+
 issue() {
-    if [ "$(cat "$ISSUED_FOR" 2>/dev/null)" = "$ACME_DOMAINS" ] && [ -s /certificates/certificate ]; then
+    if issued_here && [ -s /certificates/certificate ]; then
         install_certificate
         return 0
     fi
     run_lego run
     echo "$ACME_DOMAINS" > "$ISSUED_FOR"
+    echo "$ACME_DIRECTORY_URL" > "$ISSUED_BY"
     install_certificate
 }
 
@@ -63,12 +73,13 @@ renew() {
 }
 
 check() {
-    if [ "$(cat "$ISSUED_FOR" 2>/dev/null)" = "$ACME_DOMAINS" ]; then renew; else issue; fi
+    if issued_here; then renew; else issue; fi
 }
 
 case "${1:-}" in
     issue) issue ;;
     renew) renew "${2:-$RENEW_DAYS}" ;;
+    current) if issued_here && [ -s /certificates/certificate ]; then echo current; else echo stale; fi ;;
     loop)
         echo $$ > /acme/kono-loop.pid
         trap 'exit 0' TERM INT  # as PID 1, stop at once (the sleep is waited for, so this runs)
@@ -79,5 +90,5 @@ case "${1:-}" in
             check || echo "kono-acme: the check failed (above); next try in $CHECK_SECONDS s" >&2
         done
         ;;
-    *) echo "usage: kono-acme.sh issue | renew [DAYS] | loop" >&2; exit 2 ;;
+    *) echo "usage: kono-acme.sh issue | renew [DAYS] | current | loop" >&2; exit 2 ;;
 esac

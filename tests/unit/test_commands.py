@@ -444,6 +444,7 @@ TAKES_VALUES = {
     "switch_staged_folders": lambda v: commands.switch_staged_folders({v: "d"}),
     "served_certificate": lambda v: commands.served_certificate(v),
     "issue_certificate": lambda v: commands.issue_certificate(v, v, v),
+    "acme_certificate_state": lambda v: commands.acme_certificate_state(v, v),
     "last_backup": lambda v: commands.last_backup(v, v),
     "restore_from_repository": lambda v: commands.restore_from_repository(v, (v, v, v), True, v),
     "repository_snapshots": lambda v: commands.repository_snapshots(v, v),
