@@ -251,6 +251,16 @@ def project_tree(directory: str, files: dict[str, str], reload_images: dict[str,
         folder = next((f for f in reload_images if path.startswith(f + "/")), None)
         if folder:
             to_reload.setdefault(folder, []).append((path, content))
+    # Said before the first command (a plan runs an operation only up to its first command).
+    state = read(StackState, directory=directory, project=project) if to_reload else {}
+    by_reload = {}
+    for folder in to_reload:
+        owner = next(s.name for s in SERVICES if s.nginx_confd == folder)
+        by_reload[folder] = owner if keeps_its_container(owner, state, records) else None
+        logger.warning(f"{host.print_prefix}{folder}/ changes: checked, then applied by a reload (no downtime)"
+                       if by_reload[folder] else
+                       f"{host.print_prefix}{folder}/ changes: checked, then applied by {owner}'s new container "
+                       "at bring-up (its running one never loads them)")
     # Checked first: a configuration nginx rejects leaves every live file as it was.
     for folder, folder_files in to_reload.items():
         yield commands.stage_folder(directory, folder)
@@ -276,17 +286,9 @@ def project_tree(directory: str, files: dict[str, str], reload_images: dict[str,
             continue
         yield FileUploadCommand(io.BytesIO(content.encode()), dest)
         yield commands.chmod("0644", dest)
-    if not to_reload:
-        return
-    state = read(StackState, directory=directory, project=project)
-    for folder in to_reload:
-        owner = next(s.name for s in SERVICES if s.nginx_confd == folder)
-        if keeps_its_container(owner, state, records):
-            logger.warning(f"{host.print_prefix}{folder}/ changes: checked, then applied by a reload (no downtime)")
+    for folder, owner in by_reload.items():
+        if owner:
             yield commands.apply_folder(directory, folder, markers[folder], service=owner)
-        else:
-            logger.warning(f"{host.print_prefix}{folder}/ changes: checked, then applied by {owner}'s new "
-                           "container at bring-up (its running one never loads them)")
 
 
 # Docker's container status ends with its health (moby daemon/container/health.go, Health.String():
