@@ -152,6 +152,8 @@ def test_a_brand_new_host_gets_any_backup_back_from_the_repository_with_one_comm
     provisioned.maintainer("echo 'first asset' > /srv/static/drill.txt")
     a.ssh(f"docker exec {container('backup')} {SCRIPT} backup", user="kono")
     older = last_success(a).split()[3:]  # db_production, db_dev, files
+    # Retention keeps the newest backup of a day: the operator pins this one to restore it later.
+    a.ssh(f"docker exec {container('backup')} {SCRIPT} keep {' '.join(older)}", user="kono")
     at_older = lab_tools.data_fingerprint(a)
     assert mysql(a, "api", api_password, "INSERT INTO drill (note) VALUES ('third'); "
                  "DELETE FROM drill WHERE note = 'first';").returncode == 0

@@ -9,6 +9,7 @@
 #   kono-backup.sh restore [PROD DEV FILES]  both databases and the files back from one backup's three
 #                                    snapshots (kono/backup.py picks them), or from the latest of each
 #   kono-backup.sh snapshots         the host's snapshots, as restic's JSON
+#   kono-backup.sh keep SNAPSHOT...  exempt these snapshots from retention (tagged "keep")
 #   kono-backup.sh last              the last success, if it went to this $RESTIC_REPOSITORY
 #   kono-backup.sh loop              the service: the daily backup and the weekly check, on schedule
 #
@@ -86,8 +87,9 @@ backup() {
     done
     restic backup --json --host "$BACKUP_HOST" --tag kono --tag files $FILES > "$out"
     tally
+    # Retention keeps the newest backup of a day (week, month); one an operator tagged "keep" stays.
     restic forget --prune --host "$BACKUP_HOST" --group-by host,tags --keep-daily "$KEEP_DAILY" \
-        --keep-weekly "$KEEP_WEEKLY" --keep-monthly "$KEEP_MONTHLY" > /dev/null
+        --keep-weekly "$KEEP_WEEKLY" --keep-monthly "$KEEP_MONTHLY" --keep-tag keep > /dev/null
     echo "$started $bytes $added$ids" > /state/last-success.new
     echo "$RESTIC_REPOSITORY" > /state/last-repository
     mv /state/last-success.new /state/last-success
@@ -157,6 +159,7 @@ case "${1:-}" in
     last) last ;;
     restore) shift; restore "$@" ;;
     snapshots) restic snapshots --json --host "$BACKUP_HOST" --tag kono ;;
+    keep) shift; restic tag --add keep "$@" ;;
     loop)
         mkdir -p /state
         echo $$ > /state/loop.pid
@@ -190,5 +193,5 @@ case "${1:-}" in
             fi
         done
         ;;
-    *) echo "usage: kono-backup.sh backup | check | restore [PROD DEV FILES] | snapshots | last | loop" >&2; exit 2 ;;
+    *) echo "usage: kono-backup.sh backup | check | restore [PROD DEV FILES] | snapshots | keep SNAPSHOT... | last | loop" >&2; exit 2 ;;
 esac
