@@ -186,7 +186,8 @@ def snapshot_set(snapshots: list[dict], wanted: str) -> tuple[str, str, str]:
         if missing:
             raise ValueError(f"the repository holds no {', '.join(missing)} snapshot")
         return tuple(max(by_part[part], key=_snapshot_time)["short_id"] for part in SNAPSHOT_PARTS)
-    chosen = [s for s in snapshots if s["id"].startswith(wanted) or s.get("short_id", "").startswith(wanted)]
+    # A snapshot whose tags changed (pinned with "keep") has a new id; restic lists the old as "original".
+    chosen = [s for s in snapshots if any(s.get(field, "").startswith(wanted) for field in ("id", "short_id", "original"))]
     if len(chosen) != 1:
         raise ValueError(f"{'no' if not chosen else 'more than one'} snapshot {wanted!r} in the repository")
     when = _snapshot_time(chosen[0])

@@ -2,6 +2,7 @@
 lab's bridge), and the restore drill: a brand-new host, the repository URL and its password, one
 command. Ends with the shared host back on the defaults (no backups), as the other modules expect."""
 
+import json
 import secrets as random_values
 import subprocess
 import sys
@@ -142,6 +143,7 @@ def test_drift_exits_non_zero_when_the_last_success_is_older_than_twice_the_sche
 def test_a_brand_new_host_gets_any_backup_back_from_the_repository_with_one_command(backed_up, lab, tmp_path):
     provisioned, server, inventory = backed_up
     a = provisioned.host
+    lab_tools.deploy(inventory)  # with the repository (no change after the tests before it)
     api_password = host_secret(a, "production", "db_api_password")
     dev_password = host_secret(a, "dev", "db_dev_password")
     # Data of its own in both databases and the assets, then two backups with different data.
@@ -154,6 +156,9 @@ def test_a_brand_new_host_gets_any_backup_back_from_the_repository_with_one_comm
     older = last_success(a).split()[3:]  # db_production, db_dev, files
     # Retention keeps the newest backup of a day: the operator pins this one to restore it later.
     a.ssh(f"docker exec {container('backup')} {SCRIPT} keep {' '.join(older)}", user="kono")
+    listed = json.loads(a.ssh(f"docker exec {container('backup')} {SCRIPT} snapshots", user="kono").stdout)
+    pinned = [next(s["short_id"] for s in listed if "keep" in s["tags"] and part in s["tags"])
+              for part in ("db_production", "db_dev", "files")]  # retagged: new ids
     at_older = lab_tools.data_fingerprint(a)
     assert mysql(a, "api", api_password, "INSERT INTO drill (note) VALUES ('third'); "
                  "DELETE FROM drill WHERE note = 'first';").returncode == 0
@@ -172,7 +177,7 @@ def test_a_brand_new_host_gets_any_backup_back_from_the_repository_with_one_comm
         restored = lab_tools.backup_tool("restore-repository", str(new), "--snapshot", older[1])
         SEEN.append(("restore-repository --snapshot", restored.stdout + restored.stderr))
         assert restored.returncode == 0, restored.stdout + restored.stderr
-        assert f"restored snapshots {' '.join(older)}" in restored.stdout  # the whole older backup
+        assert f"restored snapshots {' '.join(pinned)}" in restored.stdout  # the whole older backup
         assert lab_tools.data_fingerprint(b) == at_older  # every row, every asset, as of that backup
 
         latest = lab_tools.backup_tool("restore-repository", str(new), "--force")

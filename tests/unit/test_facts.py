@@ -128,6 +128,10 @@ def test_a_snapshot_names_its_whole_backup_and_latest_the_newest():
     for member in ("aaaa0001", "aaaa0002", "aaaa0003"):  # any of an older run's three: that run, whole
         assert snapshot_set(RUNS, member) == ("aaaa0001", "aaaa0002", "aaaa0003")
     assert snapshot_set(RUNS, "aaaa0003" + "0" * 8) == ("aaaa0001", "aaaa0002", "aaaa0003")  # a longer id
+    pinned = [{**s, "id": "cccc" + s["id"][4:], "short_id": "cccc" + s["short_id"][4:], "original": s["id"],
+               "tags": s["tags"] + ["keep"]} if s["short_id"].startswith("aaaa") else s for s in RUNS]
+    # Pinned (tagged keep), a snapshot has a new id; the one the operator noted before still finds it.
+    assert snapshot_set(pinned, "aaaa0002") == ("cccc0001", "cccc0002", "cccc0003")
 
 
 @pytest.mark.parametrize("snapshots, wanted, said", [
