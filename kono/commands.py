@@ -219,9 +219,8 @@ def compose_up(directory: str, wait_timeout: int, service_secrets: dict[str, lis
     """Validate the project, bring it up and wait for health; record its digest, what each service
     was brought up with, and how long it took. Services in ``rollouts`` are replaced start-first
     ({service: seconds it has to stop}; ``others`` then lists every other service, which a plain
-    `up` handles). A configuration folder
-    checked and left staged for a new container ({folder: digest} in ``markers``) is put in place
-    right before `up`."""
+    `up` handles). A configuration folder checked and left staged for a new container ({folder:
+    digest} in ``markers``) is put in place right before `up`."""
     up = (f"docker compose up --detach --build --remove-orphans --wait --wait-timeout {int(wait_timeout)}"
           + "".join(f" {service}" for service in (others if rollouts else ())))
     steps = [up, *(start_first(service, wait_timeout, stop) for service, stop in (rollouts or {}).items())]
@@ -238,7 +237,7 @@ def compose_up(directory: str, wait_timeout: int, service_secrets: dict[str, lis
 
 def stage_folder(directory: str, folder: str) -> str:
     """A copy of a live configuration folder under .kono/staged/, to change and check there."""
-    staged = f"{STAGED_DIR}/{folder}"
+    staged = staged_folder(folder)
     return in_dir(directory, f"rm -rf {quote(staged)} {quote(checked_marker(folder))} && mkdir -p {quote(staged)} && "
                              f"cp -a {quote(folder)}/. {quote(staged)}/ 2>/dev/null; true")
 
@@ -249,9 +248,14 @@ def reloaded_marker(folder: str) -> str:
     return f"{STATE_DIR}/reloaded.{folder}"
 
 
+def staged_folder(folder: str) -> str:
+    """Where a configuration folder is changed and checked before it goes live."""
+    return f"{STAGED_DIR}/{folder}"
+
+
 def checked_marker(folder: str) -> str:
     """The digest of the declared files a staged folder was checked with (``nginx_check``)."""
-    return f"{STAGED_DIR}/{folder}.checked"
+    return f"{staged_folder(folder)}.checked"
 
 
 def nginx_check(directory: str, folder: str, image: str, digest: str,
@@ -261,7 +265,7 @@ def nginx_check(directory: str, folder: str, image: str, digest: str,
     container will have (source: "./folder" or a volume; target) that exist yet), and note the
     ``digest`` it passed with. On failure, nginx's own message; nothing live is touched either way
     (``apply_folder`` or ``switch_staged_folders`` puts it in place)."""
-    staged = f"{STAGED_DIR}/{folder}"
+    staged = staged_folder(folder)
     check = "rm -rf /etc/nginx/conf.d/* && tar -C /etc/nginx/conf.d -xf - && nginx -t -q"
     # A volume is not made here (compose makes its own, labelled), nor a folder: what is not there
     # yet is not mounted, and what the configuration includes from it is then absent, as in nginx.
@@ -280,7 +284,7 @@ def nginx_check(directory: str, folder: str, image: str, digest: str,
 
 def _put_in_place(folder: str) -> str:
     """The checked, staged copy of a configuration folder copied over the live one."""
-    staged = f"{STAGED_DIR}/{folder}"
+    staged = staged_folder(folder)
     return (f"mkdir -p {quote(folder)} && cp -a {quote(staged)}/. {quote(folder)}/ && "
             f"rm -rf {quote(staged)} {quote(checked_marker(folder))}")
 

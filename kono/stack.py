@@ -36,6 +36,8 @@ from kono.services import (DB_SECRETS_DIR, api_environment, SECRETS, SECRETS_DIR
 from kono.settings import Settings
 from kono.ssh_policy import maintainer_sshd_policy
 
+COMPOSE_STOP_SECONDS = 10  # compose's stop_grace_period for a service that sets none
+
 # libyaml's safe loader where PyYAML has it (its wheels do): a tenth of the pure-Python one's time.
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -246,11 +248,14 @@ def project_tree(directory: str, files: dict[str, str], reload_images: dict[str,
         if on_host.get(commands.reloaded_marker(folder)) != hashlib.sha256(f"{digest}\n".encode()).hexdigest()}
     changed = [(path, content) for path, content in sorted(files.items())
                if on_host.get(path) != hashlib.sha256(content.encode()).hexdigest()]
+    others: list[tuple[str, str]] = []  # the changed files outside the reloaded folders
     for path, content in changed:
         drift(f"{path} {'is missing' if on_host.get(path) is None else 'differs from what is declared'}")
         folder = next((f for f in reload_images if path.startswith(f + "/")), None)
         if folder:
             to_reload.setdefault(folder, []).append((path, content))
+        else:
+            others.append((path, content))
     # Said before the first command (a plan runs an operation only up to its first command).
     state = read(StackState, directory=directory, project=project) if to_reload else {}
     by_reload = {}
@@ -268,9 +273,7 @@ def project_tree(directory: str, files: dict[str, str], reload_images: dict[str,
             yield FileUploadCommand(io.BytesIO(content.encode()),
                                     posixpath.join(directory, commands.STAGED_DIR, path))
         yield commands.nginx_check(directory, folder, reload_images[folder], markers[folder], mounts=check_mounts)
-    for path, content in changed:
-        if any(path.startswith(folder + "/") for folder in reload_images):
-            continue
+    for path, content in others:
         dest = posixpath.join(directory, path)
         parent = posixpath.dirname(dest)
         if parent != directory and parent not in made:
@@ -406,7 +409,7 @@ def compose_up(directory: str, project: str, wait_timeout: int, records: dict[st
         logger.warning(f"{host.print_prefix}{replacement_note(name, reasons, name in rollouts)}")
     others = tuple(s.name for s in wanted if s.name not in rollouts)
     yield commands.compose_up(directory, wait_timeout, service_secret_paths(), reloaded_folders(),
-                              {name: service(name).stop_seconds or 10 for name in rollouts}, others, records,
+                              {name: service(name).stop_seconds or COMPOSE_STOP_SECONDS for name in rollouts}, others, records,
                               markers=markers)
 
 
