@@ -7,6 +7,7 @@ from shlex import quote
 
 import pytest
 
+from kono.services import BINLOG_SERVER_OPTIONS
 from tests import lab as lab_tools
 from tests.lab import DEFAULTS
 
@@ -51,7 +52,7 @@ def mysql_first_start(provisioned):
                     "chmod 0644 init/10-sourced.sh && chmod 0755 init/20-executed.sh")
     sh(provisioned, f"docker run -d --name {name} -e MYSQL_ROOT_PASSWORD_FILE=/run/secrets/root_only "
                     f"-e MYSQL_DATABASE=probe -v {workdir}/root_only:/run/secrets/root_only:ro "
-                    f"-v {workdir}/init:/docker-entrypoint-initdb.d:ro {MYSQL}")
+                    f"-v {workdir}/init:/docker-entrypoint-initdb.d:ro {MYSQL} mysqld {' '.join(BINLOG_SERVER_OPTIONS)}")
     try:
         waited = sh(provisioned, f"for i in $(seq 180); do docker logs {name} 2>&1 | grep -q 'init process done' "
                                  "&& exit 0; sleep 1; done; exit 1", check=False)
@@ -77,6 +78,21 @@ def test_mysql_creates_root_for_any_host_and_the_database_and_listens_on_its_soc
     assert mysql_first_start("test -S /var/run/mysqld/mysqld.sock").returncode == 0
     for client in ("mysql", "mysqladmin", "mysqldump"):
         assert mysql_first_start(f"command -v {client}").returncode == 0, client
+
+
+def test_mysql_logs_the_first_start_as_the_command_says_but_not_the_root_password(mysql_first_start):
+    """Upstream's temporary server gets the command's options (docker_temp_server_start "$@"), and
+    its root setup runs with SQL_LOG_BIN=0; the binary log client is mysqlbinlog or mariadb-binlog,
+    and mysqldump writes the dump's position with --source-data or --master-data."""
+    logs = mysql_first_start("ls /var/lib/mysql/ | grep -c '^binlog\\.[0-9]'")
+    assert int(logs.stdout or 0) >= 1, logs.stdout + logs.stderr
+    first_start = mysql_first_start("cat /var/lib/mysql/binlog.[0-9]* | grep -a -c -e 'CREATE DATABASE IF NOT EXISTS `probe`'")
+    assert int(first_start.stdout or 0) >= 1
+    assert mysql_first_start("cat /var/lib/mysql/binlog.[0-9]* | grep -a -c Root-Pa55-word").stdout.strip() == "0"
+    clients = mysql_first_start("command -v mysqlbinlog mariadb-binlog").stdout.split()
+    assert len(clients) >= 1, "no binary log client"
+    options = mysql_first_start("mysqldump --help").stdout
+    assert "--source-data" in options or "--master-data" in options
 
 
 def test_nginx_logs_are_symlinks_to_stdout_and_stderr_in_the_image(provisioned):

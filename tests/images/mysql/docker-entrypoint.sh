@@ -83,6 +83,7 @@ docker_setup_db() {
 	# MySQL's --initialize-insecure makes root@localhost only; mariadb-install-db adds root@<hostname>.
 	docker_process_sql --dont-use-mysql-root-password --database=mysql <<-EOSQL
 		SET autocommit = 1;
+		SET @@SESSION.SQL_LOG_BIN=0;
 		DELETE FROM mysql.global_priv WHERE User = 'root' AND Host <> 'localhost';
 		FLUSH PRIVILEGES ;
 		ALTER USER 'root'@'localhost' IDENTIFIED BY '${MYSQL_ROOT_PASSWORD}' ;
@@ -123,7 +124,9 @@ _main() {
 			mysql_note "Initializing database files"
 			mariadb-install-db --datadir="$DATADIR" --skip-test-db --auth-root-authentication-method=normal >/dev/null
 			mysql_note "Starting temporary server"
-			mariadbd --datadir="$DATADIR" --skip-networking --socket="$SOCKET" &
+			# As upstream's docker_temp_server_start "$@": the temporary server gets the command's options
+			# (the stack's binary log settings among them), so the first start's statements are logged too.
+			mariadbd "${@:2}" --datadir="$DATADIR" --skip-networking --socket="$SOCKET" &
 			for _ in $(seq 60); do mariadb-admin --socket="$SOCKET" -uroot ping --silent 2>/dev/null && break; sleep 1; done
 			docker_setup_db
 			docker_process_init_files /docker-entrypoint-initdb.d/*
