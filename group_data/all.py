@@ -64,6 +64,10 @@ backup_keep_daily = 7              # retention (restic forget --prune): daily sn
 backup_keep_weekly = 4             # weekly snapshots kept
 backup_keep_monthly = 6            # monthly snapshots kept
 restic_image = "restic/restic:0.18.0"  # restic, copied into the backup image (built on mysql_image for its mysqldump)
+pitr = False                       # point-in-time recovery: db_production's binary logs shipped continuously (needs backup_repository)
+pitr_max_lag_seconds = 60          # a commit reaches the repository within this; status says NOT OK past twice it
+pitr_full_backup_days = 7          # with pitr: db_production's full dump (the base) every this many days; the rest daily
+pitr_days = 7                      # with pitr: restore to any second of the last this many days
 
 # --- Host hardening (bootstrap; README.md, "Hardening") ---------------------------------------
 host_ssh_allowed_cidrs = ["0.0.0.0/0", "::/0"]     # sources that may reach the host's SSH (port 22)

@@ -40,7 +40,7 @@ from kono.operator_input import from_operator, secret_sources, supplied_value
 from kono.plan import drift
 from kono.host_state import Read, read
 from kono.secrets import has_file, same_value, supplied_files, supplied_paths
-from kono.services import SECRETS, databases, script, enabled, root_password_file, stack_secrets
+from kono.services import SECRETS, TIMELINE_TAG, databases, script, enabled, root_password_file, stack_secrets
 from kono.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -79,9 +79,49 @@ class LastBackup(FactBase):
         return parse_last_backup(" ".join(output))
 
 
+def parse_shipped(text: str) -> dict | None:
+    """{time: everything committed before it is in the repository, failing_since: the shipper's first
+    failure of the current run of them or None} from the binlog service, or None before its first round."""
+    fields = text.split()
+    if len(fields) != 2 or fields[0] == "none":
+        return None
+    when = [None if field == "-" else datetime.datetime.strptime(field, "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=datetime.timezone.utc) for field in fields]
+    return {"time": when[0], "failing_since": when[1]}
+
+
+def shipping_ok(shipped: dict | None, settings: Settings, now: datetime.datetime | None = None) -> bool:
+    """Binary logs are no further behind than twice their limit."""
+    return shipped is not None and backup_age(shipped, now).total_seconds() <= 2 * settings.pitr_max_lag_seconds
+
+
+def shipping_summary(shipped: dict | None) -> str:
+    if shipped is None:
+        return "no report from the binlog service (down, or nothing shipped yet)"
+    said = f"shipped up to {shipped['time']:%Y-%m-%d %H:%M:%S} UTC ({backup_age(shipped).total_seconds():.0f} s ago)"
+    if shipped["failing_since"]:
+        said += f", failing since {shipped['failing_since']:%Y-%m-%d %H:%M:%S} UTC (its log says why)"
+    return said
+
+
+class ShippedBinlogs(FactBase):
+    """How far db_production's binary logs are in the repository (``parse_shipped``)."""
+
+    @staticmethod
+    def default():
+        return None
+
+    def command(self, directory: str) -> str:
+        return commands.shipped_binlogs(directory, script("binlog"))
+
+    def process(self, output: list[str]):
+        return parse_shipped(" ".join(output))
+
+
 def backup_reads(settings: Settings) -> list[Read]:
     """What ``backups`` reads from the host (kono/host_state.py reads it with the others)."""
-    return [(LastBackup, {"directory": settings.project_dir})] if settings.backups_on else []
+    reads: list[Read] = [(LastBackup, {"directory": settings.project_dir})] if settings.backups_on else []
+    return reads + ([(ShippedBinlogs, {"directory": settings.project_dir})] if settings.pitr_on else [])
 
 
 @deploy("Backups")
@@ -96,6 +136,10 @@ def backups(settings: Settings) -> None:
     elif backup_age(last) > MAX_AGE:
         drift(f"the last successful backup is {backup_age(last).total_seconds() / 3600:.0f} hours old "
               f"({last['time']:%Y-%m-%d %H:%M} UTC)")
+    if settings.pitr_on:
+        shipped = read(ShippedBinlogs, directory=settings.project_dir)
+        if not shipping_ok(shipped, settings):
+            drift(f"binary logs: {shipping_summary(shipped)}; the limit is {settings.pitr_max_lag_seconds} s")
 
 
 def backup_entries(settings: Settings) -> dict:
@@ -200,9 +244,85 @@ def snapshot_set(snapshots: list[dict], wanted: str) -> tuple[str, str, str]:
     return tuple(ids)
 
 
-def restore_repository(target: Target, snapshot: str, force: bool) -> str:
+def parse_until(text: str, now: datetime.datetime | None = None) -> datetime.datetime:
+    """``--until``: a UTC time ("2026-12-02 14:05:00", ISO 8601 with T, Z or an offset, or "... UTC"),
+    in whole seconds (binary logs record whole seconds) and not in the future. Raises ValueError."""
+    cleaned = text.strip().removesuffix(" UTC").removesuffix("Z")
+    expected = f"--until: expected a UTC time like \"2026-12-02 14:05:00\", got {text!r}"
+    try:
+        when = datetime.datetime.fromisoformat(cleaned)
+    except ValueError:
+        raise ValueError(expected) from None
+    if ":" not in cleaned:
+        raise ValueError(expected + " (a date alone)")
+    if when.microsecond:
+        raise ValueError(f"--until: expected whole seconds (binary logs record no finer), got {text!r}")
+    when = (when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)).astimezone(datetime.timezone.utc)
+    if when > (now or datetime.datetime.now(datetime.timezone.utc)):
+        raise ValueError(f"--until: expected a time in the past, got {when:%Y-%m-%d %H:%M:%S} UTC")
+    return when
+
+
+def _tagged(snapshots: list[dict], tag: str) -> list[dict]:
+    return [s for s in snapshots if tag in (s.get("tags") or [])]
+
+
+def _timeline(snapshot: dict) -> str | None:
+    return next((t for t in snapshot.get("tags") or [] if t.startswith(TIMELINE_TAG)), None)
+
+
+def has_binary_logs(snapshots: list[dict]) -> bool:
+    """The newest db_production backup is a base that binary logs of its timeline carry forward."""
+    production = _tagged(snapshots, "db_production")
+    if not production:
+        return False
+    line = _timeline(max(production, key=_snapshot_time))
+    return line is not None and any(line in s["tags"] for s in _tagged(snapshots, "binlog"))
+
+
+def point_in_time_set(snapshots: list[dict], until: datetime.datetime | None
+                      ) -> tuple[tuple[str, str, str], tuple[str, ...], datetime.datetime]:
+    """What restores db_production as of ``until`` (None: as far as shipped): the newest base at or
+    before it (a db_production dump with a binary log position), db_dev's and the files' newest
+    snapshots at or before it, and the base's timeline's binary log snapshots after it (the newest of
+    each hour's folder, which holds the whole hour); with the time of the newest of those. Raises
+    ValueError saying what is missing."""
+    def at_or_before(found: list[dict]) -> list[dict]:
+        return [s for s in found if until is None or _snapshot_time(s) <= until]
+
+    when = "" if until is None else f" at or before {until:%Y-%m-%d %H:%M:%S} UTC"
+    logs = _tagged(snapshots, "binlog")
+    if not logs:
+        raise ValueError("the repository holds no binary logs (pitr was never on for this host): "
+                         "restore a backup with --snapshot, or the latest")
+    bases = [s for s in _tagged(snapshots, "db_production") if _timeline(s)]
+    candidates = at_or_before(bases)
+    if not candidates:
+        oldest = f" (the oldest is {min(map(_snapshot_time, bases)):%Y-%m-%d %H:%M:%S} UTC)" if bases else ""
+        raise ValueError(f"the repository holds no base{when}: no db_production backup taken with pitr on{oldest}")
+    base = max(candidates, key=_snapshot_time)
+    line, since = _timeline(base), _snapshot_time(base) - SAME_RUN
+    newest_of_folder: dict[tuple, dict] = {}
+    for log in sorted((s for s in logs if line in s["tags"] and _snapshot_time(s) >= since), key=_snapshot_time):
+        newest_of_folder[tuple(log.get("paths") or ())] = log
+    chosen = sorted(newest_of_folder.values(), key=_snapshot_time)
+    if not chosen:
+        raise ValueError(f"the repository holds no binary logs after the base {base['short_id']} "
+                         f"({_snapshot_time(base):%Y-%m-%d %H:%M:%S} UTC)")
+    others = []
+    for part in SNAPSHOT_PARTS[1:]:
+        found = at_or_before(_tagged(snapshots, part))
+        if not found:
+            raise ValueError(f"the repository holds no {part} snapshot{when}")
+        others.append(max(found, key=_snapshot_time)["short_id"])
+    return ((base["short_id"], *others), tuple(s["short_id"] for s in chosen),
+            max(_snapshot_time(s) for s in chosen))
+
+
+def restore_repository(target: Target, snapshot: str, force: bool, until: datetime.datetime | None = None) -> str:
     """Restore one backup from the host's repository onto it (``snapshot``: "latest", or any snapshot of
-    that backup); returns what the backup service said."""
+    that backup), carried forward by its binary logs to ``until`` (or as far as shipped, for the latest
+    of a repository that has them); returns what the backup service said."""
     from kono.remote import connect, run  # operator tools only: the deploy imports this module too
     if not target.settings.backups_on:
         raise SystemExit(f"{target.name}: no backup_repository is set for this host")
@@ -210,11 +330,20 @@ def restore_repository(target: Target, snapshot: str, force: bool) -> str:
     with connect(target) as client:
         listed = json.loads(run(client, commands.repository_snapshots(directory, script("backup"))) or b"[]")
         try:
-            ids = snapshot_set(listed, snapshot)
+            if until is not None or (snapshot == "latest" and has_binary_logs(listed)):
+                ids, logs, shipped = point_in_time_set(listed, until)
+            else:
+                ids, logs = snapshot_set(listed, snapshot), ()
         except ValueError as error:
             raise SystemExit(f"{target.name}: {error}") from None
-        said = run(client, commands.restore_from_repository(directory, ids, force, script("backup"))).decode()
-    return said + f"restored snapshots {' '.join(ids)} ({', '.join(SNAPSHOT_PARTS)})\n"
+        replay = ("" if until is None else f"{until:%Y-%m-%d %H:%M:%S}", logs) if logs else None
+        said = run(client, commands.restore_from_repository(directory, ids, force, script("backup"), replay)).decode()
+    said += f"restored snapshots {' '.join(ids)} ({', '.join(SNAPSHOT_PARTS)})\n"
+    if logs:
+        said += (f"replayed the binary logs of {len(logs)} snapshots, shipped up to {shipped:%Y-%m-%d %H:%M:%S} UTC"
+                 + (f"; db_production is as of {until:%Y-%m-%d %H:%M:%S} UTC\n" if until and until <= shipped else
+                    "; db_production is as of the newest shipped\n"))
+    return said
 
 
 ASSETS = ("maintainer", "/srv/static")  # (service, folder) holding the app_static volume
@@ -245,7 +374,7 @@ def create(target: Target, to: Path, dev: bool, with_secrets: bool) -> Path:
                 run(client, dump, directory, out)
         with _private_file(folder / "app_static.tar") as out:
             run(client, commands.tar_out(*ASSETS), directory, out)
-        for secret in (stack_secrets() if with_secrets else ()):
+        for secret in (stack_secrets(settings) if with_secrets else ()):
             with _private_file(folder / "secrets" / secret.env / secret.name) as out:
                 run(client, commands.read_file(secret.path), directory, out)
     return folder

@@ -352,13 +352,22 @@ def repository_snapshots(directory: str, script: str) -> str:
     return in_dir(directory, f"docker compose exec -T backup sh {quote(script)} snapshots")
 
 
-def restore_from_repository(directory: str, snapshots: tuple[str, str, str], force: bool, script: str) -> str:
-    """Both databases and the files back from a snapshot of the repository, then the maintainer
-    restarted so that its sshd serves the restored host keys."""
+def restore_from_repository(directory: str, snapshots: tuple[str, str, str], force: bool, script: str,
+                            replay: tuple[str, tuple[str, ...]] | None = None) -> str:
+    """Both databases and the files back from a snapshot of the repository, then (``replay``: (until,
+    binary log snapshots)) db_production's binary logs replayed onto it up to ``until`` ("" for all),
+    then the maintainer restarted so that its sshd serves the restored host keys."""
     env = " -e KONO_RESTORE_FORCE=yes" if force else ""
+    words = [*snapshots, *(("replay", replay[0], *replay[1]) if replay else ())]
     return in_dir(directory, f"docker compose exec -T{env} backup sh {quote(script)} restore "
-                             f"{' '.join(quote(snapshot) for snapshot in snapshots)} && "
+                             f"{' '.join(quote(word) for word in words)} && "
                              "docker compose restart maintainer")
+
+
+def shipped_binlogs(directory: str, script: str) -> str:
+    """The binlog service's "<UTC time> <failing since|->": everything committed before that time is in
+    the repository."""
+    return in_dir(directory, f"docker compose exec -T binlog sh {quote(script)} shipped 2>/dev/null || true")
 
 
 # -- secrets -----------------------------------------------------------------------------------
@@ -410,8 +419,8 @@ def mysqldump(service: str, root_password_file: str, database: str) -> str:
 
 def alter_users(staged: str, service: str, root_password_file: str, accounts: tuple[str, ...]) -> str:
     """Set the accounts' password to the staged file's content. printf is a shell builtin: the new
-    password goes by pipe, never through an argv."""
-    statements = "".join(
+    password goes by pipe, never through an argv; and not into the binary logs, which leave the host."""
+    statements = "SET SESSION sql_log_bin = 0; " + "".join(
         f"ALTER USER '{user}'@'{host.replace('%', '%%')}' IDENTIFIED BY '%s'; "
         for user, host in (account.split("@") for account in accounts))
     values = " ".join(['"$new"'] * len(accounts))

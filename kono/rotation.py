@@ -25,7 +25,7 @@ from kono.settings import Settings, SettingsError
 
 def rotation_target(settings: Settings, target: object) -> tuple[Secret, str | None]:
     """Check ``--data rotate=<env>/<name>``: (the secret, the supplied new value or None)."""
-    known = [entry.key for entry in stack_secrets()]
+    known = [entry.key for entry in stack_secrets(settings)]
     if not isinstance(target, str) or target not in known:
         raise SettingsError(f"rotate: expected one of {', '.join(known)}, got {target!r}")
     entry = secret(target)

@@ -164,7 +164,7 @@ def supplied_secrets(settings: Settings) -> dict[str, str]:
     """The stack secrets the operator supplies, {"<env>/<name>": value}. Raises SettingsError for a
     malformed one; ``secret_conflicts`` compares them with the host's once the deploy holds the lock."""
     supplied: dict[str, str] = {}
-    for entry in stack_secrets():
+    for entry in stack_secrets(settings):
         found = supplied_value(settings, entry)
         if found is not None:
             supplied[entry.key] = found[0]
@@ -201,4 +201,4 @@ def secret_reads(settings: Settings) -> list[Read]:
 @deploy("Secrets")
 def place_secrets(settings: Settings, supplied: dict[str, str]) -> None:
     secret_files(name="Secret files under config/ (supplied, or generated on the host, when missing)",
-                 directory=settings.project_dir, secrets=stack_secrets(), supplied=supplied)
+                 directory=settings.project_dir, secrets=stack_secrets(settings), supplied=supplied)

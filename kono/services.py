@@ -157,6 +157,13 @@ SERVICES: tuple[Service, ...] = (
             capabilities=("CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID"),
             # /backup: the folder the volumes are mounted in; a restore sets its owner and mode too.
             read_only_tmpfs=("/backup", "/tmp:mode=1777")),
+    # Point-in-time recovery: ships db_production's binary logs to the repository (the same image and
+    # script as backup). Root in its container, it reads its secrets (the deploy user's 0600 files) and
+    # appends to the deploy user's audit log (DAC_OVERRIDE, CHOWN); it holds no database root
+    # password, only its own replication account's.
+    Service("binlog", inputs=("backup",), only_when="pitr_on", script="/usr/local/lib/kono-backup.sh",
+            impact="nothing users see: binary logs wait on the database server and are shipped when it is back",
+            capabilities=("CHOWN", "DAC_OVERRIDE"), read_only_tmpfs=("/tmp:mode=1777",)),
 )
 
 # The api's contract with its supervisor (files/api/start.js and worker.js), compose and nginx, said
@@ -181,6 +188,17 @@ def api_environment(api_port: int) -> dict[str, str]:
             "KONO_API_LINGER_MS": str(API_LINGER_SECONDS * 1000)}
 
 
+# db_production's binary logs, set explicitly so that MySQL 8.4 and MariaDB (the test double) agree
+# (MariaDB writes none by default, MIXED format, sync_binlog 0; tests/images/README.md): row-based,
+# synced at each commit, named binlog.NNNNNN in the data directory, kept on the server for three days
+# (what the shipper may fall behind by before a gap; status says NOT OK long before).
+BINLOG_SERVER_OPTIONS = ("--log-bin=binlog", "--server-id=1", "--binlog-format=ROW", "--sync-binlog=1",
+                         f"--binlog-expire-logs-seconds={3 * 86400}")
+# What the backup script tags a base (db_production's dump) and the binary logs with, + the database
+# server's timeline (kono-backup.sh): binary logs replay only onto a base of their own timeline.
+TIMELINE_TAG = "timeline-"
+BINLOG_USER = "kono_binlog"  # the shipper's account: REPLICATION SLAVE, REPLICATION CLIENT, RELOAD (kono-backup.sh)
+
 SECRETS: tuple[Secret, ...] = (
     Secret("production", "db_root_password", ("db_production", "backup"), ("root@%", "root@localhost")),
     Secret("production", "db_api_password", ("db_production", "api"), ("api@%",),
@@ -193,10 +211,14 @@ SECRETS: tuple[Secret, ...] = (
     Secret("production", "maintainer_password_hashes", ("maintainer",), origin="maintainer passwords"),
     Secret("tls", "certificate", ("nginx",), origin="tls", only_when="tls_provided"),
     Secret("tls", "private_key", ("nginx",), origin="tls", only_when="tls_provided"),
-    Secret("backup", "repository_password", ("backup",), origin="operator", only_when="backups_on"),
+    # The shipper's replication account (kono-backup.sh: ship). The backup service creates it as root
+    # when it is missing (a database initialised before point-in-time recovery was turned on).
+    Secret("production", "db_binlog_password", ("db_production", "binlog", "backup"), (f"{BINLOG_USER}@%",),
+           first_start_only=("db_production", "backup"), only_when="pitr_on"),
+    Secret("backup", "repository_password", ("backup", "binlog"), origin="operator", only_when="backups_on"),
     # KEY=value lines for the repository's storage (AWS_ACCESS_KEY_ID=..., AWS_SECRET_ACCESS_KEY=...);
     # empty for a backend that needs none.
-    Secret("backup", "storage_credentials", ("backup",), origin="operator", only_when="backups_on"),
+    Secret("backup", "storage_credentials", ("backup", "binlog"), origin="operator", only_when="backups_on"),
 )
 
 
@@ -222,6 +244,7 @@ VOLUMES: tuple[Volume, ...] = (
     Volume("certificates", "the certificate and key nginx serves, installed by acme", "acme_on"),
     Volume("acme_webroot", "the ACME HTTP-01 challenge files nginx serves", "acme_on"),
     Volume("backup_state", "the last backup's outcome, and restic's cache", "backups_on"),
+    Volume("binlog_state", "binary logs on their way to the repository, and what was shipped", "pitr_on"),
 )
 
 
@@ -252,9 +275,10 @@ def secret(key: str) -> Secret:
     raise KeyError(f"no secret {key!r} in kono/services.py")
 
 
-def stack_secrets() -> tuple[Secret, ...]:
-    """The secrets supplied by the operator or generated on the host (not the password hashes)."""
-    return tuple(s for s in SECRETS if s.origin == "stack")
+def stack_secrets(settings=None) -> tuple[Secret, ...]:
+    """The secrets supplied by the operator or generated on the host (not the password hashes); only
+    those these settings (kono.settings.Settings) enable, when given."""
+    return tuple(s for s in (SECRETS if settings is None else enabled(SECRETS, settings)) if s.origin == "stack")
 
 
 def secrets_of(service_name: str) -> tuple[Secret, ...]:

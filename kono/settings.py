@@ -205,6 +205,10 @@ class Settings:
     backup_keep_weekly: int = knob("a whole number >= 0", lambda v: v >= 0)
     backup_keep_monthly: int = knob("a whole number >= 0", lambda v: v >= 0)
     restic_image: str = knob(*IMAGE)
+    pitr: bool = knob("True or False")
+    pitr_max_lag_seconds: int = knob("seconds, a whole number from 10 to 3600", lambda v: 10 <= v <= 3600)
+    pitr_full_backup_days: int = knob("days, a whole number from 1 to 31", lambda v: 1 <= v <= 31)
+    pitr_days: int = knob("days, a whole number >= 1", lambda v: v >= 1)
     # Host hardening
     host_ssh_allowed_cidrs: tuple[str, ...] = knob("a non-empty list of networks like \"203.0.113.0/24\"",
                                               lambda v: len(v) > 0, _cidrs)
@@ -236,6 +240,10 @@ class Settings:
     @property
     def backups_on(self) -> bool:
         return self.backup_repository is not None
+
+    @property
+    def pitr_on(self) -> bool:
+        return self.pitr
 
 
 # The Python type group_data gives a knob in, by its annotation's type (a tuple comes as a list).
@@ -276,6 +284,9 @@ def load(data: Any) -> Settings:
     settings = Settings(**{name: _check(data, name) for name in KNOBS})
     _check_distinct_ports(settings)
     _check_https(settings)
+    if settings.pitr and not settings.backups_on:
+        raise SettingsError("pitr: expected backup_repository to be set (binary logs go to that repository), "
+                            "got pitr = True without one")
     return settings
 
 

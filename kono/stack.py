@@ -32,6 +32,7 @@ from kono.host_state import Read, read
 from kono.plan import drift
 from kono.services import (DB_SECRETS_DIR, api_environment, SECRETS, SECRETS_DIR, SERVICES, VOLUMES, enabled, reloaded_folders,
                            replacement_note, restarting_secrets, secret, secret_file, secrets_of, service,
+                           BINLOG_SERVER_OPTIONS, BINLOG_USER, TIMELINE_TAG,
                            unready)
 from kono.settings import Settings
 from kono.ssh_policy import maintainer_sshd_policy
@@ -106,7 +107,8 @@ def compose_file(settings: Settings, files: dict[str, str]) -> str:
         s.name: _render(f"services/{s.name}.yaml.j2", s=settings, tls_source=tls_source(settings),
                         api_environment=api_environment(settings.api_port), script=s.script,
                         script_dir=posixpath.dirname(s.script) if s.script else None,
-                        sshd_policy=maintainer_sshd_policy(),
+                        sshd_policy=maintainer_sshd_policy(), binlog_options=BINLOG_SERVER_OPTIONS,
+                        binlog_user=BINLOG_USER, timeline_tag=TIMELINE_TAG,
                         secret_file=functools.partial(secret_file, service_name=s.name)).rstrip("\n")
         for s in services
     }
@@ -115,7 +117,8 @@ def compose_file(settings: Settings, files: dict[str, str]) -> str:
     inputs = {s.name: _digest(_in_folders(files, s.inputs)) for s in services}
     return _render(
         "compose.yaml.j2", s=settings, services=services, blocks=blocks, inputs=inputs,
-        service_secrets={s.name: [secret.compose_name for secret in secrets_of(s.name)] for s in services},
+        service_secrets={s.name: [secret.compose_name for secret in secrets_of(s.name)
+                                  if secret in enabled(SECRETS, settings)] for s in services},
         images={s.name: getattr(settings, s.image) for s in services if s.image},
         restarting={s.name: bool(restarting_secrets(s.name)) for s in services},
         secrets_env_names={s.name: commands.env_name(s.name) for s in services},

@@ -6,12 +6,18 @@
 #                                    backup), then the uploaded assets, the maintainer's SSH host keys
 #                                    and config/ (the secrets, for recovery by hand); then retention
 #   kono-backup.sh check             restic check, reading a seventh of the data (which, by weekday)
-#   kono-backup.sh restore [PROD DEV FILES]  both databases and the files back from one backup's three
-#                                    snapshots (kono/backup.py picks them), or from the latest of each
+#   kono-backup.sh restore [PROD DEV FILES [replay UNTIL BINLOG...]]  both databases and the files back
+#                                    from one backup's three snapshots (kono/backup.py picks them), or
+#                                    the latest of each; then, with "replay", db_production's binary
+#                                    logs from the base's position up to UNTIL (UTC; "" for all)
 #   kono-backup.sh snapshots         the host's snapshots, as restic's JSON
 #   kono-backup.sh keep SNAPSHOT...  exempt these snapshots from retention (tagged "keep")
 #   kono-backup.sh last              the last success, if it went to this $RESTIC_REPOSITORY
 #   kono-backup.sh loop              the service: the daily backup and the weekly check, on schedule
+#   kono-backup.sh ship-loop         the binlog service (point-in-time recovery): every
+#                                    PITR_MAX_LAG_SECONDS / 2, db_production's binary log is rotated when
+#                                    it holds a transaction and every closed one goes to the repository
+#   kono-backup.sh shipped           "<UTC time everything committed before was shipped> <failing since|->"
 #
 # The last success is /state/last-success ("<UTC time> <bytes read> <bytes added> <snapshot ids>",
 # read by status and drift), and /state/last-repository where it went; a failure is a line in the host's audit log (.kono/audit.log) and in the service's log.
@@ -26,6 +32,10 @@ RESTORED="/backup/app_static /backup/maintainer_host_keys"
 while IFS= read -r line || [ -n "$line" ]; do
     case "$line" in ""|\#*) ;; *=*) export "${line?}" ;; esac
 done < "$STORAGE_CREDENTIALS_FILE"
+
+restic() {  # two services share the repository: wait for the other's lock (a prune, a check) before failing
+    command restic --retry-lock 2m "$@"
+}
 
 say() {  # to stderr and, from a `docker exec` run, to the service's log too (PID 1's stderr)
     echo "kono-backup: $*" >&2
@@ -42,19 +52,192 @@ sql() {  # sql SERVICE PASSWORD_FILE: the mysql client as root on that server, S
     MYSQL_PWD=$(cat "$2") mysql -h "$1" -uroot -N
 }
 
+# -- point-in-time recovery: db_production's binary logs ------------------------------------------
+# Only what MySQL 8.4 and MariaDB both have (tests/images/README.md): file names and positions, no
+# GTIDs; SHOW BINARY LOGS, SHOW BINLOG EVENTS, FLUSH BINARY LOGS; the binlog client under either name.
+# A timeline names one data directory's history (a row in kono_meta, kept out of the binary logs and
+# of the dumps): a new host's logs restart at binlog.000001, and only a base of the same timeline
+# may be carried forward by them.
+
+binlog_tool() {  # MySQL's mysqlbinlog, or MariaDB's mariadb-binlog
+    command -v mysqlbinlog || command -v mariadb-binlog
+}
+
+number() {  # number binlog.000012: 12
+    expr "${1##*.}" + 0
+}
+
+binlog_sql() {  # SQL on stdin, as the shipper's replication account
+    MYSQL_PWD=$(cat "$DB_BINLOG_PASSWORD_FILE") mysql -h db_production -u"$BINLOG_USER" -N
+}
+
+pitr_setup() {  # as root, not binary-logged: the shipper's account, and the server's timeline when missing
+    password=$(cat "$DB_BINLOG_PASSWORD_FILE")
+    # FLUSH BINARY LOGS needs RELOAD: the shipper rotates the log itself rather than hold root's password.
+    sql db_production "$DB_PRODUCTION_PASSWORD_FILE" <<SQL
+SET SESSION sql_log_bin = 0;
+CREATE DATABASE IF NOT EXISTS kono_meta;
+CREATE TABLE IF NOT EXISTS kono_meta.timeline (only_row TINYINT PRIMARY KEY, id CHAR(16) NOT NULL, first_log INT NOT NULL);
+CREATE USER IF NOT EXISTS '$BINLOG_USER'@'%' IDENTIFIED BY '$password';
+GRANT REPLICATION SLAVE, REPLICATION CLIENT, RELOAD ON *.* TO '$BINLOG_USER'@'%';
+GRANT SELECT ON kono_meta.timeline TO '$BINLOG_USER'@'%';
+SQL
+    unset password
+    if [ "$(echo "SELECT COUNT(*) FROM kono_meta.timeline;" | sql db_production "$DB_PRODUCTION_PASSWORD_FILE")" = 0 ]; then
+        # A timeline starts on a new binary log: what came before (the first start's accounts, which
+        # MariaDB logs with their passwords as written) never leaves the host.
+        echo "FLUSH BINARY LOGS;" | sql db_production "$DB_PRODUCTION_PASSWORD_FILE"
+        first=$(echo "SHOW BINARY LOGS;" | sql db_production "$DB_PRODUCTION_PASSWORD_FILE" | tail -n 1 | cut -f1)
+        printf "SET SESSION sql_log_bin = 0; INSERT IGNORE INTO kono_meta.timeline VALUES (1, '%s', %s);\n" \
+            "$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" "$(number "$first")" \
+            | sql db_production "$DB_PRODUCTION_PASSWORD_FILE"
+    fi
+}
+
+position_option() {  # how this mysqldump writes the binary log position into a dump, as a comment
+    # MySQL 8.4: --source-data (--master-data is deprecated); MariaDB: --master-data only.
+    if mysqldump --help 2>/dev/null | grep -q -e '--source-data'; then echo --source-data=2; else echo --master-data=2; fi
+}
+
+base_due() {  # base_due TIMELINE: db_production's dump is due (every PITR_FULL_BACKUP_DAYS days)
+    [ -s /state/last-base ] || return 0
+    read -r at timeline repository < /state/last-base
+    [ "$timeline" = "$1" ] && [ "$repository" = "$RESTIC_REPOSITORY" ] || return 0
+    # An hour's slack: the backup that runs at the same minute N days later is due.
+    [ $(( $(date +%s) - at )) -ge $(( PITR_FULL_BACKUP_DAYS * 86400 - 3600 )) ]
+}
+
+# Every binary log starts with these (MySQL: Format_desc, Previous_gtids; MariaDB: Format_desc,
+# Gtid_list, Binlog_checkpoint, which it may also add later; Start_encryption when encrypted). A
+# log with any other event holds a transaction.
+HEADER_EVENTS="Format_desc Previous_gtids Gtid_list Binlog_checkpoint Start_encryption"
+
+holds_transactions() {  # SHOW BINLOG EVENTS rows (tab-separated) on stdin
+    awk -F '\t' -v header=" $HEADER_EVENTS " 'index(header, " " $3 " ") == 0 { found = 1 } END { exit !found }'
+}
+
+ship() {  # one round: what was committed before it started is in the repository when it ends
+    started=$(date -u +%FT%TZ)
+    set -- $(echo "SELECT id, first_log FROM kono_meta.timeline;" | binlog_sql)
+    [ $# = 2 ] || { echo "no timeline yet (the backup service makes it, and this account)" >&2; return 1; }
+    timeline=$1 first=$2
+    newest=$(echo "SHOW BINARY LOGS;" | binlog_sql | tail -n 1 | cut -f1)
+    if echo "SHOW BINLOG EVENTS IN '$newest' LIMIT 10;" | binlog_sql | holds_transactions; then
+        echo "FLUSH BINARY LOGS;" | binlog_sql
+    fi
+    shipped=$(cat "/state/shipped.$timeline" 2>/dev/null || echo $((first - 1)))
+    closed=""
+    for name in $(echo "SHOW BINARY LOGS;" | binlog_sql | cut -f1 | sed '$d'); do
+        if [ "$(number "$name")" -gt "$shipped" ]; then closed="$closed $name"; fi
+    done
+    if [ -n "$closed" ]; then
+        # The snapshot's time, and the hour it files under: each hour's last snapshot holds all of it,
+        # which is what retention keeps (restic forget --keep-within-hourly).
+        set -- $(date -u '+%F %T %Y%m%d%H')
+        now="$1 $2" outbox="/state/outbox/$timeline/$3"
+        mkdir -p "$outbox"
+        MYSQL_PWD=$(cat "$DB_BINLOG_PASSWORD_FILE") "$(binlog_tool)" --read-from-remote-server --host=db_production \
+            --user="$BINLOG_USER" --raw --result-file="$outbox/" $closed
+        open_repository no-init  # an unreachable repository fails the round within a minute (said, then retried)
+        restic backup --quiet --host "$BACKUP_HOST" --tag kono --tag binlog \
+            --tag "$TIMELINE_TAG$timeline" --time "$now" "$outbox" > /dev/null
+        number "${closed##* }" > "/state/shipped.$timeline"
+        echo "kono-backup: shipped$closed" >&2
+        for old in /state/outbox/* /state/outbox/"$timeline"/*; do
+            case "$old" in "/state/outbox/$timeline"|"$outbox") ;; *) rm -rf "$old" ;; esac
+        done
+        if [ "$(cat /state/forgotten 2>/dev/null)" != "$3" ]; then
+            restic forget --quiet --host "$BACKUP_HOST" --tag binlog --group-by host,tags \
+                --keep-within-hourly "${PITR_KEEP_HOURS}h" > /dev/null
+            echo "$3" > /state/forgotten
+        fi
+    fi
+    echo "$started" > /state/shipped-up-to
+}
+
+ship_round() {  # a round; a failure is said once in the log and the audit log, and so is the recovery
+    if output=$(ship 2>&1); then
+        [ -z "$output" ] || echo "$output" >&2
+        if [ -e /state/failed.ship ]; then
+            say "shipping binary logs works again"
+            audit "ship recovered" "failing since $(cat /state/failed.ship)"
+            rm -f /state/failed.ship
+        fi
+    else
+        echo "$output" >&2
+        if [ ! -e /state/failed.ship ]; then
+            say "ship FAILED (retried every $((PITR_MAX_LAG_SECONDS / 2)) s)"
+            audit "ship failed" "$(echo "$output" | tail -n 3)"
+            date -u +%FT%TZ > /state/failed.ship
+        fi
+    fi
+}
+
+replay() {  # replay FILE POSITION UNTIL SNAPSHOT...: db_production's binary logs from FILE at POSITION
+    from=$1 position=$2 until=$3
+    shift 3
+    rm -rf /state/replay /state/replay.sql
+    mkdir -p /state/replay
+    for snapshot in "$@"; do
+        restic restore --quiet --host "$BACKUP_HOST" --target /state/replay "$snapshot"
+    done
+    files="" expected=$(number "$from")
+    for name in $(find /state/replay -type f -name 'binlog.[0-9]*' -exec basename {} \; | sort -u); do
+        n=$(number "$name")
+        [ "$n" -ge "$expected" ] || continue
+        if [ "$n" -ne "$expected" ]; then
+            echo "binary log number $expected is missing from the repository (the next is $name): nothing replayed" >&2
+            return 4
+        fi
+        files="$files $(find /state/replay -type f -name "$name" | head -n 1)"
+        last=$name expected=$((n + 1))
+    done
+    if [ -z "$files" ]; then
+        echo "the repository holds no binary log from $from on: nothing replayed" >&2
+        return 4
+    fi
+    # Only the production database's changes (not the old server's accounts); UTC, as UNTIL is.
+    set -- --database="$DB_PRODUCTION_NAME" --start-position="$position"
+    [ -z "$until" ] || set -- "$@" --stop-datetime="$until"
+    TZ=UTC "$(binlog_tool)" "$@" $files > /state/replay.sql
+    MYSQL_PWD=$(cat "$DB_PRODUCTION_PASSWORD_FILE") mysql -h db_production -uroot --binary-mode < /state/replay.sql
+    rm -rf /state/replay /state/replay.sql
+    echo "kono-backup: replayed binary logs $from (from $position) to $last${until:+, up to $until UTC}"
+}
+
 summary() {  # the value of a field in restic's --json summary line
     sed -n "s/.*\"message_type\":\"summary\".*\"$1\":\"\{0,1\}\([0-9a-f]*\)\"\{0,1\}[,}].*/\1/p" "$2"
 }
 
-open_repository() {
+open_repository() {  # open_repository [no-init]
+    # One at a time in this container: the loop and a backup run by hand may start together, and two
+    # `restic init` at once leave a repository neither can open. (A lock left by a killed run is
+    # taken over after two minutes.)
+    waited=0
+    until mkdir /state/open.lock 2>/dev/null || [ "$waited" -ge 120 ]; do
+        sleep 1
+        waited=$((waited + 1))
+    done
+    opened=0
+    probe_or_init "$@" || opened=$?
+    rmdir /state/open.lock 2>/dev/null || true
+    return "$opened"
+}
+
+probe_or_init() {
     # restic retries an unreachable repository for 15 minutes (to ride out a network blip mid-backup);
     # at the start, a minute without an answer means it is down: fail now, loudly. Exit 10: there is
-    # no repository there yet, so make it (with the operator's password).
+    # no repository there yet, so make it (with the operator's password). Only the backup service
+    # makes it (the binlog service waits for it).
     rc=0
     timeout "$PROBE_SECONDS" restic cat config > /dev/null 2> /state/probe.err || rc=$?
     case "$rc" in
         0) ;;
-        10) restic init ;;
+        10) if [ "${1:-}" = no-init ]; then
+                echo "no repository at $RESTIC_REPOSITORY yet (the backup service makes it)" >&2
+                return 1
+            fi
+            restic init ;;
         124) echo "the repository did not answer within $PROBE_SECONDS s: $RESTIC_REPOSITORY" >&2; return 1 ;;
         *) cat /state/probe.err >&2; return 1 ;;
     esac
@@ -76,20 +259,36 @@ backup() {
         return 0
     fi
     open_repository
+    timeline="" position=""
+    if [ -n "${DB_BINLOG_PASSWORD_FILE:-}" ]; then  # point-in-time recovery: the dump is a base
+        pitr_setup
+        timeline=$(echo "SELECT id FROM kono_meta.timeline;" | sql db_production "$DB_PRODUCTION_PASSWORD_FILE")
+        position=$(position_option)
+    fi
     ids="" bytes=0 added=0 out=/state/restic.json
     for target in "db_production $DB_PRODUCTION_PASSWORD_FILE $DB_PRODUCTION_NAME" \
                   "db_dev $DB_DEV_PASSWORD_FILE $DB_DEV_NAME"; do
         set -- $target
-        restic backup --json --host "$BACKUP_HOST" --tag kono --tag "$1" --stdin-filename "$1.sql" \
+        tags="--tag kono --tag $1" options=""
+        if [ "$1" = db_production ] && [ -n "$timeline" ]; then
+            if ! base_due "$timeline"; then
+                say "db_production: its binary logs carry the base of $(date -u -d "@$(cut -d' ' -f1 /state/last-base)" +%F) forward"
+                continue
+            fi
+            tags="$tags --tag $TIMELINE_TAG$timeline" options=$position
+        fi
+        restic backup --json --host "$BACKUP_HOST" $tags --stdin-filename "$1.sql" \
             --stdin-from-command -- sh -c 'MYSQL_PWD=$(cat "$1") exec mysqldump -h "$2" -uroot \
-            --single-transaction --routines --triggers --databases "$3"' dump "$2" "$1" "$3" > "$out"
+            --single-transaction --routines --triggers $4 --databases "$3"' dump "$2" "$1" "$3" "$options" > "$out"
         tally
+        if [ -n "$options" ]; then echo "$(date +%s) $timeline $RESTIC_REPOSITORY" > /state/last-base; fi
     done
     restic backup --json --host "$BACKUP_HOST" --tag kono --tag files $FILES > "$out"
     tally
     # Retention keeps the newest backup of a day (week, month); one an operator tagged "keep" stays.
-    restic forget --prune --host "$BACKUP_HOST" --group-by host,tags --keep-daily "$KEEP_DAILY" \
-        --keep-weekly "$KEEP_WEEKLY" --keep-monthly "$KEEP_MONTHLY" --keep-tag keep > /dev/null
+    # (Binary logs have their own retention, in the binlog service.)
+    restic forget --prune --host "$BACKUP_HOST" --tag db_production --tag db_dev --tag files --group-by host,tags \
+        --keep-daily "$KEEP_DAILY" --keep-weekly "$KEEP_WEEKLY" --keep-monthly "$KEEP_MONTHLY" --keep-tag keep > /dev/null
     echo "$started $bytes $added$ids" > /state/last-success.new
     echo "$RESTIC_REPOSITORY" > /state/last-repository
     mv /state/last-success.new /state/last-success
@@ -101,12 +300,17 @@ check() {
 }
 
 restore() {
-    if [ $# -eq 3 ]; then
+    replaying=""
+    if [ $# -ge 5 ] && [ "$4" = replay ]; then
+        prod=$1 dev=$2 files=$3 until=$5 replaying=yes
+        shift 5
+        binlogs="$*"  # snapshot ids: no spaces
+    elif [ $# -eq 3 ]; then
         prod=$1 dev=$2 files=$3
     elif [ $# -eq 0 ]; then
         prod=latest dev=latest files=latest
     else
-        echo "usage: kono-backup.sh restore [DB_PRODUCTION_SNAPSHOT DB_DEV_SNAPSHOT FILES_SNAPSHOT]" >&2
+        echo "usage: kono-backup.sh restore [DB_PRODUCTION_SNAPSHOT DB_DEV_SNAPSHOT FILES_SNAPSHOT [replay UNTIL BINLOG_SNAPSHOT...]]" >&2
         return 2
     fi
     tables=$(echo "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '$DB_PRODUCTION_NAME';" \
@@ -119,6 +323,15 @@ restore() {
         set -- $target
         # Through a file, not a pipe: a failed dump must fail the restore (sh has no pipefail).
         restic dump --host "$BACKUP_HOST" --tag "$1" "$3" "/$1.sql" > /state/restore.sql
+        if [ "$1" = db_production ] && [ -n "$replaying" ]; then
+            from=$(head -c 100000 /state/restore.sql | sed -n "s/^-- CHANGE .*LOG_FILE='\([^']*\)', *[A-Z_]*LOG_POS=\([0-9]*\).*/\1 \2/p" | head -n 1)
+            if [ -z "$from" ]; then
+                echo "the base $3 holds no binary log position: binary logs cannot carry it forward" >&2
+                return 4
+            fi
+            # The binary logs replay onto the database exactly as the base left it: nothing newer may remain.
+            echo "DROP DATABASE IF EXISTS \`$DB_PRODUCTION_NAME\`;" | sql "$1" "$2"
+        fi
         sql "$1" "$2" < /state/restore.sql
         rm -f /state/restore.sql
         echo "kono-backup: restored $1"
@@ -127,6 +340,12 @@ restore() {
     for path in $RESTORED; do includes="$includes --include $path"; done
     restic restore --host "$BACKUP_HOST" --tag files "$files" --target / $includes
     echo "kono-backup: restored$(for path in $RESTORED; do printf ' %s' "${path#/backup/}"; done)"
+    if [ -n "$replaying" ]; then
+        replay $from "$until" $binlogs
+    fi
+    # The restored state gets a backup of its own (with pitr, a new base) right away, from the loop.
+    rm -f /state/last-base
+    touch /state/backup-now
 }
 
 this_repository() {  # the last success went to $RESTIC_REPOSITORY (one recorded before this file existed did)
@@ -159,6 +378,24 @@ case "${1:-}" in
     last) last ;;
     restore) shift; restore "$@" ;;
     snapshots) restic snapshots --json --host "$BACKUP_HOST" --tag kono ;;
+    shipped) echo "$(cat /state/shipped-up-to 2>/dev/null || echo none) $(cat /state/failed.ship 2>/dev/null || echo -)" ;;
+    ship-loop)
+        mkdir -p /state
+        echo $$ > /state/loop.pid
+        trap 'exit 0' TERM INT
+        # First the database must be up, and the backup service must have made this account (it starts
+        # beside this one); a minute or two on a new host. Then every failure is reported.
+        tries=0
+        until [ -n "$(echo "SELECT id FROM kono_meta.timeline;" | binlog_sql 2>/dev/null)" ] || [ "$tries" -ge 60 ]; do
+            sleep 5
+            tries=$((tries + 1))
+        done
+        while :; do
+            ship_round
+            sleep $((PITR_MAX_LAG_SECONDS / 2)) &
+            wait $!
+        done
+        ;;
     keep) shift; restic tag --add keep "$@" ;;
     loop)
         mkdir -p /state
@@ -174,10 +411,16 @@ case "${1:-}" in
             sleep 5
             tries=$((tries + 1))
         done
+        # With pitr, the repository and the shipper's account now (the shipper waits for them).
+        if [ -n "${DB_BINLOG_PASSWORD_FILE:-}" ]; then run open_repository || true; run pitr_setup || true; fi
         ticks=0
         while :; do
             if { [ ! -s /state/last-success ] || [ -e /state/failed.backup ] || ! this_repository; } \
                     && [ $((ticks % 120)) = 0 ]; then
+                run backup || true
+            fi
+            if [ -e /state/backup-now ]; then  # just restored
+                rm -f /state/backup-now
                 run backup || true
             fi
             ticks=$((ticks + 1))
@@ -193,5 +436,5 @@ case "${1:-}" in
             fi
         done
         ;;
-    *) echo "usage: kono-backup.sh backup | check | restore [PROD DEV FILES] | snapshots | keep SNAPSHOT... | last | loop" >&2; exit 2 ;;
+    *) echo "usage: kono-backup.sh backup | check | restore [PROD DEV FILES [replay UNTIL BINLOG...]] | snapshots | keep SNAPSHOT... | last | loop | ship-loop | shipped" >&2; exit 2 ;;
 esac

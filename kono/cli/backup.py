@@ -1,11 +1,11 @@
 """Back up every host of an inventory to this machine, or restore a backup onto its host(s).
 
-    python -m kono.cli.backup restore-repository inventory.py [--snapshot ID] [--force]
+    python -m kono.cli.backup restore-repository inventory.py [--snapshot ID | --until "UTC TIME"] [--force]
     python -m kono.cli.backup create inventory.py [--dev] [--with-secrets] [--to backups]
     python -m kono.cli.backup restore inventory.py backups/<host>/<time> [--force]
 
 restore-repository: from the host's restic repository (backup_repository), the latest snapshot by
-default. create / restore: a copy on this machine. What is in each, and how a restore refuses to
+default; with pitr, db_production as of --until (or as far as its binary logs were shipped). create / restore: a copy on this machine. What is in each, and how a restore refuses to
 overwrite data: kono/backup.py.
 """
 
@@ -36,8 +36,17 @@ def main(argv: list[str] | None = None) -> int:
     again = commands.add_parser("restore-repository", help="restore from each host's restic repository")
     again.add_argument("inventory")
     again.add_argument("--snapshot", default="latest", help="a snapshot id (default: the latest)")
+    again.add_argument("--until", help="with pitr: db_production as of this UTC time, e.g. \"2026-12-02 14:05:00\"")
     again.add_argument("--force", action="store_true", help="load even over existing tables")
     args = parser.parse_args(argv)
+    until = None
+    if args.command == "restore-repository" and args.until is not None:
+        if args.snapshot != "latest":
+            parser.error("--until and --snapshot: give one or the other")
+        try:
+            until = backup.parse_until(args.until)
+        except ValueError as error:
+            parser.error(str(error))
     for target in inventory_hosts(args.inventory):
         if args.command == "create":
             folder = backup.create(target, args.to, args.dev, args.with_secrets)
@@ -47,12 +56,12 @@ def main(argv: list[str] | None = None) -> int:
                       f"the host itself, and delete them when done")
         elif args.command == "restore-repository":
             try:
-                said = backup.restore_repository(target, args.snapshot, args.force)
+                said = backup.restore_repository(target, args.snapshot, args.force, until)
             except RuntimeError as error:
                 print(f"{target.name}: restore failed: {error}", file=sys.stderr)
                 return 1
             print(said.strip())
-            print(f"{target.name}: restored from its repository ({args.snapshot})")
+            print(f"{target.name}: restored from its repository ({args.until or args.snapshot})")
         else:
             backup.restore(target, args.backup, args.force)
             print(f"{target.name}: restored from {args.backup}")

@@ -5,7 +5,8 @@
 One line per service of every host: state, health, and whether it is ready (running and its
 healthcheck passing); with HTTPS, one line for the certificate nginx serves: its names, issuer and
 expiry ("NOT OK" within 14 days); with backups, one for the last successful backup: its age, size
-and snapshots ("NOT OK" when there is none or it is older than two days). Exit 0 when every service
+and snapshots ("NOT OK" when there is none or it is older than two days); with pitr, how far
+db_production's binary logs are shipped ("NOT OK" past twice pitr_max_lag_seconds). Exit 0 when every service
 of every host is ready and nothing is NOT OK, 1 otherwise.
 """
 
@@ -21,7 +22,7 @@ from pyinfra.api.exceptions import ConnectError, OperationError
 from kono import commands
 from kono.services import SERVICES, enabled, ready, script
 from kono.stack import parse_services
-from kono.backup import MAX_AGE, backup_age, parse_last_backup
+from kono.backup import MAX_AGE, backup_age, parse_last_backup, parse_shipped, shipping_ok, shipping_summary
 from kono.tls import EXPIRY_WARNING_DAYS, certificate_summary, days_left
 
 
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                           if target.settings.https_on else b"")
                 last = (parse_last_backup(run(client, commands.last_backup(target.settings.project_dir, script("backup"))).decode())
                         if target.settings.backups_on else None)
+                shipped = (parse_shipped(run(client, commands.shipped_binlogs(target.settings.project_dir, script("binlog"))).decode())
+                           if target.settings.pitr_on else None)
         except (ConnectError, RuntimeError, OSError) as error:  # report every host, even when one is down
             print(f"{target.name}: unreachable: {type(error).__name__}: {error}")
             all_ready = False
@@ -69,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
                      f"{last['bytes'] / 1e6:.1f} MB read, {last['added'] / 1e6:.1f} MB added, "
                      f"snapshots {' '.join(last['snapshots'])}" if last else "no success yet")
             print(f"{target.name}  last backup    {about} {'ok' if ok else 'NOT OK'}")
+        if target.settings.pitr_on:
+            ok = shipping_ok(shipped, target.settings)
+            all_ready &= ok
+            print(f"{target.name}  binary logs    {shipping_summary(shipped)} {'ok' if ok else 'NOT OK'}")
     return 0 if all_ready else 1
 
 

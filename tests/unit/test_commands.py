@@ -112,7 +112,8 @@ EXPECTED = {
     "alter_users": (
         commands.alter_users("/srv/kono/config/dev/db_root_password.rotating", "db_dev",
                              "/run/db-secrets/dev_db_root_password", ("root@%", "root@localhost")),
-        "new=$(cat /srv/kono/config/dev/db_root_password.rotating) && printf \"ALTER USER 'root'@'%%' "
+        "new=$(cat /srv/kono/config/dev/db_root_password.rotating) && printf \"SET SESSION sql_log_bin = 0; "
+        "ALTER USER 'root'@'%%' "
         "IDENTIFIED BY '%s'; ALTER USER 'root'@'localhost' IDENTIFIED BY '%s'; \\n\" \"$new\" \"$new\" | "
         "docker compose exec -T db_dev sh -c 'MYSQL_PWD=$(cat /run/db-secrets/dev_db_root_password) exec mysql -uroot'"),
     "table_count": (
@@ -168,6 +169,20 @@ EXPECTED = {
                                          script="/usr/local/lib/kono-backup.sh"),
         "cd /srv/kono && docker compose exec -T -e KONO_RESTORE_FORCE=yes backup sh /usr/local/lib/kono-backup.sh "
         "restore 1a2b3c4d 5e6f7a8b 9c0d1e2f && docker compose restart maintainer"),
+    "restore_from_repository with replay": (
+        commands.restore_from_repository("/srv/kono", ("1a2b3c4d", "5e6f7a8b", "9c0d1e2f"), force=False,
+                                         script="/usr/local/lib/kono-backup.sh",
+                                         replay=("2026-12-02 14:05:00", ("aa11bb22", "cc33dd44"))),
+        "cd /srv/kono && docker compose exec -T backup sh /usr/local/lib/kono-backup.sh restore 1a2b3c4d 5e6f7a8b "
+        "9c0d1e2f replay '2026-12-02 14:05:00' aa11bb22 cc33dd44 && docker compose restart maintainer"),
+    "restore_from_repository replaying everything": (
+        commands.restore_from_repository("/srv/kono", ("1a2b3c4d", "5e6f7a8b", "9c0d1e2f"), force=False,
+                                         script="/usr/local/lib/kono-backup.sh", replay=("", ("aa11bb22",))),
+        "cd /srv/kono && docker compose exec -T backup sh /usr/local/lib/kono-backup.sh restore 1a2b3c4d 5e6f7a8b "
+        "9c0d1e2f replay '' aa11bb22 && docker compose restart maintainer"),
+    "shipped_binlogs": (
+        commands.shipped_binlogs("/srv/kono", "/usr/local/lib/kono-backup.sh"),
+        "cd /srv/kono && docker compose exec -T binlog sh /usr/local/lib/kono-backup.sh shipped 2>/dev/null || true"),
     "fail": (commands.fail("x: expected 'y'"), "printf '%s\\n' 'x: expected '\"'\"'y'\"'\"'' >&2; exit 1"),
     "close_record": (
         commands.close_record({"result": "failed or interrupted"}),
@@ -447,6 +462,9 @@ TAKES_VALUES = {
     "acme_certificate_state": lambda v: commands.acme_certificate_state(v, v),
     "last_backup": lambda v: commands.last_backup(v, v),
     "restore_from_repository": lambda v: commands.restore_from_repository(v, (v, v, v), True, v),
+    "restore_from_repository with replay": lambda v: commands.restore_from_repository(v, (v, v, v), True, v,
+                                                                                       (v, (v,))),
+    "shipped_binlogs": lambda v: commands.shipped_binlogs(v, v),
     "repository_snapshots": lambda v: commands.repository_snapshots(v, v),
     "config_tree": lambda v: commands.config_tree(v),
     "generate_secret": lambda v: commands.generate_secret(v, 32),

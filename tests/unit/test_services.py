@@ -21,7 +21,8 @@ def rendered(**overrides) -> dict:
 
 HTTPS = {"acme": dict(https="acme", domains=["kono.example.com"], acme_email="ops@example.com"),
          "provided": dict(https="provided", domains=["kono.example.com"])}
-VARIANTS = {"defaults": {}, **HTTPS, "backups": dict(backup_repository="s3:s3.amazonaws.com/bucket/kono")}
+VARIANTS = {"defaults": {}, **HTTPS, "backups": dict(backup_repository="s3:s3.amazonaws.com/bucket/kono"),
+            "pitr": dict(backup_repository="s3:s3.amazonaws.com/bucket/kono", pitr=True)}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -29,7 +30,7 @@ def test_the_compose_file_has_exactly_the_tables_services_secrets_and_volumes(va
     chosen = settings(**VARIANTS[variant])
     compose = rendered(**VARIANTS[variant])
     services_now = enabled(SERVICES, chosen)
-    optional = {"acme": variant == "acme", "backup": variant == "backups"}
+    optional = {"acme": variant == "acme", "backup": variant in ("backups", "pitr"), "binlog": variant == "pitr"}
     assert [s.name for s in services_now] == [s.name for s in SERVICES if optional.get(s.name, True)]
     assert compose["secrets"] == {s.compose_name: {"file": f"./{s.path}"} for s in enabled(SECRETS, chosen)
                                   if s.handed_by_compose}
@@ -37,7 +38,8 @@ def test_the_compose_file_has_exactly_the_tables_services_secrets_and_volumes(va
     assert list(compose["services"]) == [s.name for s in services_now]
     for service in services_now:
         block = compose["services"][service.name]
-        assert block.get("secrets", []) == [s.compose_name for s in secrets_of(service.name)]
+        assert block.get("secrets", []) == [s.compose_name for s in secrets_of(service.name)
+                                            if s in enabled(SECRETS, chosen)]
         labels = block.get("labels", {})
         assert ("kono.inputs" in labels) == bool(service.inputs)
         assert ("kono.secrets" in labels) == bool(services.restarting_secrets(service.name))
@@ -122,7 +124,8 @@ def test_table_entries_are_consistent():
         assert database.database[1] in {f.name for f in dataclasses.fields(type(settings()))}
     assert [s.key for s in services.stack_secrets()] == [
         "production/db_root_password", "production/db_api_password", "production/db_unauthorized_api_password",
-        "production/api_key", "dev/db_root_password", "dev/db_dev_password"]
+        "production/api_key", "dev/db_root_password", "dev/db_dev_password", "production/db_binlog_password"]
+    assert "production/db_binlog_password" not in [s.key for s in services.stack_secrets(settings())]
 
 
 def test_project_files_hold_no_secret_and_the_templates_render_every_knob():
@@ -166,7 +169,7 @@ def test_a_plan_names_what_restarts_and_how():
     assert services.replacement_note("nginx", ["image nginx:1.27 -> nginx:1.28"], False).startswith(
         "nginx gets a new container (image nginx:1.27 -> nginx:1.28): RESTARTS: every HTTP request fails")
     for entry in SERVICES:  # start-first needs no published port: two copies run side by side
-        block = rendered(**HTTPS["acme"], **VARIANTS["backups"])["services"][entry.name]
+        block = rendered(**HTTPS["acme"], **VARIANTS["pitr"])["services"][entry.name]
         assert entry.rollout == "recreate" or not block.get("ports"), entry.name
 
 

@@ -3,7 +3,9 @@
 # (api). Adds the read-only user. docker_process_sql is the entrypoint's own helper: root, over the
 # socket, in MYSQL_DATABASE. The password goes by stdin, never on a command line.
 unauthorized_password=$(cat "$UNAUTHORIZED_API_PASSWORD_FILE")
+# Not binary-logged: the statement holds the password (MariaDB logs it as written).
 docker_process_sql <<SQL
+SET SESSION sql_log_bin = 0;
 CREATE USER 'unauthorized_api'@'%' IDENTIFIED BY '${unauthorized_password}';
 GRANT SELECT ON \`${MYSQL_DATABASE}\`.* TO 'unauthorized_api'@'%';
 SQL
