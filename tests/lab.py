@@ -6,6 +6,7 @@ against the lab's own known_hosts file.
 
 from __future__ import annotations
 
+import datetime
 import http.client
 import json
 import os
@@ -27,7 +28,7 @@ import paramiko
 from docker.transport.sshconn import SSHHTTPAdapter
 
 from kono.deploy_run import deploy_commit
-from kono.services import SERVICES, enabled, secret
+from kono.services import SERVICES, enabled, root_password_file, script, secret
 from kono.settings import Settings, load
 from tests.testhost import Lab, TestHost, cached_rootfs, die_with_parent
 
@@ -263,7 +264,7 @@ def add_greeting(host: TestHost, message: str) -> subprocess.CompletedProcess:
 def data_fingerprint(host: TestHost) -> dict[str, str]:
     """Every row of every table of both databases (ordered dumps, without dates) and every uploaded asset
     (sha256 of each file): equal fingerprints, equal data. Read as the deploy user on the host."""
-    from kono.services import databases, root_password_file
+    from kono.services import databases
     found = {}
     for service in databases():
         name = DEFAULTS[service.database[1]]
@@ -506,8 +507,8 @@ class ResticServer:
     REST server (`rclone serve restic`, Debian's rclone), the real protocol restic's rest: backend
     speaks. ``stop``/``start`` make it unreachable and back, on the same address and data."""
 
-    def __init__(self, lab: Lab) -> None:
-        self.address, self.root = lab.gateway, lab.workdir / "restic-repository"
+    def __init__(self, lab: Lab, name: str = "restic-repository") -> None:
+        self.address, self.root = lab.gateway, lab.workdir / name
         self.root.mkdir(exist_ok=True)
         self.port = _free_port(self.address)
         self.url = f"rest:http://{self.address}:{self.port}/"
@@ -654,3 +655,71 @@ def under_load(address: str, action, settle: float = 1.0, **load) -> tuple[objec
     # Every client loaded from before the action until after it: none died or ran out on the way.
     assert result.stopped_early == 0, f"clients stopped loading before the action ended: {result}"
     return outcome, result
+
+
+# -- point-in-time recovery (tests/test_pitr.py, bench/pitr.py) ------------------------------------
+
+def root_sql(host, sql: str, server: str = "db_production", database: str = "kono") -> str:
+    """SQL as root inside the database's own container (the password stays in the container)."""
+    done = host.ssh(f"docker exec -i {container(server)} sh -c 'MYSQL_PWD=$(cat {root_password_file(server)}) "
+                    f"exec mysql -uroot -N {database}'", user="kono", input=sql + "\n", check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def shipped_up_to(host) -> datetime.datetime | None:
+    said = host.ssh(f"docker exec {container('binlog')} sh {script('binlog')} shipped", user="kono", check=False).stdout.split()
+    if not said or said[0] == "none":
+        return None
+    return datetime.datetime.strptime(said[0], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+
+
+def wait_shipped_past(host, moment: datetime.datetime, seconds: float) -> float:
+    """Seconds until the binlog service says everything committed before ``moment`` is shipped."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        up_to = shipped_up_to(host)
+        if up_to is not None and up_to > moment:
+            return time.monotonic() - started
+        time.sleep(1)
+    logs = host.ssh(f"docker logs --tail 30 {container('binlog')}", user="kono", check=False)
+    raise AssertionError(f"nothing shipped past {moment} after {seconds} s: {logs.stdout}{logs.stderr}")
+
+
+class Writer:
+    """Commits a row into orders every 100 ms (its id, the server's NOW(6), the writer's own clock),
+    inside db_production's container, and reports each commit the server acknowledged. Bounded: at
+    most ``rows`` rows."""
+
+    PID_FILE = "/tmp/kono-writer.pid"  # in the container: a `docker exec` outlives its client
+
+    def __init__(self, host, rows: int = 3000) -> None:
+        self.host = host
+        self.first = int(root_sql(host, "SELECT COALESCE(MAX(id), 0) + 1 FROM orders;"))
+        loop = (f"echo $$ > {self.PID_FILE}; "
+                f"i={self.first - 1}; while [ $i -lt {self.first - 1 + rows} ]; do i=$((i+1)); t=$(date +%s.%N); "
+                f"if MYSQL_PWD=$(cat {root_password_file('db_production')}) mysql -uroot kono "
+                "-e \"INSERT INTO orders VALUES ($i, NOW(6), $t)\"; then echo \"$i $t\"; fi; sleep 0.1; done")
+        self.acked: list[tuple[int, float]] = []
+        self._proc = subprocess.Popen(
+            [*host.ssh_args("kono"), f"docker exec {container('db_production')} sh -c '{loop}'"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self._proc.stdout:
+            number, at = line.split()
+            self.acked.append((int(number), float(at)))
+
+    def stop(self, host_alive: bool = True) -> list[tuple[int, float]]:
+        """Stop writing (in the container first, when the host is alive); what was acknowledged until
+        now (later lines are dropped)."""
+        seen = list(self.acked)
+        if host_alive:
+            self.host.ssh(f"docker exec {container('db_production')} sh -c 'kill $(cat {self.PID_FILE})'",
+                          user=DEPLOY_USER, timeout=30)
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait(timeout=30)
+        return seen

@@ -199,6 +199,12 @@ def test_a_brand_new_host_gets_any_backup_back_from_the_repository_with_one_comm
 
         again = lab_tools.backup_tool("restore-repository", str(new))
         assert again.returncode != 0 and "refusing to restore" in again.stderr
+        # pitr was never on: no point in time to restore to, said before anything changes
+        before = lab_tools.data_fingerprint(b)
+        point = lab_tools.backup_tool("restore-repository", str(new), "--until", time.strftime("%Y-%m-%d %H:%M:%S",
+                                                                                              time.gmtime()), "--force")
+        assert point.returncode != 0 and "the repository holds no binary logs" in point.stderr, point.stderr
+        assert lab_tools.data_fingerprint(b) == before
         unknown = lab_tools.backup_tool("restore-repository", str(new), "--snapshot", "ffffffff")
         assert unknown.returncode != 0 and "no snapshot 'ffffffff' in the repository" in unknown.stderr
     finally:

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from kono.services import environments, stack_secrets
-from tests.lab import DEFAULT_SERVICES, REPO, sdk_container
+from tests.lab import DEFAULT_SERVICES, REPO, sdk_container, settings_of
 
 pytestmark = pytest.mark.e2e
 
@@ -29,9 +29,9 @@ def test_nginx_answers_on_port_80_from_the_machine(provisioned):
 
 def test_secrets_are_private_files_on_the_host(provisioned):
     host = provisioned.testinfra("kono")
-    for folder in ["config", *(f"config/{env}" for env in environments(stack_secrets()))]:
+    for folder in ["config", *(f"config/{env}" for env in environments(stack_secrets(settings_of())))]:
         assert host.file(f"/srv/kono/{folder}").mode == 0o700, folder
-    for entry in stack_secrets():
+    for entry in stack_secrets(settings_of()):
         secret = host.file(f"/srv/kono/{entry.path}")
         assert (secret.user, secret.mode, secret.size) == ("kono", 0o600, 32), entry.key
 

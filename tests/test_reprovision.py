@@ -15,7 +15,7 @@ backup_tool = lab_tools.backup_tool
 
 def secrets_of(host) -> str:
     """The stack secrets' digests (what a backup carries; a provided TLS pair comes from the operator)."""
-    paths = " ".join(entry.path for entry in stack_secrets())
+    paths = " ".join(entry.path for entry in stack_secrets(lab_tools.settings_of()))
     return host.ssh(f"cd /srv/kono && for f in {paths}; do echo \"$f $(sha256sum < $f)\"; done", user="kono").stdout
 
 

@@ -314,6 +314,18 @@ class TestHost:
             time.sleep(0.05)
         return []
 
+    def kill(self) -> None:
+        """Lose the host: SIGKILL to its init ends every process in it at once (its containers too),
+        with no shutdown; then clean up as ``stop`` does. (What it wrote is in this machine's page
+        cache and would survive, unlike a power cut: measure what was lost on another host.)"""
+        self._stopping.set()
+        proc = self._proc
+        for pid, started in (_guest_inits(proc.pid) if proc else []) or self._guest:
+            if started and _start_time(pid) == started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self.stop()
+
     def stop(self, poweroff_timeout: float = 30) -> None:
         """Power off (SIGTERM to nspawn itself), wait for it to exit, then delete the root filesystem."""
         self._stopping.set()
