@@ -89,7 +89,7 @@ def test_mysql_logs_the_first_start_as_the_command_says_but_not_the_root_passwor
     first_start = mysql_first_start("cat /var/lib/mysql/binlog.[0-9]* | grep -a -c -e 'CREATE DATABASE IF NOT EXISTS `probe`'")
     assert int(first_start.stdout or 0) >= 1
     assert mysql_first_start("cat /var/lib/mysql/binlog.[0-9]* | grep -a -c Root-Pa55-word").stdout.strip() == "0"
-    clients = mysql_first_start("command -v mysqlbinlog mariadb-binlog").stdout.split()
+    clients = mysql_first_start("for c in mysqlbinlog mariadb-binlog; do command -v $c; done").stdout.split()
     assert len(clients) >= 1, "no binary log client"
     options = mysql_first_start("mysqldump --help").stdout
     assert "--source-data" in options or "--master-data" in options
