@@ -29,6 +29,11 @@ ROW_BYTES = 1024  # one row: a 1024-character payload (eight SHA-512 hex digests
 PAYLOAD = "CONCAT(" + ", ".join(["SHA2(RAND(), 512)"] * 8) + ")"
 
 
+def machine() -> str:
+    """What a stored run was measured on."""
+    return f"{platform.machine()}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores"
+
+
 def du_bytes(path: Path) -> int:
     return int(subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=True).stdout.split()[0])
 
@@ -93,9 +98,7 @@ def main() -> int:
     if args.table:
         print(table(json.loads(args.table.read_text())))
         return 0
-    result: dict = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, "
-                    f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores",
-                    "size_mb": args.size_mb, "runs": []}
+    result: dict = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "size_mb": args.size_mb, "runs": []}
     with Lab() as lab, lab_tools.GitServer(lab) as git, ResticServer(lab) as server:
         host = lab.boot()
         lab_tools.write_maintainer_passwords(lab, {login: f"{login}-bench-Pa55" for login in lab_tools.MAINTAINERS})

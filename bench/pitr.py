@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import random
 import statistics
 import subprocess
@@ -28,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.backup import PAYLOAD, ROW_BYTES, du_bytes, fill, sql
+from bench.backup import PAYLOAD, ROW_BYTES, du_bytes, fill, machine, sql
 from kono.services import script
 from tests import lab as lab_tools
 from tests.lab import ResticServer, Writer, container, root_sql, wait_shipped_past
@@ -138,9 +137,8 @@ def main() -> int:
     if args.table:
         print(table(json.loads(args.table.read_text())))
         return 0
-    result: dict = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, "
-                    f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores",
-                    "size_mb": args.size_mb, "limit_s": LIMIT}
+    result: dict = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "size_mb": args.size_mb,
+                    "limit_s": LIMIT}
     with Lab() as lab, lab_tools.GitServer(lab) as git:
         lab_tools.write_maintainer_passwords(lab, {login: f"{login}-bench-Pa55" for login in lab_tools.MAINTAINERS})
         (lab.workdir / "secrets" / "backup").mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,12 @@
 """Backups: the scheduled ones (the backup service, files/backup/kono-backup.sh, to a restic
-repository) as status and drift see them, and a restore from that repository; and the operator's
-own copy on their machine.
+repository) and, with pitr, db_production's binary logs (the binlog service, same script) as
+status and drift see them, and a restore from that repository; and the operator's own copy on
+their machine.
 
 **From the repository**: ``restore_repository`` loads both databases and puts back the assets and
 the maintainer's host keys from a snapshot (the latest by default) onto a deployed host, refusing
-when its production database already holds tables, unless ``force``.
+when its production database already holds tables, unless ``force``; with binary logs, it replays
+them onto the base up to a point in time (``point_in_time_set`` picks the snapshots).
 
 **To the operator's machine**:
 
