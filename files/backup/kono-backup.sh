@@ -82,15 +82,16 @@ CREATE USER IF NOT EXISTS '$BINLOG_USER'@'%' IDENTIFIED BY '$password';
 GRANT REPLICATION SLAVE, REPLICATION CLIENT, RELOAD ON *.* TO '$BINLOG_USER'@'%';
 GRANT SELECT ON kono_meta.timeline TO '$BINLOG_USER'@'%';
 SQL
+    [ $? = 0 ] || { unset password; return 1; }
     unset password
     if [ "$(echo "SELECT COUNT(*) FROM kono_meta.timeline;" | sql db_production "$DB_PRODUCTION_PASSWORD_FILE")" = 0 ]; then
         # A timeline starts on a new binary log: what came before (the first start's accounts, which
         # MariaDB logs with their passwords as written) never leaves the host.
-        echo "FLUSH BINARY LOGS;" | sql db_production "$DB_PRODUCTION_PASSWORD_FILE"
+        echo "FLUSH BINARY LOGS;" | sql db_production "$DB_PRODUCTION_PASSWORD_FILE" || return 1
         first=$(echo "SHOW BINARY LOGS;" | sql db_production "$DB_PRODUCTION_PASSWORD_FILE" | tail -n 1 | cut -f1)
         printf "SET SESSION sql_log_bin = 0; INSERT IGNORE INTO kono_meta.timeline VALUES (1, '%s', %s);\n" \
             "$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" "$(number "$first")" \
-            | sql db_production "$DB_PRODUCTION_PASSWORD_FILE"
+            | sql db_production "$DB_PRODUCTION_PASSWORD_FILE" || return 1
     fi
 }
 
@@ -117,13 +118,14 @@ holds_transactions() {  # SHOW BINLOG EVENTS rows (tab-separated) on stdin
 }
 
 ship() {  # one round: what was committed before it started is in the repository when it ends
+    # `|| return 1` on each step, as in backup: a failed round must record nothing.
     started=$(date -u +%FT%TZ)
     set -- $(echo "SELECT id, first_log FROM kono_meta.timeline;" | binlog_sql)
     [ $# = 2 ] || { echo "no timeline yet (the backup service makes it, and this account)" >&2; return 1; }
     timeline=$1 first=$2
     newest=$(echo "SHOW BINARY LOGS;" | binlog_sql | tail -n 1 | cut -f1)
     if echo "SHOW BINLOG EVENTS IN '$newest' LIMIT 10;" | binlog_sql | holds_transactions; then
-        echo "FLUSH BINARY LOGS;" | binlog_sql
+        echo "FLUSH BINARY LOGS;" | binlog_sql || return 1
     fi
     shipped=$(cat "/state/shipped.$timeline" 2>/dev/null || echo $((first - 1)))
     closed=""
@@ -137,11 +139,12 @@ ship() {  # one round: what was committed before it started is in the repository
         now="$1 $2" outbox="/state/outbox/$timeline/$3"
         mkdir -p "$outbox"
         MYSQL_PWD=$(cat "$DB_BINLOG_PASSWORD_FILE") "$(binlog_tool)" --read-from-remote-server --host=db_production \
-            --user="$BINLOG_USER" --raw --result-file="$outbox/" $closed
-        open_repository no-init  # an unreachable repository fails the round within a minute (said, then retried)
+            --user="$BINLOG_USER" --raw --result-file="$outbox/" $closed || return 1
+        # An unreachable repository fails the round within a minute (said, then retried).
+        open_repository no-init || return 1
         restic backup --quiet --host "$BACKUP_HOST" --tag kono --tag binlog \
-            --tag "$TIMELINE_TAG$timeline" --time "$now" "$outbox" > /dev/null
-        number "${closed##* }" > "/state/shipped.$timeline"
+            --tag "$TIMELINE_TAG$timeline" --time "$now" "$outbox" > /dev/null || return 1
+        number "${closed##* }" > "/state/shipped.$timeline" || return 1
         echo "kono-backup: shipped$closed" >&2
         for old in /state/outbox/* /state/outbox/"$timeline"/*; do
             case "$old" in "/state/outbox/$timeline"|"$outbox") ;; *) rm -rf "$old" ;; esac
@@ -179,7 +182,7 @@ replay() {  # replay FILE POSITION UNTIL SNAPSHOT...: db_production's binary log
     rm -rf /state/replay /state/replay.sql
     mkdir -p /state/replay
     for snapshot in "$@"; do
-        restic restore --quiet --host "$BACKUP_HOST" --target /state/replay "$snapshot"
+        restic restore --quiet --host "$BACKUP_HOST" --target /state/replay "$snapshot" || return 1
     done
     files="" expected=$(number "$from")
     for name in $(find /state/replay -type f -name 'binlog.[0-9]*' -exec basename {} \; | sort -u); do
@@ -199,8 +202,9 @@ replay() {  # replay FILE POSITION UNTIL SNAPSHOT...: db_production's binary log
     # Only the production database's changes (not the old server's accounts); UTC, as UNTIL is.
     set -- --database="$DB_PRODUCTION_NAME" --start-position="$position"
     [ -z "$until" ] || set -- "$@" --stop-datetime="$until"
-    TZ=UTC "$(binlog_tool)" "$@" $files > /state/replay.sql
-    MYSQL_PWD=$(cat "$DB_PRODUCTION_PASSWORD_FILE") mysql -h db_production -uroot --binary-mode < /state/replay.sql
+    TZ=UTC "$(binlog_tool)" "$@" $files > /state/replay.sql || return 1
+    MYSQL_PWD=$(cat "$DB_PRODUCTION_PASSWORD_FILE") mysql -h db_production -uroot --binary-mode < /state/replay.sql \
+        || return 1
     rm -rf /state/replay /state/replay.sql
     echo "kono-backup: replayed binary logs $from (from $position) to $last${until:+, up to $until UTC}"
 }
@@ -258,11 +262,14 @@ backup() {
         say "db_production holds no tables yet: nothing to back up"
         return 0
     fi
-    open_repository
+    # `|| return 1` on each step: `run` calls this inside `if output=$(...)`, where bash (the official
+    # image's sh) does not stop at a failure (dash, the double's, does): a failed step must fail the backup.
+    open_repository || return 1
     timeline="" position=""
     if [ -n "${DB_BINLOG_PASSWORD_FILE:-}" ]; then  # point-in-time recovery: the dump is a base
-        pitr_setup
-        timeline=$(echo "SELECT id FROM kono_meta.timeline;" | sql db_production "$DB_PRODUCTION_PASSWORD_FILE")
+        pitr_setup || return 1
+        timeline=$(echo "SELECT id FROM kono_meta.timeline;" | sql db_production "$DB_PRODUCTION_PASSWORD_FILE") \
+            && [ -n "$timeline" ] || return 1
         position=$(position_option)
     fi
     ids="" bytes=0 added=0 out=/state/restic.json
@@ -279,16 +286,18 @@ backup() {
         fi
         restic backup --json --host "$BACKUP_HOST" $tags --stdin-filename "$1.sql" \
             --stdin-from-command -- sh -c 'MYSQL_PWD=$(cat "$1") exec mysqldump -h "$2" -uroot \
-            --single-transaction --routines --triggers $4 --databases "$3"' dump "$2" "$1" "$3" "$options" > "$out"
+            --single-transaction --routines --triggers $4 --databases "$3"' dump "$2" "$1" "$3" "$options" > "$out" \
+            || return 1
         tally
         if [ -n "$options" ]; then echo "$(date +%s) $timeline $RESTIC_REPOSITORY" > /state/last-base; fi
     done
-    restic backup --json --host "$BACKUP_HOST" --tag kono --tag files $FILES > "$out"
+    restic backup --json --host "$BACKUP_HOST" --tag kono --tag files $FILES > "$out" || return 1
     tally
     # Retention keeps the newest backup of a day (week, month); one an operator tagged "keep" stays.
     # (Binary logs have their own retention, in the binlog service.)
     restic forget --prune --host "$BACKUP_HOST" --tag db_production --tag db_dev --tag files --group-by host,tags \
-        --keep-daily "$KEEP_DAILY" --keep-weekly "$KEEP_WEEKLY" --keep-monthly "$KEEP_MONTHLY" --keep-tag keep > /dev/null
+        --keep-daily "$KEEP_DAILY" --keep-weekly "$KEEP_WEEKLY" --keep-monthly "$KEEP_MONTHLY" --keep-tag keep > /dev/null \
+        || return 1
     echo "$started $bytes $added$ids" > /state/last-success.new
     echo "$RESTIC_REPOSITORY" > /state/last-repository
     mv /state/last-success.new /state/last-success
