@@ -246,6 +246,22 @@ def snapshot_set(snapshots: list[dict], wanted: str) -> tuple[str, str, str]:
     return tuple(ids)
 
 
+def displaced_by_restore(snapshots: list[dict], restored: tuple[str, ...]) -> tuple[str, ...]:
+    """The snapshots a restore of ``restored`` (one id per part) must pin: of each part, the newest, when it
+    is newer than the one restored and not pinned yet. The restored state is backed up at once, and
+    ``forget --keep-daily`` keeps only a day's newest backup: unpinned, the state the host held before the
+    restore would be forgotten, and a restore made by mistake could not be undone."""
+    pinned = []
+    for part, chosen in zip(SNAPSHOT_PARTS, restored):
+        of_part = [s for s in snapshots if part in (s.get("tags") or [])]
+        start = [s for s in of_part if s["short_id"] == chosen or s["id"].startswith(chosen)]
+        newest = max(of_part, key=_snapshot_time, default=None)
+        if (newest is not None and start and _snapshot_time(newest) > _snapshot_time(start[0])
+                and "keep" not in (newest.get("tags") or [])):
+            pinned.append(newest["short_id"])
+    return tuple(pinned)
+
+
 def parse_until(text: str, now: datetime.datetime | None = None) -> datetime.datetime:
     """``--until``: a UTC time ("2026-12-02 14:05:00", ISO 8601 with T, Z or an offset, or "... UTC"),
     in whole seconds (binary logs record whole seconds) and not in the future. Raises ValueError."""
@@ -339,8 +355,13 @@ def restore_repository(target: Target, snapshot: str, force: bool, until: dateti
         except ValueError as error:
             raise SystemExit(f"{target.name}: {error}") from None
         replay = ("" if until is None else f"{until:%Y-%m-%d %H:%M:%S}", logs) if logs else None
-        said = run(client, commands.restore_from_repository(directory, ids, force, script("backup"), replay)).decode()
+        kept = displaced_by_restore(listed, ids)
+        said = run(client, commands.restore_from_repository(directory, ids, force, script("backup"), replay,
+                                                            kept)).decode()
     said += f"restored snapshots {' '.join(ids)} ({', '.join(SNAPSHOT_PARTS)})\n"
+    if kept:
+        said += (f"pinned the newer snapshots {' '.join(kept)} (tagged keep, so that retention keeps the state "
+                 "before this restore; restic gives each a new id)\n")
     if logs:
         said += (f"replayed the binary logs of {len(logs)} snapshots, shipped up to {shipped:%Y-%m-%d %H:%M:%S} UTC"
                  + (f"; db_production is as of {until:%Y-%m-%d %H:%M:%S} UTC\n" if until and until <= shipped else

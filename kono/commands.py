@@ -353,11 +353,14 @@ def repository_snapshots(directory: str, script: str) -> str:
 
 
 def restore_from_repository(directory: str, snapshots: tuple[str, str, str], force: bool, script: str,
-                            replay: tuple[str, tuple[str, ...]] | None = None) -> str:
+                            replay: tuple[str, tuple[str, ...]] | None = None, pin: tuple[str, ...] = ()) -> str:
     """Both databases and the files back from a snapshot of the repository, then (``replay``: (until,
     binary log snapshots)) db_production's binary logs replayed onto it up to ``until`` ("" for all),
-    then the maintainer restarted so that its sshd serves the restored host keys."""
+    and the snapshots ``pin`` tagged keep before the restored state's own backup, then the maintainer
+    restarted so that its sshd serves the restored host keys."""
     env = " -e KONO_RESTORE_FORCE=yes" if force else ""
+    if pin:
+        env += f" -e {quote('KONO_RESTORE_KEEP=' + ' '.join(pin))}"
     words = [*snapshots, *(("replay", replay[0], *replay[1]) if replay else ())]
     return in_dir(directory, f"docker compose exec -T{env} backup sh {quote(script)} restore "
                              f"{' '.join(quote(word) for word in words)} && "

@@ -328,6 +328,12 @@ restore() {
         say "refusing to restore: db_production already holds $tables tables in $DB_PRODUCTION_NAME (--force loads over them)"
         return 3
     fi
+    # The newest snapshots from before the restore (the caller names them) are pinned before anything
+    # changes: the restored state's own backup would otherwise displace them as the day's newest.
+    if [ -n "${KONO_RESTORE_KEEP:-}" ]; then
+        restic tag --add keep $KONO_RESTORE_KEEP > /dev/null || return 1
+        echo "kono-backup: pinned $KONO_RESTORE_KEEP"
+    fi
     for target in "db_production $DB_PRODUCTION_PASSWORD_FILE $prod" "db_dev $DB_DEV_PASSWORD_FILE $dev"; do
         set -- $target
         # Through a file, not a pipe: a failed dump must fail the restore (sh has no pipefail).

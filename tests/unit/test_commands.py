@@ -169,6 +169,11 @@ EXPECTED = {
                                          script="/usr/local/lib/kono-backup.sh"),
         "cd /srv/kono && docker compose exec -T -e KONO_RESTORE_FORCE=yes backup sh /usr/local/lib/kono-backup.sh "
         "restore 1a2b3c4d 5e6f7a8b 9c0d1e2f && docker compose restart maintainer"),
+    "restore_from_repository pinning the newer": (
+        commands.restore_from_repository("/srv/kono", ("1a2b3c4d", "5e6f7a8b", "9c0d1e2f"), force=False,
+                                         script="/usr/local/lib/kono-backup.sh", pin=("aa11bb22", "cc33dd44")),
+        "cd /srv/kono && docker compose exec -T -e 'KONO_RESTORE_KEEP=aa11bb22 cc33dd44' backup sh "
+        "/usr/local/lib/kono-backup.sh restore 1a2b3c4d 5e6f7a8b 9c0d1e2f && docker compose restart maintainer"),
     "restore_from_repository with replay": (
         commands.restore_from_repository("/srv/kono", ("1a2b3c4d", "5e6f7a8b", "9c0d1e2f"), force=False,
                                          script="/usr/local/lib/kono-backup.sh",
@@ -462,6 +467,7 @@ TAKES_VALUES = {
     "acme_certificate_state": lambda v: commands.acme_certificate_state(v, v),
     "last_backup": lambda v: commands.last_backup(v, v),
     "restore_from_repository": lambda v: commands.restore_from_repository(v, (v, v, v), True, v),
+    "restore_from_repository pinning": lambda v: commands.restore_from_repository(v, (v, v, v), True, v, pin=(v,)),
     "restore_from_repository with replay": lambda v: commands.restore_from_repository(v, (v, v, v), True, v,
                                                                                        (v, (v,))),
     "shipped_binlogs": lambda v: commands.shipped_binlogs(v, v),
