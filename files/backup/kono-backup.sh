@@ -179,12 +179,20 @@ ship_round() {  # a round; a failure is said once in the log and the audit log, 
 replay() {  # replay FILE POSITION UNTIL SNAPSHOT...: db_production's binary logs from FILE at POSITION
     from=$1 position=$2 until=$3
     shift 3
-    rm -rf /state/replay /state/replay.sql
+    rm -rf /state/replay /state/replay.sql /state/replay.list
     mkdir -p /state/replay
+    expected=$(number "$from")
     for snapshot in "$@"; do
-        restic restore --quiet --host "$BACKUP_HOST" --target /state/replay "$snapshot" || return 1
+        # Only the logs from the base's on: the base's hour also holds the logs written before it.
+        restic ls --quiet --host "$BACKUP_HOST" "$snapshot" > /state/replay.list || return 1
+        includes=""
+        for path in $(grep '/binlog\.[0-9][0-9]*$' /state/replay.list); do
+            [ "$(number "$path")" -lt "$expected" ] || includes="$includes --include $path"
+        done
+        [ -z "$includes" ] || restic restore --quiet --host "$BACKUP_HOST" --target /state/replay $includes \
+            "$snapshot" || return 1
     done
-    files="" expected=$(number "$from")
+    files=""
     for name in $(find /state/replay -type f -name 'binlog.[0-9]*' -exec basename {} \; | sort -u); do
         n=$(number "$name")
         [ "$n" -ge "$expected" ] || continue
@@ -205,7 +213,7 @@ replay() {  # replay FILE POSITION UNTIL SNAPSHOT...: db_production's binary log
     TZ=UTC "$(binlog_tool)" "$@" $files > /state/replay.sql || return 1
     MYSQL_PWD=$(cat "$DB_PRODUCTION_PASSWORD_FILE") mysql -h db_production -uroot --binary-mode < /state/replay.sql \
         || return 1
-    rm -rf /state/replay /state/replay.sql
+    rm -rf /state/replay /state/replay.sql /state/replay.list
     echo "kono-backup: replayed binary logs $from (from $position) to $last${until:+, up to $until UTC}"
 }
 
