@@ -252,12 +252,11 @@ def displaced_by_restore(snapshots: list[dict], restored: tuple[str, ...]) -> tu
     ``forget --keep-daily`` keeps only a day's newest backup: unpinned, the state the host held before the
     restore would be forgotten, and a restore made by mistake could not be undone."""
     pinned = []
-    for part, chosen in zip(SNAPSHOT_PARTS, restored):
+    for part, chosen in zip(SNAPSHOT_PARTS, restored):  # ids as snapshot_set and point_in_time_set give them
         of_part = [s for s in snapshots if part in (s.get("tags") or [])]
-        start = [s for s in of_part if s["short_id"] == chosen or s["id"].startswith(chosen)]
-        newest = max(of_part, key=_snapshot_time, default=None)
-        if (newest is not None and start and _snapshot_time(newest) > _snapshot_time(start[0])
-                and "keep" not in (newest.get("tags") or [])):
+        restored_at = next(_snapshot_time(s) for s in of_part if s["short_id"] == chosen)
+        newest = max(of_part, key=_snapshot_time)
+        if _snapshot_time(newest) > restored_at and "keep" not in newest["tags"]:
             pinned.append(newest["short_id"])
     return tuple(pinned)
 

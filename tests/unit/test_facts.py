@@ -139,7 +139,7 @@ def test_a_restore_pins_the_newest_snapshot_of_each_part_it_goes_back_from():
     # Back to the older run: the newer run would be displaced by the restored state's backup today.
     assert displaced_by_restore(RUNS, ("aaaa0001", "aaaa0002", "aaaa0003")) == ("bbbb0001", "bbbb0002", "bbbb0003")
     assert displaced_by_restore(RUNS, ("bbbb0001", "bbbb0002", "bbbb0003")) == ()  # the newest: nothing newer
-    assert displaced_by_restore(RUNS, ("aaaa0001" + "0" * 8, "bbbb0002", "bbbb0003")) == ("bbbb0001",)
+    assert displaced_by_restore(RUNS, ("aaaa0001", "bbbb0002", "bbbb0003")) == ("bbbb0001",)
     already = [{**s, "tags": s["tags"] + ["keep"]} if s["short_id"] == "bbbb0002" else s for s in RUNS]
     assert displaced_by_restore(already, ("aaaa0001", "aaaa0002", "aaaa0003")) == ("bbbb0001", "bbbb0003")
 
