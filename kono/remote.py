@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
@@ -70,6 +71,11 @@ def run(client: paramiko.SSHClient, command: str, directory: str | None = None,
     and a local file to its input. Raises RuntimeError with the end of its stderr when it fails."""
     channel = client.get_transport().open_session()
     channel.exec_command(commands.in_dir(directory, command) if directory else command)
+    # stderr is read beside stdout: left unread, it fills the channel's window and the command stalls
+    # (a failed replay of binary logs prints tens of MB of its statement there).
+    errors = bytearray()
+    drain = threading.Thread(target=_read_stderr, args=(channel, errors), daemon=True)
+    drain.start()
     if stdin is not None:
         with open(stdin, "rb") as source:
             while chunk := source.read(65536):
@@ -81,9 +87,19 @@ def run(client: paramiko.SSHClient, command: str, directory: str | None = None,
             collected.extend(chunk)
         else:
             stdout.write(chunk)
-    error = channel.makefile_stderr("rb").read().decode(errors="replace")
+    drain.join()
+    error = errors.decode(errors="replace")
     if channel.recv_exit_status() != 0:
         raise RuntimeError(f"{' '.join(command.split(' ', 5)[:5])} failed on the host: {error.strip()[-500:]}")
     return bytes(collected)
+
+
+STDERR_KEPT = 65536  # the end of a command's stderr kept for its error message
+
+
+def _read_stderr(channel: paramiko.Channel, into: bytearray) -> None:
+    while chunk := channel.recv_stderr(65536):
+        into.extend(chunk)
+        del into[:-STDERR_KEPT]
 
 

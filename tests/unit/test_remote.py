@@ -1,0 +1,60 @@
+"""kono.remote.run against a channel that behaves as an SSH channel does when its window is full."""
+
+import threading
+
+import pytest
+
+from kono import remote
+
+
+class FullWindowChannel:
+    """A command that writes more to stderr than the window holds before it writes stdout and ends:
+    stdout gets nothing until stderr is read (the remote process is blocked on its stderr)."""
+
+    def __init__(self, stderr: bytes, stdout: bytes, status: int):
+        self.stderr, self.stdout, self.status = bytearray(stderr), bytearray(stdout), status
+        self.stderr_read = threading.Event()
+
+    def exec_command(self, command: str) -> None:
+        self.command = command
+
+    def recv_stderr(self, size: int) -> bytes:
+        chunk = bytes(self.stderr[:size])
+        del self.stderr[:size]
+        if not chunk:
+            self.stderr_read.set()
+        return chunk
+
+    def recv(self, size: int) -> bytes:
+        if not self.stderr_read.wait(10):
+            raise AssertionError("stdout waited for a stderr nobody reads: the command would hang")
+        chunk = bytes(self.stdout[:size])
+        del self.stdout[:size]
+        return chunk
+
+    def recv_exit_status(self) -> int:
+        return self.status
+
+
+def client(channel):
+    class Transport:
+        def open_session(self):
+            return channel
+
+    class Client:
+        def get_transport(self):
+            return Transport()
+    return Client()
+
+
+def test_a_command_that_fills_stderr_ends_and_its_error_says_the_end_of_it():
+    noise = b"QkFTRTY0" * (5 * 2**20 // 8)  # 5 MB, more than paramiko's 2 MB window
+    channel = FullWindowChannel(noise + b"\nERROR 1153 at line 12: Got a packet bigger than 'max_allowed_packet'\n",
+                                b"", 1)
+    with pytest.raises(RuntimeError, match="Got a packet bigger than 'max_allowed_packet'"):
+        remote.run(client(channel), "docker compose exec -T backup sh restore")
+
+
+def test_stdout_is_returned_whole_while_stderr_is_read_beside_it():
+    channel = FullWindowChannel(b"w" * 3 * 2**20, b"o" * 3 * 2**20, 0)
+    assert remote.run(client(channel), "true") == b"o" * 3 * 2**20
