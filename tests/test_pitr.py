@@ -139,9 +139,19 @@ def last_base(host) -> int:
                         user="kono").stdout.split()[0])
 
 
+DOCUMENTS = "SET SESSION group_concat_max_len = 65536; SELECT COUNT(*), SUM(LENGTH(body)), MD5(GROUP_CONCAT(MD5(body) ORDER BY id)) FROM documents;"
+
+
 def test_a_dropped_table_comes_back_as_of_just_before_the_mistake(pitr):
     a, inventory = pitr["a"], pitr["inventory"]
     writer = Writer(a)
+    # One transaction of 40 MiB of rows: it replays as one statement bigger than the server's and the
+    # client's default max_allowed_packet (16 MB on MariaDB, 64 MB with base64 on MySQL 8.4).
+    root_sql(a, "CREATE TABLE documents (id INT PRIMARY KEY, body LONGTEXT NOT NULL); "
+                "INSERT INTO documents WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40) "
+                "SELECT i, REPEAT(SHA2(i, 256), 16384) FROM n;")
+    documents = root_sql(a, DOCUMENTS)
+    assert documents.split()[:2] == ["40", str(40 * 2**20)]
     time.sleep(8)
     before_drop = float(root_sql(a, "SELECT UNIX_TIMESTAMP(NOW(6));").strip())
     root_sql(a, "DROP TABLE customers;")
@@ -166,6 +176,7 @@ def test_a_dropped_table_comes_back_as_of_just_before_the_mistake(pitr):
     assert root_sql(a, "SELECT id, name FROM customers ORDER BY id;").splitlines() == [
         f"{n}\tcustomer {n}" for n in range(1, CUSTOMERS + 1)]
     assert root_sql(a, "SELECT id FROM orders ORDER BY id;").split() == expected_orders
+    assert root_sql(a, DOCUMENTS) == documents
     now = lab_tools.data_fingerprint(a)
     assert now["db_dev"] == at_point["db_dev"] and now["assets"] == at_point["assets"]
     # The restored state is backed up at once: a new base that later binary logs carry forward.

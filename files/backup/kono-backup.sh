@@ -63,6 +63,8 @@ binlog_tool() {  # MySQL's mysqlbinlog, or MariaDB's mariadb-binlog
     command -v mysqlbinlog || command -v mariadb-binlog
 }
 
+REPLAY_PACKET=1073741824  # max_allowed_packet for a replay: 1 GB, the largest MySQL and MariaDB accept
+
 number() {  # number binlog.000012: 12
     expr "${1##*.}" + 0
 }
@@ -179,7 +181,7 @@ ship_round() {  # a round; a failure is said once in the log and the audit log, 
 replay() {  # replay FILE POSITION UNTIL SNAPSHOT...: db_production's binary logs from FILE at POSITION
     from=$1 position=$2 until=$3
     shift 3
-    rm -rf /state/replay /state/replay.sql /state/replay.list
+    rm -rf /state/replay /state/replay.sql /state/replay.list /state/replay.err
     mkdir -p /state/replay
     expected=$(number "$from")
     for snapshot in "$@"; do
@@ -211,9 +213,21 @@ replay() {  # replay FILE POSITION UNTIL SNAPSHOT...: db_production's binary log
     set -- --database="$DB_PRODUCTION_NAME" --start-position="$position"
     [ -z "$until" ] || set -- "$@" --stop-datetime="$until"
     TZ=UTC "$(binlog_tool)" "$@" $files > /state/replay.sql || return 1
-    MYSQL_PWD=$(cat "$DB_PRODUCTION_PASSWORD_FILE") mysql -h db_production -uroot --binary-mode < /state/replay.sql \
+    # A transaction's row events replay as one BINLOG statement (base64: a third bigger than its rows),
+    # which max_allowed_packet refuses past 16 MB (MariaDB) or 64 MB (MySQL 8.4): both ends allow 1 GB,
+    # the most either can, while the replay runs; the server's value is put back after.
+    packet=$(echo "SELECT @@GLOBAL.max_allowed_packet;" | sql db_production "$DB_PRODUCTION_PASSWORD_FILE") \
+        && echo "SET GLOBAL max_allowed_packet = $REPLAY_PACKET;" | sql db_production "$DB_PRODUCTION_PASSWORD_FILE" \
         || return 1
-    rm -rf /state/replay /state/replay.sql /state/replay.list
+    replayed=0
+    MYSQL_PWD=$(cat "$DB_PRODUCTION_PASSWORD_FILE") mysql -h db_production -uroot --binary-mode \
+        --max-allowed-packet="$REPLAY_PACKET" < /state/replay.sql 2> /state/replay.err || replayed=$?
+    echo "SET GLOBAL max_allowed_packet = $packet;" | sql db_production "$DB_PRODUCTION_PASSWORD_FILE"
+    if [ "$replayed" != 0 ]; then  # the client's message, not the statement it prints before it
+        { grep -m 3 '^ERROR' /state/replay.err || tail -n 3 /state/replay.err; } | cut -c1-300 >&2
+        return 1
+    fi
+    rm -rf /state/replay /state/replay.sql /state/replay.list /state/replay.err
     echo "kono-backup: replayed binary logs $from (from $position) to $last${until:+, up to $until UTC}"
 }
 
