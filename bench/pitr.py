@@ -52,7 +52,10 @@ def provision(lab: Lab, git, server: ResticServer, name: str):
 
 
 def base(host) -> None:
-    host.ssh(f"docker exec {container('backup')} {SCRIPT} backup", user="kono", timeout=3600)
+    """A base now: the backup service may have taken one as the table began (a new host backs up as
+    soon as a table exists), which the backup would otherwise keep for `pitr_full_backup_days`."""
+    host.ssh(f"docker exec {container('backup')} sh -c 'rm -f /state/last-base && {SCRIPT} backup'",
+             user="kono", timeout=3600)
 
 
 def last_success(host) -> str:
