@@ -321,13 +321,30 @@ class TestHost:
         """Lose the host: SIGKILL to its init ends every process in it at once (its containers too),
         with no shutdown; then clean up as ``stop`` does. (What it wrote is in this machine's page
         cache and would survive, unlike a power cut: measure what was lost on another host.)"""
+        self._kill_guest()
+        self.stop()
+
+    def power_cut(self) -> None:
+        """As ``kill``, but its disk stays: ``power_on`` boots it again, as a node that comes back."""
+        self._kill_guest()
+        if self._proc is not None:
+            self._proc.wait(timeout=30)
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=10)
+        run("ip", "link", "del", f"vb-{self.name}", check=False, capture_output=True)
+
+    def power_on(self) -> None:
+        self._stopping.clear()
+        self._start()
+        self.wait_for_ssh()
+
+    def _kill_guest(self) -> None:
         self._stopping.set()
         proc = self._proc
         for pid, started in (_guest_inits(proc.pid) if proc else []) or self._guest:
             if started and _start_time(pid) == started:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        self.stop()
 
     def stop(self, poweroff_timeout: float = 30) -> None:
         """Power off (SIGTERM to nspawn itself), wait for it to exit, then delete the root filesystem."""
