@@ -17,7 +17,7 @@ docker_apt_url = "https://download.docker.com/linux"   # Docker's repository, + 
 docker_compose_distro_package = None   # "distro" compose v2 package; None picks by OS (Debian: docker-compose)
 docker_log_max_size = "10m"        # json-file log rotation: size of one container log file
 docker_log_max_file = 3            # json-file log rotation: files kept per container
-docker_live_restore = True         # containers keep running while dockerd restarts or upgrades
+docker_live_restore = True         # containers keep running while dockerd restarts or upgrades (not with engine = "swarm": Docker refuses)
 
 # --- Images (official ones, pinned by tag) ----------------------------------------------------
 mysql_image = "mysql:8.4"          # db_production and db_dev
@@ -78,6 +78,12 @@ auto_reboot = False                # unattended-upgrades reboots by itself when 
 auto_reboot_time = "04:00"         # when it may (the host's time zone, UTC on cloud images)
 debian_security_url = "http://security.debian.org/debian-security"  # added on Debian hosts whose apt sources lack it
 memory_limits = {}                 # service -> memory limit, e.g. {"db_production": "2g"}; none by default
+
+# --- Cluster (README.md, "Cluster") ----------------------------------------------------------
+engine = "compose"                 # "compose": this host runs the stack alone; "swarm": the inventory's swarm hosts form one cluster
+swarm_role = "manager"             # with swarm: "manager" or "worker"; 1 or 3 managers (3 keep a quorum when one dies)
+swarm_labels = []                  # with swarm: what the node runs: "edge" (nginx), "app" (api), "db" (databases, backups, maintainer)
+swarm_advertise_address = None     # with swarm: the private address other nodes reach this one at; None: the inventory's address
 
 # --- Stack ------------------------------------------------------------------------------------
 server_name = "_"                  # nginx server_name ("_" answers any name)

@@ -31,12 +31,17 @@ KEYRING = "/etc/apt/keyrings/docker.asc"
 APT_LOCK_WAIT = "-o DPkg::Lock::Timeout=300"
 
 
+def live_restore(settings: Settings) -> bool:
+    return settings.docker_live_restore and not settings.swarm
+
+
 def daemon_config(settings: Settings) -> str:
     return json.dumps({
         "log-driver": "json-file",
         "log-opts": {"max-size": settings.docker_log_max_size,
                      "max-file": str(settings.docker_log_max_file)},
-        "live-restore": settings.docker_live_restore,
+        # Docker refuses swarm mode with live-restore on (it is the swarm that keeps services running).
+        "live-restore": live_restore(settings),
         # CIS Docker Benchmark settings that the stack keeps working with (README.md, "Hardening").
         "no-new-privileges": True,
         "userland-proxy": False,
@@ -79,7 +84,7 @@ def docker_engine(settings: Settings) -> None:
         apt.packages(name=f"Install {', '.join(packages)}", packages=packages, no_recommends=False,
                      extra_install_args=APT_LOCK_WAIT)
     restart = daemon_json.will_change and bool(installed.get("docker.io") or installed.get("docker-ce"))
-    effect = "containers keep running: live-restore" if settings.docker_live_restore else "containers restart"
+    effect = "containers keep running: live-restore" if live_restore(settings) else "containers restart"
     systemd.service(name=f"Docker restarted for its new daemon settings ({effect})"
                     if restart else "Docker running and enabled at boot", service="docker", running=True,
                     enabled=True, restarted=restart)

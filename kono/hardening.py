@@ -25,6 +25,7 @@ from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, server, systemd
 
 from kono import commands
+from kono.cluster import SWARM_PORTS, Cluster
 from kono.docker_engine import APT_LOCK_WAIT
 from kono.host_state import Read, read
 from kono.plan import drift
@@ -144,13 +145,28 @@ def _set(name: str, family: str, elements: list[str]) -> str:
     return f"    set {name} {{ type {family}_addr; flags interval;{listed} }}"
 
 
-def firewall_ruleset(settings: Settings) -> str:
+def _swarm_rules(cluster: Cluster | None) -> tuple[list[str], list[str]]:
+    """The sets of a cluster's nodes and the rules that let them (only) reach each other's swarm ports."""
+    if cluster is None:
+        return [], []
+    v4 = [a for a in cluster.addresses if ipaddress.ip_address(a).version == 4]
+    v6 = [a for a in cluster.addresses if ipaddress.ip_address(a).version == 6]
+    sets = [_set("swarm_nodes_v4", "ipv4", v4), _set("swarm_nodes_v6", "ipv6", v6)]
+    rules = [f"        {proto} dport {{ {', '.join(str(p) for p in numbers)} }} {family} saddr @swarm_nodes_{version} "
+             f"accept comment \"swarm, from cluster nodes\""
+             for proto, numbers in SWARM_PORTS.items() for family, version in (("ip", "v4"), ("ip6", "v6"))]
+    return sets, rules
+
+
+def firewall_ruleset(settings: Settings, cluster: Cluster | None = None) -> str:
     """The nftables table ``inet kono``. It replaces only itself (never `flush ruleset`: that would wipe
     Docker's rules). Host ports: SSH from host_ssh_allowed_cidrs; nothing else. Published container ports
     are DNAT-ed and forwarded, never seen by the input hook, so the forward hook lets through only
     HTTP(S) and the maintainer's port (from maintainer_allowed_cidrs) and drops every other DNAT-ed
     connection from outside. New connections to the maintainer's SSH are rate-limited per source (the
-    host's own SSH has fail2ban, which counts failed logins only)."""
+    host's own SSH has fail2ban, which counts failed logins only). A cluster's node also lets in the
+    swarm's ports from the cluster's nodes alone."""
+    swarm_sets, swarm_rules = _swarm_rules(cluster)
     ssh4, ssh6 = _split(settings.host_ssh_allowed_cidrs)
     maint4, maint6 = _split(settings.maintainer_allowed_cidrs)
     # HTTPS is a deploy setting: its port is open whatever it is now (nothing is published there
@@ -170,6 +186,7 @@ def firewall_ruleset(settings: Settings) -> str:
         _set("maintainer_sources_v6", "ipv6", maint6),
         "    set maintainer_flood_v4 { type ipv4_addr; flags dynamic; timeout 5m; }",
         "    set maintainer_flood_v6 { type ipv6_addr; flags dynamic; timeout 5m; }",
+        *swarm_sets,
         "",
         "    chain input {",
         "        type filter hook input priority filter - 10; policy drop;",
@@ -180,6 +197,7 @@ def firewall_ruleset(settings: Settings) -> str:
         "        udp dport 68 accept comment \"DHCP client\"",
         f"        tcp dport {HOST_SSH_PORT} ip saddr @ssh_sources_v4 accept",
         f"        tcp dport {HOST_SSH_PORT} ip6 saddr @ssh_sources_v6 accept",
+        *swarm_rules,
         "    }",
         "",
         "    chain forward {",
@@ -242,13 +260,23 @@ def firewall_reads(settings: Settings) -> list[Read]:
     return [(FirewallRules, {})] if settings.firewall else []
 
 
+SWARM_NODES_SET = re.compile(r"set swarm_nodes_v[46] \{[^}]*?elements = \{ ([^}]*) \}")
+
+
+def firewall_swarm_nodes(ruleset: str) -> set[str]:
+    """The cluster nodes a ruleset written by ``firewall_ruleset`` lets reach the swarm's ports."""
+    return {address.strip() for match in SWARM_NODES_SET.finditer(ruleset) for address in match.group(1).split(",")}
+
+
 @operation()
-def ports_open_in_firewall(ports: dict[str, int]):
+def ports_open_in_firewall(ports: dict[str, int], swarm_nodes: tuple[str, ...] = ()):
     """
     Fail, before anything changes, when the host's firewall (written by bootstrap, which the deploy
-    cannot change without sudo) does not let in a port the stack is to publish.
+    cannot change without sudo) does not let in a port the stack is to publish, or does not let a
+    node of the cluster reach the swarm's ports.
 
     + ports: {knob: port} the stack publishes
+    + swarm_nodes: the addresses of the cluster's nodes (none without a cluster)
 
     **Example:**
 
@@ -256,23 +284,31 @@ def ports_open_in_firewall(ports: dict[str, int]):
 
         ports_open_in_firewall(name="Published ports open", ports={"http_port": 80})
     """
-    open_ports = firewall_open_ports(read(FirewallRules))
+    rules = read(FirewallRules)
+    open_ports = firewall_open_ports(rules)
     closed = {knob: port for knob, port in ports.items() if open_ports is not None and port not in open_ports}
-    if closed:
-        message = ("; ".join(f"{knob}: expected a port the host's firewall opens "
-                             f"({', '.join(str(p) for p in sorted(open_ports))}), {port} is closed there"
-                             for knob, port in closed.items())
-                   + ". Run bootstrap.py with the same settings first (it opens it), then deploy.py")
+    shut_out = sorted(set(swarm_nodes) - firewall_swarm_nodes(rules)) if open_ports is not None else []
+    if closed or shut_out:
+        problems = [f"{knob}: expected a port the host's firewall opens "
+                    f"({', '.join(str(p) for p in sorted(open_ports))}), {port} is closed there"
+                    for knob, port in closed.items()]
+        if shut_out:
+            problems.append(f"engine: expected the host's firewall to let the cluster's nodes reach the swarm's "
+                            f"ports, it shuts out {', '.join(shut_out)}")
+        message = "; ".join(problems) + ". Run bootstrap.py with the same inventory first (it opens them), then deploy.py"
         drift(message)
         yield commands.fail(message)
         return
-    host.noop("the firewall lets in every port the stack publishes")
+    host.noop("the firewall lets in every port the stack publishes" + (" and the cluster's nodes" if swarm_nodes else ""))
 
 
-def check_firewall(settings: Settings) -> None:
+def check_firewall(settings: Settings, cluster: Cluster | None = None, publishes: bool = True) -> None:
+    """Before anything changes: the firewall bootstrap wrote lets in what this host publishes (none
+    when it runs no part of the stack) and, in a cluster, the other nodes."""
     if settings.firewall:
-        ports_open_in_firewall(name="The firewall lets in every port the stack publishes",
-                               ports=published_ports(settings))
+        ports_open_in_firewall(name="The firewall lets in every port the stack publishes (and the cluster's nodes)",
+                               ports=published_ports(settings) if publishes else {},
+                               swarm_nodes=cluster.addresses if cluster else ())
 
 
 FIREWALL_SERVICE = f"""\
@@ -297,13 +333,13 @@ WantedBy=multi-user.target
 """
 
 
-@deploy("Firewall: SSH, HTTP(S) and the maintainer port only")
-def firewall(settings: Settings) -> None:
+@deploy("Firewall: SSH, HTTP(S) and the maintainer port only (and the swarm's ports between cluster nodes)")
+def firewall(settings: Settings, cluster: Cluster | None = None) -> None:
     if not settings.firewall:
         return
     apt.packages(name="nftables (the nft command)", packages=["nftables"], extra_install_args=APT_LOCK_WAIT)
     rules = root_files(name=f"Firewall rules {FIREWALL_FILE} and {FIREWALL_UNIT}.service",
-                       files={FIREWALL_FILE: firewall_ruleset(settings),
+                       files={FIREWALL_FILE: firewall_ruleset(settings, cluster),
                               f"/etc/systemd/system/{FIREWALL_UNIT}.service": FIREWALL_SERVICE})
     systemd.service(name="Firewall loaded, and at boot", service=FIREWALL_UNIT, running=True, enabled=True,
                     reloaded=rules.will_change, daemon_reload=rules.will_change)

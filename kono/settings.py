@@ -43,6 +43,11 @@ HTTP_URL = re.compile(r"^https?://[^\s'\"]+$")
 DEB_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9.+-]+$")
 DOCKER_SOURCES = ("docker", "distro")
 HTTPS_MODES = ("off", "acme", "provided")
+ENGINES = ("compose", "swarm")
+SWARM_ROLES = ("manager", "worker")
+# What a cluster node is for: nginx runs on every edge node, the api's replicas on the app nodes, the
+# databases, backups and the maintainer (and their volumes) on the one db node.
+NODE_LABELS = ("edge", "app", "db")
 # A DNS name, lowercase; "*." in front only where the certificate is provided (HTTP-01 cannot prove one).
 DOMAIN = re.compile(r"^(\*\.)?(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 EMAIL = re.compile(r"^[^@\s'\"]+@[^@\s'\"]+\.[^@\s'\"]+$")
@@ -116,6 +121,22 @@ def _cidrs(key: str, cidrs: Any) -> tuple[str, ...]:
             raise SettingsError(f"{key}[{index}]: expected an IPv4 or IPv6 network like \"203.0.113.0/24\" "
                                 f"(host bits zero), got {cidr!r}") from None
     return tuple(str(ipaddress.ip_network(cidr)) for cidr in cidrs)
+
+
+def _node_labels(key: str, labels: Any) -> tuple[str, ...]:
+    for index, label in enumerate(labels):
+        if label not in NODE_LABELS:
+            raise SettingsError(f"{key}[{index}]: expected one of {', '.join(NODE_LABELS)}, got {label!r}")
+    if len(set(labels)) != len(labels):
+        raise SettingsError(f"{key}: expected each label once, got {list(labels)!r}")
+    return tuple(labels)
+
+
+def _ip_address(key: str, address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        raise SettingsError(f"{key}: expected an IP address like \"10.0.1.5\", got {address!r}") from None
 
 
 def _memory_limits(key: str, limits: dict) -> tuple[tuple[str, str], ...]:
@@ -221,6 +242,11 @@ class Settings:
     debian_security_url: str = knob("an http(s):// URL", _matches(HTTP_URL))
     memory_limits: tuple[tuple[str, str], ...] = knob("a mapping of service name to a size like \"512m\"",
                                                       parse=_memory_limits, given_as=dict)
+    # Cluster
+    engine: str = knob(f"one of {', '.join(ENGINES)}", lambda v: v in ENGINES)
+    swarm_role: str = knob(f"one of {', '.join(SWARM_ROLES)}", lambda v: v in SWARM_ROLES)
+    swarm_labels: tuple[str, ...] = knob(f"a list of node labels ({', '.join(NODE_LABELS)})", parse=_node_labels)
+    swarm_advertise_address: str | None = knob("an IP address", lambda v: v.strip() != "", _ip_address)
     compose_wait_timeout: int = knob("seconds, a whole number >= 10", lambda v: v >= 10)
     deploy_lock_wait: int = knob("seconds, a whole number >= 0", lambda v: v >= 0)
 
@@ -244,6 +270,10 @@ class Settings:
     @property
     def pitr_on(self) -> bool:
         return self.pitr
+
+    @property
+    def swarm(self) -> bool:
+        return self.engine == "swarm"
 
 
 # The Python type group_data gives a knob in, by its annotation's type (a tuple comes as a list).

@@ -8,6 +8,10 @@ expiry ("NOT OK" within 14 days); with backups, one for the last successful back
 and snapshots ("NOT OK" when there is none or it is older than two days); with pitr, how far
 db_production's binary logs are shipped ("NOT OK" past twice pitr_max_lag_seconds). Exit 0 when every service
 of every host is ready and nothing is NOT OK, 1 otherwise.
+
+With engine = "swarm", one line per node of the cluster, as the first manager that answers sees it
+(ready, availability, role; "NOT OK" when down, drained, or not in the declared role), and the
+service lines only for the hosts that run the stack.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import sys
 from pyinfra.api.exceptions import ConnectError, OperationError
 
 from kono import commands
+from kono.cluster import cluster_of, node_report, parse_swarm_state, runs_stack, swarm_state_command
 from kono.services import SERVICES, enabled, ready, script
 from kono.stack import parse_services
 from kono.backup import MAX_AGE, backup_age, parse_last_backup, parse_shipped, shipping_ok, shipping_summary
@@ -32,10 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     all_ready = True
-    for target in inventory_hosts(args.inventory):
+    targets = inventory_hosts(args.inventory)
+    cluster = cluster_of((target.name, target.settings) for target in targets)
+    nodes_shown = False
+    for target in targets:
+        stack = runs_stack(target.settings)
         try:
             with connect(target) as client:
-                output = run(client, commands.services_state(target.settings.compose_project), target.settings.project_dir)
+                output = (run(client, commands.services_state(target.settings.compose_project), target.settings.project_dir)
+                          if stack else b"")
+                swarm = (parse_swarm_state(run(client, swarm_state_command()).decode().splitlines())
+                         if target.settings.swarm and not nodes_shown else None)
                 served = (run(client, commands.served_certificate(target.settings.project_dir))
                           if target.settings.https_on else b"")
                 last = (parse_last_backup(run(client, commands.last_backup(target.settings.project_dir, script("backup"))).decode())
@@ -45,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         except (ConnectError, RuntimeError, OSError) as error:  # report every host, even when one is down
             print(f"{target.name}: unreachable: {type(error).__name__}: {error}")
             all_ready = False
+            continue
+        if swarm and swarm["manager"]:
+            nodes_shown = True
+            for name, about, ok in node_report(cluster, swarm):
+                all_ready &= ok
+                print(f"{target.name}  node {name:<20} {about} {'ok' if ok else 'NOT OK'}")
+        if not stack:
             continue
         try:
             states = parse_services(output.decode().splitlines())
@@ -76,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
             ok = shipping_ok(shipped, target.settings)
             all_ready &= ok
             print(f"{target.name}  binary logs    {shipping_summary(shipped)} {'ok' if ok else 'NOT OK'}")
+    if cluster and not nodes_shown:
+        print(f"cluster: no manager answered ({', '.join(n.name for n in cluster.nodes if n.role == 'manager')}) NOT OK")
+        all_ready = False
     return 0 if all_ready else 1
 
 

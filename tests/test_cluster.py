@@ -1,0 +1,207 @@
+"""A cluster (#27): three fresh hosts declared with engine = "swarm" become one Docker Swarm in one
+deploy: the first manager inits it, the others join (the join token never shown), node labels and
+roles follow the inventory, a second deploy changes nothing, the swarm's ports are closed to
+anything but the cluster's nodes. Until the stack runs on the swarm, it runs on the db node with
+compose, as on a single host. One lab of three hosts for the module."""
+
+import json
+import secrets
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests import lab as lab_tools
+
+pytestmark = pytest.mark.e2e
+
+MANAGER_PORT, GOSSIP_PORT = 2377, 7946
+
+
+@pytest.fixture(scope="module")
+def cluster(lab, git_server, tmp_path_factory):
+    """Three fresh hosts: h1 a manager labelled db and edge, h2 a worker labelled app and edge, h3 a
+    worker labelled app; bootstrapped, then deployed once (the test doubles loaded on the db node,
+    which alone runs the stack for now)."""
+    work = tmp_path_factory.mktemp("cluster")
+    hosts = [lab.boot() for _ in range(3)]
+    passwords = {login: secrets.token_urlsafe(12) for login in lab_tools.MAINTAINERS}
+    env = {f"KONO_MAINTAINER_PASSWORD_{login.upper()}": password for login, password in passwords.items()}
+    shape = {hosts[0].address: ("manager", ["db", "edge"]), hosts[1].address: ("worker", ["app", "edge"]),
+             hosts[2].address: ("worker", ["app"])}
+    inventory = write_cluster_inventory(lab, hosts, work / "inventory.py", shape, git_server, work)
+    lab_tools.bootstrap(inventory)
+    lab_tools.load_images(hosts[0])
+    first = lab_tools.deploy(inventory, "-vv", env=env)
+    yield {"hosts": hosts, "inventory": inventory, "first": first, "env": env, "work": work, "git": git_server,
+           "shape": shape}
+    for host in hosts:
+        host.stop()
+
+
+def write_cluster_inventory(lab, hosts, path, shape, git_server, work):
+    """Like an operator's inventory of a cluster: each host's role and labels in its own data."""
+    lab_tools.write_inventory(lab, hosts, path, engine="swarm", api_repo=git_server.repo("api"),
+                              app_repo=git_server.repo("app"), local_secrets_dir=str(work / "secrets"))
+    text = path.read_text()
+    namespace: dict = {}
+    exec(text, {}, namespace)
+    entries = [(name, {**data, "swarm_role": shape[name][0], "swarm_labels": shape[name][1]})
+               for name, data in namespace["kono_hosts"]]
+    path.write_text(f"# Written by tests/test_cluster.py for throwaway hosts.\nkono_hosts = {entries!r}\n")
+    return path
+
+
+def nodes(host) -> list[dict]:
+    """The swarm's nodes as a manager lists them (the docker CLI on the host, over SSH)."""
+    out = host.ssh("docker node ls -q | xargs docker node inspect", user="kono").stdout
+    own = host.ssh("docker info -f '{{.Swarm.NodeID}}'", user="kono").stdout.strip()
+    return [{"address": n["Status"]["Addr"], "state": n["Status"]["State"], "role": n["Spec"]["Role"],
+             "availability": n["Spec"]["Availability"], "manager": (n.get("ManagerStatus") or {}).get("Addr", ""),
+             "labels": {k: v for k, v in (n["Spec"].get("Labels") or {}).items()}, "id": n["ID"],
+             "self": n["ID"] == own}
+            for n in json.loads(out)]
+
+
+def node_of(host, members: list[dict], address: str) -> dict:
+    return next(n for n in members if n["address"] == address or n["manager"].split(":")[0] == address
+                or (n["self"] and address == host.address))
+
+
+def reachable(address: str, port: int, timeout: float = 3) -> bool:
+    with socket.socket() as s:
+        s.settimeout(timeout)
+        try:
+            s.connect((address, port))
+            return True
+        except OSError:
+            return False
+
+
+def test_three_fresh_hosts_form_one_swarm_with_the_inventorys_labels_and_roles(cluster):
+    h1, h2, h3 = cluster["hosts"]
+    members = nodes(h1)
+    assert len(members) == 3, members
+    for host, (role, labels) in cluster["shape"].items():
+        node = node_of(h1, members, host)
+        assert node["state"] == "ready" and node["availability"] == "active", node
+        assert node["role"] == role, node
+        assert {k: v for k, v in node["labels"].items() if k.startswith("kono.")} == \
+            {f"kono.{label}": "true" for label in labels}, node
+    # Each joined host says so itself, as a worker of the same swarm.
+    cluster_id = h1.ssh("docker info -f '{{.Swarm.Cluster.ID}}'", user="kono").stdout.strip()
+    for host in (h2, h3):
+        info = json.loads(host.ssh("docker info -f '{{json .Swarm}}'", user="kono").stdout)
+        assert info["LocalNodeState"] == "active" and not info["ControlAvailable"], info
+        assert info["NodeID"] in {n["id"] for n in members}
+    assert cluster_id
+    # Docker refuses swarm mode with live-restore: bootstrap turned it off on every node.
+    for host in (h1, h2, h3):
+        assert host.ssh("docker info -f '{{.LiveRestoreEnabled}}'", user="kono").stdout.strip() == "false"
+
+
+def test_the_db_node_runs_the_stack_the_others_none_yet(cluster):
+    h1, h2, h3 = cluster["hosts"]
+    answer = subprocess.run(["curl", "-sS", "--fail", "--max-time", "10", f"http://{h1.address}/api/health"],
+                            capture_output=True, text=True)
+    assert answer.returncode == 0, answer
+    for host in (h2, h3):
+        assert host.ssh("docker ps -q", user="kono").stdout.strip() == ""
+
+
+def test_the_join_token_is_never_shown(cluster):
+    h1 = cluster["hosts"][0]
+    tokens = [h1.ssh(f"docker swarm join-token -q {role}", user="kono").stdout.strip() for role in ("worker", "manager")]
+    assert all(token.startswith("SWMTKN-") for token in tokens)
+    # The secret part of a token is its last field: none of it in the first deploy's output (-vv shows commands).
+    output = cluster["first"].output
+    assert "swarm" in output.lower()  # the output is the deploy's, which formed the swarm
+    for token in tokens:
+        assert token.rsplit("-", 1)[1] not in output
+    # Nor left on a joined host's disk.
+    for host in cluster["hosts"][1:]:
+        assert host.ssh("ls /srv/kono/.kono/swarm/", user="kono").stdout.strip() == ""
+
+
+def test_a_second_deploy_changes_nothing(cluster):
+    again = lab_tools.deploy(cluster["inventory"], "--json", env=cluster["env"])
+    assert again.changes == 0, again.output[-3000:]
+
+
+def test_the_swarm_ports_are_open_between_nodes_and_closed_to_any_other_address(cluster):
+    h1, h2, _ = cluster["hosts"]
+    # This machine is on the hosts' network but no cluster node: closed.
+    for port in (MANAGER_PORT, GOSSIP_PORT):
+        assert not reachable(h1.address, port), port
+    # A node reaches the manager on both.
+    for port in (MANAGER_PORT, GOSSIP_PORT):
+        probe = h2.ssh(f"timeout 3 bash -c '</dev/tcp/{h1.address}/{port}'", user="kono", check=False)
+        assert probe.returncode == 0, (port, probe.stderr)
+
+
+def three_managers(cluster):
+    """The cluster redeclared with three managers (a majority survives one's death), the app label
+    moved from h2 to h3 alone: (its inventory, its shape)."""
+    h1, h2, h3 = cluster["hosts"]
+    shape = {h1.address: ("manager", ["db", "edge"]), h2.address: ("manager", ["edge"]),
+             h3.address: ("manager", ["app"])}
+    return write_cluster_inventory(h1.lab, cluster["hosts"], cluster["work"] / "three-managers.py", shape,
+                                   cluster["git"], cluster["work"]), shape
+
+
+def status(inventory) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kono.cli.status", str(inventory)], cwd=lab_tools.REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_labels_and_roles_follow_the_inventory_in_one_deploy_then_stay(cluster):
+    """Three managers and the app label moved: one deploy converges, the next changes nothing."""
+    h1 = cluster["hosts"][0]
+    inventory, shape = three_managers(cluster)
+    lab_tools.deploy(inventory, env=cluster["env"])
+    members = nodes(h1)
+    for address, (role, labels) in shape.items():
+        node = node_of(h1, members, address)
+        assert node["role"] == role, node
+        assert {k for k in node["labels"] if k.startswith("kono.")} == {f"kono.{label}" for label in labels}, node
+    assert sum(1 for n in members if n["manager"]) == 3
+    assert lab_tools.deploy(inventory, "--json", env=cluster["env"]).changes == 0
+
+
+def wait_for_status(inventory, done, seconds: float) -> subprocess.CompletedProcess:
+    end = time.monotonic() + seconds
+    while True:
+        now = status(inventory)
+        if done(now) or time.monotonic() > end:
+            return now
+        time.sleep(3)
+
+
+def test_a_dead_node_is_named_by_status_and_rejoins_by_itself_when_it_is_back(cluster):
+    """Three managers: with one dead, the two left are a majority and the swarm still answers."""
+    h1, h2, h3 = cluster["hosts"]
+    inventory, _ = three_managers(cluster)
+    lab_tools.deploy(inventory, env=cluster["env"])  # converged already when the module ran in order
+    before = status(inventory)
+    assert before.returncode == 0, before.stdout + before.stderr
+    for host in (h1, h2, h3):
+        assert f"node {host.address:<20} ready active manager" in before.stdout, before.stdout
+    h3.power_cut()  # no shutdown: the others notice missed heartbeats
+    after = wait_for_status(inventory, lambda s: f"node {h3.address:<20} down" in s.stdout, 90)
+    assert after.returncode == 1, after.stdout
+    assert f"{h3.address}: unreachable" in after.stdout
+    assert f"node {h3.address:<20} down active manager NOT OK" in after.stdout, after.stdout
+    for host in (h1, h2):
+        assert f"node {host.address:<20} ready active manager" in after.stdout, after.stdout
+    drift = subprocess.run([sys.executable, "-m", "kono.cli.drift", str(inventory)], cwd=lab_tools.REPO,
+                           capture_output=True, text=True, timeout=600)
+    assert drift.returncode == 1, drift.stdout + drift.stderr
+    assert f"node {h3.address} ({h3.address}) is down" in drift.stdout, drift.stdout
+    assert f"[{h3.address}] unreachable: Could not connect" in drift.stdout, drift.stdout
+    # Back: Docker starts at boot and the node takes its place again, with no step of ours.
+    h3.power_on()
+    back = wait_for_status(inventory, lambda s: s.returncode == 0, 90)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert f"node {h3.address:<20} ready active manager" in back.stdout, back.stdout
