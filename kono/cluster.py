@@ -265,25 +265,30 @@ def find_node(node: Node, nodes: list[dict], own_id: str, founder: bool) -> dict
     return None
 
 
+def matched(cluster: Cluster, state: dict) -> tuple[list[tuple[Node, dict | None]], list[dict]]:
+    """([(each node of the inventory, its entry in a manager's node list or None)], the entries of
+    nodes the inventory does not name)."""
+    pairs = [(node, find_node(node, state["nodes"], state["node_id"], node == cluster.founder))
+             for node in cluster.nodes]
+    known = {found["id"] for _, found in pairs if found}
+    return pairs, [found for found in state["nodes"] if found["id"] not in known]
+
+
 def node_report(cluster: Cluster, state: dict) -> list[tuple[str, str, bool]]:
     """(node, what a manager says of it, ok) for each node of the inventory and each stray one: ok is
     ready and active, in the role declared."""
-    report, known = [], []
-    for node in cluster.nodes:
-        found = find_node(node, state["nodes"], state["node_id"], node == cluster.founder)
+    pairs, strays = matched(cluster, state)
+    report = []
+    for node, found in pairs:
         if found is None:
             report.append((node.name, "not in the swarm", False))
             continue
-        known.append(found["id"])
         leader = ", leader" if found["leader"] else ""
         about = f"{found['state']} {found['availability']} {found['role']}{leader}"
         ok = found["state"] == "ready" and found["availability"] == "active" and found["role"] == node.role
         report.append((node.name, about + ("" if found["role"] == node.role else f" (declared {node.role})"), ok))
-    for found in state["nodes"]:
-        if found["id"] not in known:
-            report.append((found["hostname"], f"{found['state']} {found['availability']} {found['role']}, "
-                                              "not in the inventory", False))
-    return report
+    return report + [(found["hostname"], f"{found['state']} {found['availability']} {found['role']}, "
+                                         "not in the inventory", False) for found in strays]
 
 
 # --- Operations -------------------------------------------------------------------------------
@@ -385,24 +390,21 @@ def swarm_nodes(cluster: Cluster):
     state = read(SwarmState)
     if host.state.is_executing and _JOINED:
         state = _state_now()  # nodes joined in this run: the list read before lacks them
-    known = []
-    for node in cluster.nodes:
-        found = find_node(node, state["nodes"], state["node_id"], node == cluster.founder)
+    pairs, strays = matched(cluster, state)
+    for node, found in pairs:
         if found is None:
             drift(f"node {node.name} ({node.address}) is not in the swarm")
             continue
-        known.append(found["id"])
         if found["state"] != "ready":
             drift(f"node {node.name} ({node.address}) is {found['state']}")
         for change in node_changes(node, found):
             drift(f"node {node.name}: labels or role differ from the inventory's")
             yield change
-    for found in state["nodes"]:
-        if found["id"] not in known:
-            message = (f"node {found['hostname']} ({found['address']}) is in the swarm but not in the inventory: "
-                       "it keeps its tasks until you drain and remove it (README.md, \"Cluster\")")
-            drift(message)
-            logger.warning(f"{host.print_prefix}{message}")
+    for found in strays:
+        message = (f"node {found['hostname']} ({found['address']}) is in the swarm but not in the inventory: "
+                   "it keeps its tasks until you drain and remove it (README.md, \"Cluster\")")
+        drift(message)
+        logger.warning(f"{host.print_prefix}{message}")
 
 
 def runs_stack(settings: Settings) -> bool:
