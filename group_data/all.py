@@ -84,6 +84,7 @@ engine = "compose"                 # "compose": this host runs the stack alone; 
 swarm_role = "manager"             # with swarm: "manager" or "worker"; 1 or 3 managers (3 keep a quorum when one dies)
 swarm_labels = []                  # with swarm: what the node runs: "edge" (nginx), "app" (api), "db" (databases, backups, maintainer)
 swarm_advertise_address = None     # with swarm: the private address other nodes reach this one at; None: the inventory's address
+swarm_remove_strays = False        # with swarm: a deploy drains and removes the nodes the inventory no longer names (else it names them)
 
 # --- Stack ------------------------------------------------------------------------------------
 server_name = "_"                  # nginx server_name ("_" answers any name)

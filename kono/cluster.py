@@ -256,6 +256,23 @@ def promote(node_id: str) -> str:
             f"echo 'node {node_id} is not a reachable manager {PROMOTION_SECONDS} s after its promotion' >&2; exit 1")
 
 
+DRAIN_SECONDS = 120  # a drained node's tasks move elsewhere within this, or its removal fails
+
+
+def remove_node(found: dict) -> str:
+    """Take a node out of the swarm: drain it (its tasks start elsewhere first), wait until none runs
+    there, demote it if it manages, then remove it from the managers' list. The node itself is not
+    reached (the inventory no longer names it): it keeps running until it is switched off."""
+    node = quote(found["id"])
+    running = f"docker node ps {node} --filter desired-state=running -q"
+    return (f"docker node update --availability drain {node} >/dev/null || exit 1; "
+            f"for i in $(seq {DRAIN_SECONDS}); do [ -z \"$({running})\" ] && break; sleep 1; done; "
+            f"if [ -n \"$({running})\" ]; then echo 'node {found['id']} still runs tasks {DRAIN_SECONDS} s after "
+            "it was drained: not removed' >&2; exit 1; fi; "
+            + (f"docker node demote {node} >/dev/null && " if found["role"] == "manager" else "")
+            + f"docker node rm --force {node} >/dev/null")
+
+
 def find_node(node: Node, nodes: list[dict], own_id: str, founder: bool) -> dict | None:
     """A node of the inventory in the swarm's node list: the first manager by its own id, the others by
     the address they joined from (a manager's advertised one, a worker's as the managers see it)."""
@@ -374,12 +391,13 @@ def swarm_joined(role: str, address: str, founder: str, founder_address: str, di
 
 
 @operation()
-def swarm_nodes(cluster: Cluster):
+def swarm_nodes(cluster: Cluster, remove_strays: bool = False):
     """
     Give each node the labels (``kono.<label>=true``) and role the inventory declares; name the swarm's
     nodes that the inventory does not (they keep their tasks until the operator removes them).
 
     + cluster: the inventory's cluster (``cluster_of``)
+    + remove_strays: drain and remove the nodes the inventory does not name, rather than name them
 
     **Example:**
 
@@ -401,10 +419,14 @@ def swarm_nodes(cluster: Cluster):
             drift(f"node {node.name}: labels or role differ from the inventory's")
             yield change
     for found in strays:
-        message = (f"node {found['hostname']} ({found['address']}) is in the swarm but not in the inventory: "
-                   "it keeps its tasks until you drain and remove it (README.md, \"Cluster\")")
-        drift(message)
-        logger.warning(f"{host.print_prefix}{message}")
+        stray = f"node {found['hostname']} ({found['address']}) is in the swarm but not in the inventory"
+        drift(stray)
+        if remove_strays:
+            logger.warning(f"{host.print_prefix}{stray}: drained (its tasks move first), then removed")
+            yield remove_node(found)
+        else:
+            logger.warning(f"{host.print_prefix}{stray}: it keeps its tasks until a deploy with "
+                           "swarm_remove_strays = True drains and removes it (README.md, \"Cluster\")")
 
 
 def runs_stack(settings: Settings) -> bool:
@@ -425,4 +447,5 @@ def form_cluster(settings: Settings, cluster: Cluster | None, name: str) -> None
                      founder=founder.name, founder_address=founder.address, directory=settings.project_dir,
                      _serial=True)
     if node == founder:
-        swarm_nodes(name="Node labels and roles as the inventory declares", cluster=cluster)
+        swarm_nodes(name="Node labels and roles as the inventory declares", cluster=cluster,
+                    remove_strays=settings.swarm_remove_strays)

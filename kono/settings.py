@@ -247,6 +247,7 @@ class Settings:
     swarm_role: str = knob(f"one of {', '.join(SWARM_ROLES)}", lambda v: v in SWARM_ROLES)
     swarm_labels: tuple[str, ...] = knob(f"a list of node labels ({', '.join(NODE_LABELS)})", parse=_node_labels)
     swarm_advertise_address: str | None = knob("an IP address", lambda v: v.strip() != "", _ip_address)
+    swarm_remove_strays: bool = knob("True or False")
     compose_wait_timeout: int = knob("seconds, a whole number >= 10", lambda v: v >= 10)
     deploy_lock_wait: int = knob("seconds, a whole number >= 0", lambda v: v >= 0)
 

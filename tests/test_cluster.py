@@ -207,3 +207,19 @@ def test_a_dead_node_is_named_by_status_and_rejoins_by_itself_when_it_is_back(cl
     back = wait_for_status(inventory, lambda s: s.returncode == 0, 90)
     assert back.returncode == 0, back.stdout + back.stderr
     assert f"node {h3.address:<20} ready active manager" in back.stdout, back.stdout
+
+
+def test_a_node_the_inventory_drops_is_named_then_drained_and_removed_when_the_operator_says_so(cluster):
+    h1, h2, h3 = cluster["hosts"]
+    lab_tools.deploy(cluster["inventory"], env=cluster["env"])  # the module's first shape: h3 a worker
+    without = write_cluster_inventory(h1.lab, [h1, h2], cluster["work"] / "without-h3.py",
+                                      {h1.address: ("manager", ["db", "edge"]), h2.address: ("worker", ["app", "edge"])},
+                                      cluster["git"], cluster["work"])
+    named = lab_tools.deploy(without, env=cluster["env"])
+    assert f"({h3.address}) is in the swarm but not in the inventory" in named.output, named.output[-3000:]
+    assert len(nodes(h1)) == 3  # named, not touched
+    removed = lab_tools.deploy(without, "--data", "swarm_remove_strays=True", env=cluster["env"])
+    assert "drained (its tasks move first), then removed" in removed.output, removed.output[-3000:]
+    members = nodes(h1)
+    assert len(members) == 2 and h3.address not in {n["address"] for n in members}, members
+    assert lab_tools.deploy(without, "--json", env=cluster["env"]).changes == 0

@@ -232,3 +232,13 @@ def test_drift_counts_a_host_that_does_not_answer_as_a_finding():
                                    "port 22 on 10.231.0.12)"]
     assert findings(output) == ["[10.231.0.10] node 10.231.0.12 (10.231.0.12) is down"]
     assert unreachable("--> Connecting to hosts...\n    [10.231.0.10] No changes\n") == []
+
+
+def test_a_stray_node_is_drained_then_removed_and_demoted_first_when_it_manages():
+    worker, manager = cluster.remove_node({"id": "n3", "role": "worker"}), cluster.remove_node({"id": "n3", "role": "manager"})
+    for command in (worker, manager):
+        assert syntax_ok(command)
+        assert command.startswith("docker node update --availability drain n3 >/dev/null || exit 1; ")
+        assert command.endswith("docker node rm --force n3 >/dev/null")
+        assert command.index("--availability drain") < command.index("desired-state=running") < command.index("rm --force")
+    assert "demote" not in worker and "docker node demote n3 >/dev/null && docker node rm" in manager
