@@ -668,8 +668,11 @@ def root_sql(host, sql: str, server: str = "db_production", database: str = "kon
 
 
 def shipped_up_to(host) -> datetime.datetime | None:
-    said = host.ssh(f"docker exec {container('binlog')} sh {script('binlog')} shipped", user="kono", check=False).stdout.split()
-    if not said or said[0] == "none":
+    asked = host.ssh(f"docker exec {container('binlog')} sh {script('binlog')} shipped", user="kono", check=False)
+    said = asked.stdout.split()
+    # A failed exec ("OCI runtime exec failed ...", seen once in CI while the repository came back)
+    # says nothing: the caller polls again until its deadline.
+    if asked.returncode != 0 or not said or said[0] == "none":
         return None
     return datetime.datetime.strptime(said[0], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
 
