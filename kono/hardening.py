@@ -135,9 +135,10 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _split(cidrs: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    networks = [ipaddress.ip_network(cidr) for cidr in cidrs]
-    return ([str(n) for n in networks if n.version == 4], [str(n) for n in networks if n.version == 6])
+def _split(values: tuple[str, ...], parse=ipaddress.ip_network) -> tuple[list[str], list[str]]:
+    """IPv4 and IPv6 networks (or, with ``parse=ipaddress.ip_address``, addresses), apart."""
+    parsed = [parse(value) for value in values]
+    return ([str(p) for p in parsed if p.version == 4], [str(p) for p in parsed if p.version == 6])
 
 
 def _set(name: str, family: str, elements: list[str]) -> str:
@@ -149,8 +150,7 @@ def _swarm_rules(cluster: Cluster | None) -> tuple[list[str], list[str]]:
     """The sets of a cluster's nodes and the rules that let them (only) reach each other's swarm ports."""
     if cluster is None:
         return [], []
-    v4 = [a for a in cluster.addresses if ipaddress.ip_address(a).version == 4]
-    v6 = [a for a in cluster.addresses if ipaddress.ip_address(a).version == 6]
+    v4, v6 = _split(cluster.addresses, ipaddress.ip_address)
     sets = [_set("swarm_nodes_v4", "ipv4", v4), _set("swarm_nodes_v6", "ipv6", v6)]
     rules = [f"        {proto} dport {{ {', '.join(str(p) for p in numbers)} }} {family} saddr @swarm_nodes_{version} "
              f"accept comment \"swarm, from cluster nodes\""
