@@ -76,11 +76,12 @@ def run(client: paramiko.SSHClient, command: str, directory: str | None = None,
     errors = bytearray()
     drain = threading.Thread(target=_read_stderr, args=(channel, errors), daemon=True)
     drain.start()
-    if stdin is not None:
-        with open(stdin, "rb") as source:
-            while chunk := source.read(65536):
-                channel.sendall(chunk)
-        channel.shutdown_write()
+    # The input is sent beside the reading of stdout too: a command that answers while it reads
+    # would otherwise stop reading once its stdout fills the window, and both ends would wait.
+    sent: list[BaseException] = []
+    feed = threading.Thread(target=_send_file, args=(channel, stdin, sent), daemon=True) if stdin else None
+    if feed:
+        feed.start()
     collected = bytearray()
     while chunk := channel.recv(65536):
         if stdout is None:
@@ -88,13 +89,27 @@ def run(client: paramiko.SSHClient, command: str, directory: str | None = None,
         else:
             stdout.write(chunk)
     drain.join()
+    if feed:
+        feed.join()
     error = errors.decode(errors="replace")
     if channel.recv_exit_status() != 0:
         raise RuntimeError(f"{' '.join(command.split(' ', 5)[:5])} failed on the host: {error.strip()[-500:]}")
+    if sent:
+        raise RuntimeError(f"{' '.join(command.split(' ', 5)[:5])}: its input was not all sent: {sent[0]}")
     return bytes(collected)
 
 
 STDERR_KEPT = 65536  # the end of a command's stderr kept for its error message
+
+
+def _send_file(channel: paramiko.Channel, path: Path, failed: list[BaseException]) -> None:
+    try:
+        with open(path, "rb") as source:
+            while chunk := source.read(65536):
+                channel.sendall(chunk)
+        channel.shutdown_write()
+    except (OSError, EOFError) as error:  # the command ended before reading it all: its status says why
+        failed.append(error)
 
 
 def _read_stderr(channel: paramiko.Channel, into: bytearray) -> None:

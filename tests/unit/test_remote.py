@@ -58,3 +58,32 @@ def test_a_command_that_fills_stderr_ends_and_its_error_says_the_end_of_it():
 def test_stdout_is_returned_whole_while_stderr_is_read_beside_it():
     channel = FullWindowChannel(b"w" * 3 * 2**20, b"o" * 3 * 2**20, 0)
     assert remote.run(client(channel), "true") == b"o" * 3 * 2**20
+
+
+class AnsweringChannel(FullWindowChannel):
+    """A command that answers as it reads: once its stdout fills the window it reads no more input
+    until stdout is read."""
+
+    def __init__(self, answer: bytes):
+        super().__init__(b"", answer, 0)
+        self.stdout_read, self.received = threading.Event(), bytearray()
+
+    def sendall(self, data: bytes) -> None:
+        if len(self.received) >= 2**20 and not self.stdout_read.wait(10):
+            raise AssertionError("the input waited for a stdout nobody reads: the command would hang")
+        self.received.extend(data)
+
+    def shutdown_write(self) -> None:
+        self.closed = True
+
+    def recv(self, size: int) -> bytes:
+        self.stdout_read.set()
+        return super().recv(size)
+
+
+def test_input_is_sent_while_the_commands_answer_is_read(tmp_path):
+    source = tmp_path / "dump.sql"
+    source.write_bytes(b"i" * 3 * 2**20)
+    channel = AnsweringChannel(b"o" * 3 * 2**20)
+    assert remote.run(client(channel), "mysql", stdin=source) == b"o" * 3 * 2**20
+    assert channel.received == source.read_bytes() and channel.closed
