@@ -59,6 +59,7 @@ class Node:
 @dataclass(frozen=True)
 class Cluster:
     nodes: tuple[Node, ...]
+    address_pool: str  # where its overlay networks take their subnets (swarm_address_pool)
 
     @property
     def founder(self) -> Node:
@@ -90,6 +91,7 @@ def _names(nodes: Iterable[Node]) -> str:
 def cluster_of(hosts: Iterable[tuple[str, Settings]]) -> Cluster | None:
     """The cluster the inventory's ``engine = "swarm"`` hosts form, checked; None without any. Raises
     SettingsError naming the knob and what it expected."""
+    hosts = list(hosts)
     nodes = tuple(Node(name, _address(name, settings), settings.swarm_role, settings.swarm_labels)
                   for name, settings in hosts if settings.swarm)
     if not nodes:
@@ -111,7 +113,17 @@ def cluster_of(hosts: Iterable[tuple[str, Settings]]) -> Cluster | None:
             raise SettingsError(f"swarm_advertise_address: expected an address of {node.name} alone, got "
                                 f"{node.address}, which {seen[node.address]} has too")
         seen[node.address] = node.name
-    return Cluster(nodes)
+    pools = {settings.swarm_address_pool for _, settings in hosts if settings.swarm}
+    if len(pools) != 1:
+        raise SettingsError(f"swarm_address_pool: expected one pool for the whole cluster, got {', '.join(sorted(pools))}")
+    pool = pools.pop()
+    # An overlay subnet that holds a node's address makes that node unreachable from the containers.
+    inside = [node for node in nodes if ipaddress.ip_address(node.address) in ipaddress.ip_network(pool)]
+    if inside:
+        raise SettingsError(f"swarm_address_pool: expected a network that holds none of the nodes' addresses "
+                            f"(overlay networks take /24s from it), got {pool}, which holds {inside[0].address} "
+                            f"({inside[0].name}): choose a private range no node or VPC uses")
+    return Cluster(nodes, pool)
 
 
 def inventory_cluster(settings: Settings, inventory) -> Cluster | None:
@@ -161,16 +173,19 @@ def parse_node(node: dict) -> dict:
 def parse_swarm_state(lines: list[str]) -> dict:
     """{"state": "inactive" | "pending" | "active" | "error" | "locked" | "" (Docker down), "node_id",
     "cluster_id" (a manager's only), "manager": whether it manages, "managers": the managers' addresses
-    it knows, "error", "tokens": {"worker", "manager"} or None,
+    it knows, "error", "tokens": {"worker", "manager"} or None, "address_pool": the overlay networks'
+    pools, as "10.0.0.0/8" (or "" where unknown: a worker),
     "nodes": [parse_node(...)]} from ``swarm_state_command`` output."""
     parts = {key: rest for key, _, rest in (line.partition(" ") for line in lines)}
     swarm = (_json(parts.get("info", "")) or {}).get("Swarm") or {}
-    tokens = (_json(parts.get("swarm", "")) or {}).get("JoinTokens")
+    spec = _json(parts.get("swarm", "")) or {}
+    tokens = spec.get("JoinTokens")
     return {"state": swarm.get("LocalNodeState", ""), "node_id": swarm.get("NodeID", ""),
             "cluster_id": (swarm.get("Cluster") or {}).get("ID", ""), "manager": bool(swarm.get("ControlAvailable")),
             "managers": sorted(m.get("Addr", "").rsplit(":", 1)[0] for m in swarm.get("RemoteManagers") or []),
             "error": swarm.get("Error", ""),
             "tokens": {"worker": tokens.get("Worker", ""), "manager": tokens.get("Manager", "")} if tokens else None,
+            "address_pool": " ".join(spec.get("DefaultAddrPool") or []),
             "nodes": [parse_node(node) for node in _json(parts.get("nodes", "")) or []]}
 
 
@@ -208,10 +223,14 @@ def same_swarm(state: dict, founded: dict, founder_address: str) -> bool:
 
 # --- Commands ---------------------------------------------------------------------------------
 
-def swarm_init(address: str) -> str:
-    """Init a swarm whose managers talk on ``address``. Its output (which prints a join token) is dropped."""
+OVERLAY_SUBNET_BITS = 24  # each overlay network's subnet (Docker's default): 254 containers
+
+
+def swarm_init(address: str, pool: str) -> str:
+    """Init a swarm whose managers talk on ``address`` and whose overlay networks take their subnets
+    from ``pool``. Its output (which prints a join token) is dropped."""
     return (f"docker swarm init --advertise-addr {quote(address)} --listen-addr {quote(f'{address}:{MANAGER_PORT}')}"
-            " >/dev/null")
+            f" --default-addr-pool {quote(pool)} --default-addr-pool-mask-length {OVERLAY_SUBNET_BITS} >/dev/null")
 
 
 def join_request(address: str, manager: str, token: str) -> str:
@@ -318,23 +337,24 @@ _JOINED: set[str] = set()
 
 
 @operation()
-def swarm_founded(address: str):
+def swarm_founded(address: str, pool: str):
     """
     Init the swarm on this host (the first manager) when it is in none; hand its state, join tokens
     included, to the hosts that join it in this run.
 
     + address: where the other nodes reach this one
+    + pool: where overlay networks take their subnets (Docker fixes it when the swarm is created)
 
     **Example:**
 
     .. code:: python
 
-        swarm_founded(name="Swarm initialised", address="10.0.1.5")
+        swarm_founded(name="Swarm initialised", address="10.0.1.5", pool="10.0.0.0/8")
     """
     state = read(SwarmState)
     if state["state"] == "inactive":
         drift("this host (the first manager) is in no swarm")
-        yield swarm_init(address)
+        yield swarm_init(address, pool)
         state = _state_now() if host.state.is_executing else state
     elif state["state"] != "active" or not state["manager"]:
         what = "a worker" if state["state"] == "active" else f"in the swarm state {state['state'] or 'unknown (is Docker up?)'}"
@@ -344,6 +364,12 @@ def swarm_founded(address: str):
         raise OperationError(message)
     else:
         host.noop("the swarm is initialised, and this host manages it")
+        if state["address_pool"] != pool:
+            # Docker has no way to change it: said on every deploy rather than failing them all.
+            message = (f"swarm_address_pool is {pool}, but the swarm was created with {state['address_pool']}: "
+                       "Docker sets it only when a swarm is created (README, Cluster)")
+            drift(message)
+            logger.warning(f"{host.print_prefix}{message}")
     if host.state.is_executing:
         _FOUNDED[host.name] = state
 
@@ -441,7 +467,7 @@ def form_cluster(settings: Settings, cluster: Cluster | None, name: str) -> None
         return
     node, founder = cluster.node(name), cluster.founder
     if node == founder:
-        swarm_founded(name="Swarm initialised on the first manager", address=node.address)
+        swarm_founded(name="Swarm initialised on the first manager", address=node.address, pool=cluster.address_pool)
     else:
         swarm_joined(name=f"In the swarm, as a {node.role}", role=node.role, address=node.address,
                      founder=founder.name, founder_address=founder.address, directory=settings.project_dir,

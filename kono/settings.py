@@ -139,6 +139,17 @@ def _ip_address(key: str, address: str) -> str:
         raise SettingsError(f"{key}: expected an IP address like \"10.0.1.5\", got {address!r}") from None
 
 
+def _address_pool(key: str, pool: str) -> str:
+    try:
+        network = ipaddress.ip_network(pool)
+    except (TypeError, ValueError):
+        network = None
+    if network is None or network.version != 4 or network.prefixlen > 24:
+        raise SettingsError(f"{key}: expected an IPv4 network like \"10.0.0.0/8\" (host bits zero), /24 or wider "
+                            f"(each overlay network takes a /24), got {pool!r}")
+    return str(network)
+
+
 def _memory_limits(key: str, limits: dict) -> tuple[tuple[str, str], ...]:
     names = [service.name for service in SERVICES]
     for service, limit in limits.items():
@@ -248,6 +259,7 @@ class Settings:
     swarm_labels: tuple[str, ...] = knob(f"a list of node labels ({', '.join(NODE_LABELS)})", parse=_node_labels)
     swarm_advertise_address: str | None = knob("an IP address", lambda v: v.strip() != "", _ip_address)
     swarm_remove_strays: bool = knob("True or False")
+    swarm_address_pool: str = knob("an IPv4 network like \"10.0.0.0/8\", /24 or wider", parse=_address_pool)
     compose_wait_timeout: int = knob("seconds, a whole number >= 10", lambda v: v >= 10)
     deploy_lock_wait: int = knob("seconds, a whole number >= 0", lambda v: v >= 0)
 

@@ -4,6 +4,7 @@ roles follow the inventory, a second deploy changes nothing, the swarm's ports a
 anything but the cluster's nodes. Until the stack runs on the swarm, it runs on the db node with
 compose, as on a single host. One lab of three hosts for the module."""
 
+import ipaddress
 import json
 import secrets
 import socket
@@ -19,6 +20,9 @@ from tests import lab as lab_tools
 pytestmark = pytest.mark.e2e
 
 MANAGER_PORT, GOSSIP_PORT = 2377, 7946
+# The lab's hosts are in 10.231.0.0/24, which Docker's default pool (10.0.0.0/8) holds: the deploy
+# refuses that, as it would a VPC's 10.0.0.0/16 (tests/unit/test_cluster.py).
+POOL = "10.200.0.0/16"
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +48,7 @@ def cluster(lab, git_server, tmp_path_factory):
 
 def write_cluster_inventory(lab, hosts, path, shape, git_server, work):
     """Like an operator's inventory of a cluster: each host's role and labels in its own data."""
-    lab_tools.write_inventory(lab, hosts, path, engine="swarm", api_repo=git_server.repo("api"),
+    lab_tools.write_inventory(lab, hosts, path, engine="swarm", swarm_address_pool=POOL, api_repo=git_server.repo("api"),
                               app_repo=git_server.repo("app"), local_secrets_dir=str(work / "secrets"))
     text = path.read_text()
     namespace: dict = {}
@@ -98,6 +102,10 @@ def test_three_fresh_hosts_form_one_swarm_with_the_inventorys_labels_and_roles(c
         assert info["LocalNodeState"] == "active" and not info["ControlAvailable"], info
         assert info["NodeID"] in {n["id"] for n in members}
     assert cluster_id
+    # Overlay networks take their subnets from the declared pool (the ingress network, made at init, too).
+    ingress = json.loads(h1.ssh("docker network inspect ingress", user="kono").stdout)[0]
+    subnets = [config["Subnet"] for config in ingress["IPAM"]["Config"]]
+    assert subnets and all(ipaddress.ip_network(s).subnet_of(ipaddress.ip_network(POOL)) for s in subnets), subnets
     # Docker refuses swarm mode with live-restore: bootstrap turned it off on every node.
     for host in (h1, h2, h3):
         assert host.ssh("docker info -f '{{.LiveRestoreEnabled}}'", user="kono").stdout.strip() == "false"
@@ -130,6 +138,15 @@ def test_the_join_token_is_never_shown(cluster):
 def test_a_second_deploy_changes_nothing(cluster):
     again = lab_tools.deploy(cluster["inventory"], "--json", env=cluster["env"])
     assert again.changes == 0, again.output[-3000:]
+
+
+def test_an_address_pool_declared_after_the_swarm_exists_is_named_not_applied(cluster):
+    other = "10.201.0.0/16"
+    run = lab_tools.deploy(cluster["inventory"], "--data", f"swarm_address_pool={other}", env=cluster["env"])
+    assert f"swarm_address_pool is {other}, but the swarm was created with {POOL}" in run.output, run.output[-3000:]
+    h1 = cluster["hosts"][0]
+    pool = json.loads(h1.ssh("docker info -f '{{json .Swarm.Cluster.DefaultAddrPool}}'", user="kono").stdout)
+    assert pool == [POOL]
 
 
 def test_the_swarm_ports_are_open_between_nodes_and_closed_to_any_other_address(cluster):

@@ -14,6 +14,7 @@ from tests.unit.test_commands import syntax_ok
 
 
 def swarm_host(name, role="worker", labels=(), **knobs):
+    knobs.setdefault("swarm_address_pool", "10.200.0.0/16")  # the hosts below are in 10.0.1.0/24
     return name, settings_of(engine="swarm", swarm_role=role, swarm_labels=list(labels), **knobs)
 
 
@@ -45,6 +46,12 @@ def test_the_inventory_swarm_hosts_form_one_cluster_founded_by_its_first_manager
     ([swarm_host("10.0.1.5", "manager", ["db", "edge", "app"]),
       swarm_host("10.0.1.6", swarm_advertise_address="10.0.1.5")],
      r"swarm_advertise_address: expected an address of 10.0.1.6 alone, got 10.0.1.5, which 10.0.1.5 has too"),
+    # Docker's default pool holds a VPC's usual 10.0.0.0/16: an overlay subnet would hide the nodes.
+    ([swarm_host("10.0.1.5", "manager", ["db", "edge", "app"], swarm_address_pool="10.0.0.0/8")],
+     r"swarm_address_pool: expected a network that holds none of the nodes' addresses .* got 10.0.0.0/8, "
+     r"which holds 10.0.1.5 \(10.0.1.5\)"),
+    ([swarm_host("10.0.1.5", "manager", ["db", "edge", "app"]), swarm_host("10.0.1.6", swarm_address_pool="10.9.0.0/16")],
+     r"swarm_address_pool: expected one pool for the whole cluster, got 10.200.0.0/16, 10.9.0.0/16"),
 ])
 def test_a_cluster_that_cannot_work_is_refused_before_anything_runs(hosts, error):
     with pytest.raises(SettingsError, match=error):
@@ -57,6 +64,9 @@ def test_a_cluster_that_cannot_work_is_refused_before_anything_runs(hosts, error
     ("swarm_labels", ["web"], r"swarm_labels\[0\]: expected one of edge, app, db, got 'web'"),
     ("swarm_labels", ["db", "db"], "swarm_labels: expected each label once"),
     ("swarm_advertise_address", "node-1", "swarm_advertise_address: expected an IP address"),
+    ("swarm_address_pool", "10.0.0.0/25", r"swarm_address_pool: expected an IPv4 network .* /24 or wider"),
+    ("swarm_address_pool", "10.0.0.1/8", r"swarm_address_pool: expected an IPv4 network .* \(host bits zero\)"),
+    ("swarm_address_pool", "fd00::/64", r"swarm_address_pool: expected an IPv4 network"),
 ])
 def test_bad_cluster_knobs_are_named(key, value, expected):
     with pytest.raises(SettingsError, match=expected):
@@ -72,7 +82,8 @@ def test_swarm_nodes_turn_docker_live_restore_off_for_docker_refuses_swarm_mode_
 # The Engine API's answers, as Docker 26 gives them (fields the code does not read left out).
 INFO = {"Swarm": {"NodeID": "n1", "NodeAddr": "10.0.1.5", "LocalNodeState": "active", "ControlAvailable": True,
                   "Error": "", "Cluster": {"ID": "c1"}}}
-SWARM = {"ID": "c1", "JoinTokens": {"Worker": "SWMTKN-1-abc-worker", "Manager": "SWMTKN-1-abc-manager"}}
+SWARM = {"ID": "c1", "JoinTokens": {"Worker": "SWMTKN-1-abc-worker", "Manager": "SWMTKN-1-abc-manager"},
+         "DefaultAddrPool": ["10.200.0.0/16"], "SubnetSize": 24}
 NODES = [
     {"ID": "n1", "Description": {"Hostname": "kono-10"},
      "Spec": {"Role": "manager", "Availability": "active", "Labels": {"kono.db": "true", "other": "x"}},
@@ -94,6 +105,7 @@ def test_the_swarm_state_is_read_from_the_engine_api():
     assert state["state"] == "active" and state["node_id"] == "n1" and state["cluster_id"] == "c1"
     assert state["manager"] is True
     assert state["tokens"] == {"worker": "SWMTKN-1-abc-worker", "manager": "SWMTKN-1-abc-manager"}
+    assert state["address_pool"] == "10.200.0.0/16"
     assert state["nodes"][0] == {"id": "n1", "hostname": "kono-10", "role": "manager", "availability": "active",
                                  "labels": {"kono.db": "true"}, "state": "ready", "address": "0.0.0.0",
                                  "manager_address": "10.0.1.5", "reachability": "reachable", "leader": True}
@@ -107,7 +119,7 @@ def test_a_host_in_no_swarm_a_worker_and_docker_down_read_as_such():
                                                       "RemoteManagers": [{"NodeID": "n1", "Addr": "10.0.1.5:2377"}]}},
                                            None, None))
     assert worker["state"] == "active" and worker["manager"] is False
-    assert worker["cluster_id"] == "" and worker["managers"] == ["10.0.1.5"]
+    assert worker["cluster_id"] == "" and worker["managers"] == ["10.0.1.5"] and worker["address_pool"] == ""
     # A worker is in the first manager's swarm when it knows it as a manager; a manager, by the swarm's id.
     founded = parse_swarm_state(state_lines())
     assert cluster.same_swarm(worker, founded, "10.0.1.5")
@@ -160,8 +172,9 @@ def test_the_join_token_travels_in_a_file_never_on_a_command_line():
     assert "--data-binary @/srv/kono/.kono/swarm/join.json" in join
     assert "rm -f /srv/kono/.kono/swarm/join.json" in join.split("status=$?")[1]  # removed, failed or not
     # `docker swarm init` prints a join token: its output goes nowhere.
-    assert cluster.swarm_init("10.0.1.5") == \
-        "docker swarm init --advertise-addr 10.0.1.5 --listen-addr 10.0.1.5:2377 >/dev/null"
+    assert cluster.swarm_init("10.0.1.5", "10.200.0.0/16") == \
+        "docker swarm init --advertise-addr 10.0.1.5 --listen-addr 10.0.1.5:2377 " \
+        "--default-addr-pool 10.200.0.0/16 --default-addr-pool-mask-length 24 >/dev/null"
 
 
 def test_the_swarm_join_command_fails_with_dockers_message(tmp_path):
