@@ -3,7 +3,7 @@
 from pyinfra import host, inventory
 
 from kono.backup import backup_reads, backup_secrets, backups, place_backup_secrets
-from kono.cluster import cluster_reads, form_cluster, inventory_cluster, runs_stack
+from kono.cluster import cluster_reads, form_cluster, holds_stack, inventory_cluster
 from kono.deploy_run import begin_deploy, finish_deploy
 from kono.hardening import check_firewall, firewall_reads
 from kono.passwords import maintainer_passwords, password_reads, place_passwords
@@ -18,26 +18,28 @@ from kono.tls import certificates, place_tls, provided_tls, tls_reads
 settings = load(host.data)
 check_login(settings, host.data)
 cluster = inventory_cluster(settings, inventory)  # engine = "swarm": the inventory's swarm hosts, checked
-stack = runs_stack(settings)
+stack = holds_stack(settings)  # the single host, or a cluster's db node (every node gets the project's files)
 supplied = supplied_secrets(settings)
 passwords = maintainer_passwords(settings)
 provided = provided_tls(settings)
 backup = backup_secrets(settings)
 
 # With the deploy lock, one command reads what the steps below compare (kono/host_state.py).
-stack_state_reads = [*secret_reads(settings), *password_reads(settings), *stack_reads(settings),
-                     *tls_reads(settings), *backup_reads(settings)] if stack else []
-begin_deploy(settings, reads=[*cluster_reads(settings), *stack_state_reads, *firewall_reads(settings)])
+secret_state_reads = [*secret_reads(settings), *password_reads(settings), *tls_reads(settings),
+                      *backup_reads(settings)] if stack else []
+begin_deploy(settings, reads=[*cluster_reads(settings), *secret_state_reads, *stack_reads(settings),
+                              *firewall_reads(settings)])
 if stack:
     check_supplied(settings, supplied, passwords, provided, backup)
-check_firewall(settings, cluster, publishes=stack)  # ports only bootstrap can open: said before anything changes
+check_firewall(settings, cluster)  # ports only bootstrap can open: said before anything changes
 form_cluster(settings, cluster, host.name)
 if stack:
     place_secrets(settings, supplied)
     place_passwords(settings, passwords)
     place_tls(settings, provided)
     place_backup_secrets(settings, backup)
-    push_project(settings)
+push_project(settings)
+if stack:
     bring_up(settings)
     certificates(settings)
     backups(settings)

@@ -4,6 +4,7 @@
 #     pyinfra inventory.py rotate.py --data rotate=production/db_api_password
 from pyinfra import host
 
+from kono.cluster import holds_stack
 from kono.deploy_run import begin_deploy, finish_deploy
 from kono.rotation import rotate_secret, rotation_target
 from kono.settings import check_login, load
@@ -13,7 +14,8 @@ settings = load(host.data)
 check_login(settings, host.data)
 secret, value = rotation_target(settings, host.data.get("rotate"))
 
-begin_deploy(settings)
-rotate_secret(settings, secret, value)
-bring_up(settings)
-finish_deploy(settings)
+if holds_stack(settings):  # on a cluster, its db node: the secrets are there, and the stack is deployed from it
+    begin_deploy(settings)
+    rotate_secret(settings, secret, value)
+    bring_up(settings)
+    finish_deploy(settings)

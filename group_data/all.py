@@ -86,6 +86,7 @@ swarm_labels = []                  # with swarm: what the node runs: "edge" (ngi
 swarm_advertise_address = None     # with swarm: the private address other nodes reach this one at; None: the inventory's address
 swarm_remove_strays = False        # with swarm: a deploy drains and removes the nodes the inventory no longer names (else it names them)
 swarm_address_pool = "10.0.0.0/8"  # with swarm: where overlay networks take their /24s (Docker's default), fixed when the swarm is created; must hold no node's address
+api_replicas = 2                   # with swarm: copies of the api, spread over the nodes labelled "app"
 
 # --- Stack ------------------------------------------------------------------------------------
 server_name = "_"                  # nginx server_name ("_" answers any name)

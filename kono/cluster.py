@@ -107,6 +107,10 @@ def cluster_of(hosts: Iterable[tuple[str, Settings]]) -> Cluster | None:
                                 f"volumes live there), got {len(holders)} ({_names(holders)})")
         if not holders:
             raise SettingsError(f"swarm_labels: expected at least one swarm host labelled {label!r}, got none")
+    db = next(node for node in nodes if "db" in node.labels)
+    if db.role != "manager":
+        raise SettingsError(f"swarm_role: expected the db node ({db.name}) to be a manager: the stack is deployed "
+                            "from it, where its secrets and volumes are")
     seen: dict[str, str] = {}
     for node in nodes:
         if node.address in seen:
@@ -455,9 +459,10 @@ def swarm_nodes(cluster: Cluster, remove_strays: bool = False):
                            "swarm_remove_strays = True drains and removes it (README.md, \"Cluster\")")
 
 
-def runs_stack(settings: Settings) -> bool:
-    """Whether this host runs the stack's services with compose. A cluster's stack runs on its db node,
-    with compose, until the swarm bring-up lands (issue #27): its data and volumes are there."""
+def holds_stack(settings: Settings) -> bool:
+    """Whether this host holds the stack's secrets and brings it up: the single host, or a cluster's
+    db node (a manager: it deploys the stack to the swarm; its data and volumes are there). Every
+    node of a cluster holds the project's files (what its services mount)."""
     return not settings.swarm or "db" in settings.swarm_labels
 
 

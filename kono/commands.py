@@ -129,7 +129,14 @@ def replace_compose_file_if_valid(directory: str) -> str:
 DOCKER_SOCKET = "/var/run/docker.sock"
 
 
-def services_state(project: str) -> str:
+def _engine_get(path: str, filters: dict, option: str = "all=1") -> str:
+    """curl, on the Docker socket, of a GET that lists by ``filters`` (empty output when Docker is down)."""
+    encoded = json.dumps(filters, separators=(",", ":"))
+    return (f"curl --silent --fail --unix-socket {DOCKER_SOCKET} --get --data-urlencode {option} "
+            f"--data-urlencode {quote('filters=' + encoded)} http://docker/{path} 2>/dev/null")
+
+
+def services_state(project: str, swarm: bool = False) -> str:
     """One line, "containers <JSON>": the compose project's containers as the Docker Engine API lists
     them (``GET /containers/json``), by the project's labels as ``docker compose ps --all`` lists
     them (one-off ``compose run`` containers left out); "containers" alone when Docker is down, and
@@ -138,13 +145,21 @@ def services_state(project: str) -> str:
     curl on the socket reads the same at half the CPU of ``docker ps`` (the CLI's start-up and API
     version negotiation) and at a seventh of ``docker compose ps`` (which loads and interpolates the
     whole project first): a fleet's no-op deploy pays this on every host.
+
+    With ``swarm``, one more line: "swarm_services <JSON>", the stack's services with their running
+    and desired task counts (``GET /services?status=true``: a manager's answer; empty on a worker).
     """
-    filters = json.dumps({"label": [f"com.docker.compose.project={project}", "com.docker.compose.oneoff=False"]},
-                         separators=(",", ":"))
-    return ("printf 'containers '; if command -v curl >/dev/null; then "
-            f"curl --silent --fail --unix-socket {DOCKER_SOCKET} --get --data-urlencode all=1 "
-            f"--data-urlencode {quote('filters=' + filters)} http://docker/containers/json 2>/dev/null; "
-            "else printf no-curl; fi; echo")
+    compose = _engine_get("containers/json", {"label": [f"com.docker.compose.project={project}",
+                                                        "com.docker.compose.oneoff=False"]})
+    lines = ("printf 'containers '; if command -v curl >/dev/null; then "
+             f"{compose}; else printf no-curl; fi; echo")
+    if swarm:
+        stack = {"label": [f"{STACK_NAMESPACE_LABEL}={project}"]}
+        lines += f"; printf 'swarm_services '; {_engine_get('services', stack, 'status=true')}; echo"
+    return lines
+
+
+STACK_NAMESPACE_LABEL = "com.docker.stack.namespace"  # what `docker stack deploy` labels its objects with
 
 
 def secrets_digest(paths: list[str]) -> str:
@@ -175,7 +190,7 @@ def env_name(service: str) -> str:
 
 
 def stack_state(directory: str, project: str, reloaded: tuple[str, ...],
-                service_secrets: dict[str, list[str]]) -> str:
+                service_secrets: dict[str, list[str]], swarm: bool = False) -> str:
     """The project's digest now and as last brought up, what each service was last brought up with,
     its secrets' digests now, and each container's state and health."""
     return (f"cd {quote(directory)} 2>/dev/null || exit 0; "
@@ -183,7 +198,7 @@ def stack_state(directory: str, project: str, reloaded: tuple[str, ...],
             f"printf 'applied '; cat {APPLIED} 2>/dev/null || echo; "
             f"sed 's/^/recorded /' {SERVICES_RECORD} 2>/dev/null; "
             f"{{ {secrets_now(service_secrets)}; }} 2>/dev/null; "
-            + services_state(project))
+            + services_state(project, swarm))
 
 
 def record_services(records: dict[str, str]) -> str:
@@ -232,6 +247,49 @@ def compose_up(directory: str, wait_timeout: int, service_secrets: dict[str, lis
         f" && mkdir -p {STATE_DIR} && echo \"$digest\" > {APPLIED}"
         + (f" && {record_services(records)}" if records else "") +
         f" && awk \"BEGIN {{ print $(date +%s.%N) - $started }}\" > {LAST_UP_SECONDS}"
+    ))
+
+
+
+
+SECRET_VERSION_CHARS = 12  # a swarm secret's name ends with this much of its content's sha256
+
+
+def secret_version_env(compose_name: str) -> str:
+    """The variable holding a secret's version while the stack is deployed (stack.yaml names it)."""
+    return f"KONO_SECRET_{compose_name.upper()}"
+
+
+def secret_version_name(project: str, compose_name: str) -> str:
+    """A secret's name in the swarm, as stack.yaml declares it: one per version of its content."""
+    return f"{project}_{compose_name}_${{{secret_version_env(compose_name)}}}"
+
+
+def stack_up(directory: str, project: str, stack_file: str, wait_timeout: int, service_secrets: dict[str, list[str]],
+             secret_versions: dict[str, str], reloaded: tuple[str, ...] = ()) -> str:
+    """Bring the stack up on the swarm from this manager: each secret's version ({name: its file})
+    taken from its content; a compose project of the same name here stopped first (its containers,
+    not its volumes, which the stack's services take over: same names); the images the project
+    builds built here; `docker stack deploy`, waiting until every service has converged (a failed
+    update rolls back); then the secret versions no service uses any more removed, and the project's
+    digest recorded, as ``compose_up`` does. Docker's registry is never asked (``--resolve-image
+    never``): each node runs the image it has or pulls by name."""
+    versions = " ".join(f"{secret_version_env(name)}=$(sha256sum < {quote(path)} | cut -c1-{SECRET_VERSION_CHARS})"
+                        for name, path in secret_versions.items())
+    kept = " ".join(f"\"{secret_version_name(project, name)}\"" for name in secret_versions)
+    return in_dir(directory, (
+        f"{secrets_env(service_secrets)} && docker compose config --quiet && "
+        f"set -a && . ./.env && set +a && export {versions} && "
+        f"digest=$({project_digest(reloaded)}) && started=$(date +%s.%N) && "
+        "if [ -n \"$(docker compose ps -aq)\" ]; then docker compose down; fi && "
+        "docker compose build --quiet && "
+        f"timeout {int(wait_timeout)} docker stack deploy --detach=false --prune --resolve-image never "
+        f"-c {quote(stack_file)} {quote(project)} && "
+        f"mkdir -p {STATE_DIR} && echo \"$digest\" > {APPLIED} && "
+        f"awk \"BEGIN {{ print $(date +%s.%N) - $started }}\" > {LAST_UP_SECONDS} && "
+        # In use (an old task still stopping) or not: what cannot go now goes next time.
+        f"docker secret ls --filter label={STACK_NAMESPACE_LABEL}={quote(project)} --format '{{{{.Name}}}}' | "
+        f"grep -vxF \"$(printf '%s\\n' {kept})\" | xargs -r docker secret rm >/dev/null 2>&1; true"
     ))
 
 
@@ -293,13 +351,23 @@ def _mark_applied(folder: str, digest: str) -> str:
     return f"echo {quote(digest)} > {quote(reloaded_marker(folder))}"
 
 
-def apply_folder(directory: str, folder: str, digest: str, service: str = "nginx") -> str:
-    """Put a checked folder in place and reload the service's running nginx, whose container stays
-    (the check had that container's mounts): its workers finish what they serve, none is dropped."""
+def running_containers(project: str, service: str) -> str:
+    """Shell: the ids of a service's running containers on this host, started by compose or, as a
+    swarm's tasks, by ``docker stack deploy``."""
+    return (f"docker ps -q --filter label=com.docker.compose.project={quote(project)} "
+            f"--filter label=com.docker.compose.service={quote(service)} --filter status=running; "
+            f"docker ps -q --filter label={STACK_NAMESPACE_LABEL}={quote(project)} "
+            f"--filter label=com.docker.swarm.service.name={quote(f'{project}_{service}')} --filter status=running")
+
+
+def apply_folder(directory: str, folder: str, digest: str, project: str, service: str = "nginx") -> str:
+    """Put a checked folder in place and reload the nginx of each of the service's running containers
+    here, which stay (the check had their mounts): their workers finish what they serve, none is dropped."""
     return in_dir(directory, (
         f"{_put_in_place(folder)} && "
-        f"if [ -n \"$(docker compose ps -q --status running {service} 2>/dev/null)\" ]; then "
-        f"docker compose exec -T {service} nginx -s reload; fi && {_mark_applied(folder, digest)}"
+        f"for container in $({running_containers(project, service)}); do "
+        "docker exec \"$container\" nginx -s reload || exit 1; done && "
+        f"{_mark_applied(folder, digest)}"
     ))
 
 

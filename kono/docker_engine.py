@@ -19,6 +19,7 @@ from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files, systemd
 
 from kono.root_files import root_files
+from kono.services import SERVICES
 from kono.settings import Settings
 
 # A deploy reads the containers' state from the Engine API's socket with curl (commands.services_state).
@@ -35,6 +36,15 @@ def live_restore(settings: Settings) -> bool:
     return settings.docker_live_restore and not settings.swarm
 
 
+def no_new_privileges(settings: Settings) -> bool:
+    """Docker's default for every container. On a single host each service sets its own (compose's
+    security_opt); a swarm ignores that setting, so a cluster node keeps the default on only where
+    no service that runs there needs new privileges (the maintainer's sudo, on the db node)."""
+    if not settings.swarm:
+        return True
+    return all(s.no_new_privileges for s in SERVICES if s.runs_on in settings.swarm_labels)
+
+
 def daemon_config(settings: Settings) -> str:
     return json.dumps({
         "log-driver": "json-file",
@@ -43,7 +53,7 @@ def daemon_config(settings: Settings) -> str:
         # Docker refuses swarm mode with live-restore on (it is the swarm that keeps services running).
         "live-restore": live_restore(settings),
         # CIS Docker Benchmark settings that the stack keeps working with (README.md, "Hardening").
-        "no-new-privileges": True,
+        "no-new-privileges": no_new_privileges(settings),
         "userland-proxy": False,
         "icc": False,
     }, indent=2, sort_keys=True) + "\n"

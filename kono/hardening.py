@@ -302,12 +302,12 @@ def ports_open_in_firewall(ports: dict[str, int], swarm_nodes: tuple[str, ...] =
     host.noop("the firewall lets in every port the stack publishes" + (" and the cluster's nodes" if swarm_nodes else ""))
 
 
-def check_firewall(settings: Settings, cluster: Cluster | None = None, publishes: bool = True) -> None:
-    """Before anything changes: the firewall bootstrap wrote lets in what this host publishes (none
-    when it runs no part of the stack) and, in a cluster, the other nodes."""
+def check_firewall(settings: Settings, cluster: Cluster | None = None) -> None:
+    """Before anything changes: the firewall bootstrap wrote lets in what the stack publishes (on a
+    cluster, wherever the swarm puts a service's task) and, in a cluster, the other nodes."""
     if settings.firewall:
         ports_open_in_firewall(name="The firewall lets in every port the stack publishes (and the cluster's nodes)",
-                               ports=published_ports(settings) if publishes else {},
+                               ports=published_ports(settings),
                                swarm_nodes=cluster.addresses if cluster else ())
 
 

@@ -29,6 +29,9 @@ def rotation_target(settings: Settings, target: object) -> tuple[Secret, str | N
     if not isinstance(target, str) or target not in known:
         raise SettingsError(f"rotate: expected one of {', '.join(known)}, got {target!r}")
     entry = secret(target)
+    if settings.swarm and entry.accounts:
+        raise SettingsError(f"rotate: expected a secret without database accounts with engine = \"swarm\" (a "
+                            f"database password is not rotated on a cluster yet), got {target!r}")
     found = supplied_value(settings, entry)
     return entry, found[0] if found else None
 

@@ -62,6 +62,11 @@ class Service:
     # no-new-privileges: nothing in it gains privileges through a setuid binary. False only where
     # that is the point (the maintainer's sudo).
     no_new_privileges: bool = True
+    # On a cluster (engine = "swarm"): the node label (kono/settings.py, NODE_LABELS) of the nodes it
+    # runs on, and how many copies: None one; "global" one on every such node; else the Settings
+    # knob that says.
+    runs_on: str = "db"
+    replicas: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,7 @@ SERVICES: tuple[Service, ...] = (
     # files/api/kono-api.sh copies its secrets for node (DAC_OVERRIDE, CHOWN, FOWNER), hands node
     # (1000) what it writes, then steps down to it (SETUID, SETGID): node keeps no capability at all.
     Service("api", inputs=("api",), rollout="start-first", image="node_image", stop_seconds=30,
+            runs_on="app", replicas="api_replicas",
             script="/opt/kono/kono-api.sh",
             impact="API requests fail until the new container answers (about 4 s)",
             capabilities=("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"),
@@ -146,7 +152,7 @@ SERVICES: tuple[Service, ...] = (
     Service("nginx", inputs=("nginx-entrypoint",), nginx_confd="nginx", image="nginx_image", script="/kono/kono-nginx.sh",
             impact="every HTTP request fails until nginx is back (about a second)",
             capabilities=("CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID"),
-            read_only_tmpfs=("/var/cache/nginx", "/run", "/tmp:mode=1777")),
+            read_only_tmpfs=("/var/cache/nginx", "/run", "/tmp:mode=1777"), runs_on="edge", replicas="global"),
     Service("acme", inputs=("acme",), image="acme_image", only_when="acme_on", script="/kono/kono-acme.sh",
             impact="nothing users see: it renews certificates, and checks again when it is back",
             read_only_tmpfs=("/tmp:mode=1777",)),

@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 from pyinfra.api.exceptions import PyinfraError
 
-from kono.services import SERVICES
+from kono.commands import SECRET_VERSION_CHARS
+from kono.services import SECRETS, SERVICES
 
 USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]*$")
@@ -56,6 +57,7 @@ RESTIC_REPOSITORY = re.compile(r"^(s3|b2|azure|gs|swift|sftp|rest|rclone):[^\s'\
 DAILY_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 WEEKLY_TIME = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun) ([01][0-9]|2[0-3]):[0-5][0-9]$")
 MEMORY = re.compile(r"^[1-9][0-9]*[kmg]$")
+SWARM_NAME_MAX = 64  # Docker's longest name of a swarm secret
 PUBLISHED_PORTS = ("http_port", "https_port", "maintainer_ssh_port", "db_dev_port")
 
 
@@ -260,6 +262,7 @@ class Settings:
     swarm_advertise_address: str | None = knob("an IP address", lambda v: v.strip() != "", _ip_address)
     swarm_remove_strays: bool = knob("True or False")
     swarm_address_pool: str = knob("an IPv4 network like \"10.0.0.0/8\", /24 or wider", parse=_address_pool)
+    api_replicas: int = knob("a whole number >= 1", lambda v: v >= 1)
     compose_wait_timeout: int = knob("seconds, a whole number >= 10", lambda v: v >= 10)
     deploy_lock_wait: int = knob("seconds, a whole number >= 0", lambda v: v >= 0)
 
@@ -330,7 +333,25 @@ def load(data: Any) -> Settings:
     if settings.pitr and not settings.backups_on:
         raise SettingsError("pitr: expected backup_repository to be set (binary logs go to that repository), "
                             "got pitr = True without one")
+    _check_swarm(settings)
     return settings
+
+
+def _check_swarm(settings: Settings) -> None:
+    """What a cluster does not run yet (issue #27): refused rather than half done."""
+    if not settings.swarm:
+        return
+    if settings.https_on:
+        raise SettingsError(f"https: expected \"off\" with engine = \"swarm\" (the certificate does not reach "
+                            f"every edge node yet), got {settings.https!r}")
+    if settings.backups_on:
+        raise SettingsError("backup_repository: expected None with engine = \"swarm\" (backups and their restore "
+                            f"do not run on a cluster yet), got {settings.backup_repository!r}")
+    # A swarm secret's name is "<project>_<secret>_<version>" (kono/commands.py), 64 characters at most.
+    longest = max(len(s.compose_name) for s in SECRETS) + len("__") + SECRET_VERSION_CHARS
+    if len(settings.compose_project) + longest > SWARM_NAME_MAX:
+        raise SettingsError(f"compose_project: expected at most {SWARM_NAME_MAX - longest} characters with engine = "
+                            f"\"swarm\" (it starts each swarm secret's name), got {settings.compose_project!r}")
 
 
 def check_login(settings: Settings, data: Any) -> None:

@@ -128,6 +128,69 @@ def compose_file(settings: Settings, files: dict[str, str]) -> str:
     )
 
 
+STACK_FILE = "stack.yaml"  # what `docker stack deploy` reads, beside compose.yaml (relative binds resolve there)
+# How a swarm service is replaced: a start-first service's new task is healthy before the old one stops,
+# else the update rolls back; others stop first (nginx's host-mode ports cannot be held twice). A new
+# task is watched for 5 s once running (Docker's default): `docker stack deploy --detach=false` waits
+# that long for every service, changed or not, one after the other.
+STACK_UPDATE = {"start-first": {"order": "start-first", "failure_action": "rollback", "monitor": "5s"},
+                "recreate": {"order": "stop-first", "failure_action": "rollback", "monitor": "5s"}}
+
+
+def stack_file(settings: Settings, compose_text: str) -> str:
+    """stack.yaml, for ``docker stack deploy``: the rendered compose file with what a swarm needs
+    and reads instead, derived from the tables. Where each service runs and how many copies
+    (``Service.runs_on``, ``replicas``), found by DNS round-robin (no IPVS on every kernel: no
+    virtual IPs, no routing mesh: ports published on the node that runs the task); a swarm secret
+    per secret version (Swarm secrets cannot change: a new value is a new name, and the services
+    that use it roll); tmpfs and memory limits in the swarm's own syntax; images built on the db
+    node named; what a swarm ignores (build, restart, security_opt: the daemon's default instead,
+    kono/docker_engine.py) left out. A port compose binds to loopback alone (db_dev's) is not
+    published: a swarm cannot bind one address."""
+    compose = yaml.load(compose_text, Loader=SAFE_LOADER)
+    compose.pop("name", None)
+    for name, block in compose["services"].items():
+        entry = service(name)
+        block.pop("restart", None)
+        block.pop("security_opt", None)
+        if block.pop("build", None) is not None:
+            block["image"] = f"{settings.compose_project}-{name}"  # compose's own name for what it builds
+        mounts = [{"type": "tmpfs", "target": path, **({"tmpfs": {"mode": int(options[len("mode="):], 8)}}
+                                                          if options.startswith("mode=") else {})}
+                  for path, _, options in (t.partition(":") for t in block.pop("tmpfs", []))]
+        if mounts:
+            block["volumes"] = [*block.get("volumes", []), *mounts]
+        ports = [port.split(":") for port in block.pop("ports", [])]
+        published = [{"target": int(inside), "published": int(outside), "protocol": "tcp", "mode": "host"}
+                     for outside, inside in (p for p in ports if len(p) == 2)]
+        if published:
+            block["ports"] = published
+        if "secrets" in block:
+            block["secrets"] = [{"source": name_, "mode": 0o400} for name_ in block["secrets"]]
+        placement = {"constraints": [f"node.labels.kono.{entry.runs_on} == true"]}
+        deploy = {"mode": "global"} if entry.replicas == "global" else \
+            {"mode": "replicated", "replicas": getattr(settings, entry.replicas) if entry.replicas else 1}
+        deploy.update({"endpoint_mode": "dnsrr", "placement": placement,
+                       "update_config": STACK_UPDATE[entry.rollout], "rollback_config": STACK_UPDATE[entry.rollout]})
+        if "mem_limit" in block:
+            deploy["resources"] = {"limits": {"memory": block.pop("mem_limit")}}
+        block["deploy"] = deploy
+    for name, entry in compose.get("secrets", {}).items():
+        entry["name"] = commands.secret_version_name(settings.compose_project, name)
+    for extension in [key for key in compose if key.startswith("x-")]:  # merged where used already
+        del compose[extension]
+    return ("# Rendered by kono-infra from compose.yaml and the tables in kono/services.py (kono/stack.py,\n"
+            "# stack_file), for `docker stack deploy`: edit those, not this file.\n"
+            + yaml.dump(compose, Dumper=_PlainDumper, sort_keys=False, width=120))
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Each value written out where it is used: no YAML anchors for what the compose file shared."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
 @functools.lru_cache(maxsize=None)  # hosts with the same settings share one rendering per run
 def project_files(settings: Settings) -> dict[str, str]:
     """Every file of the compose project: {path relative to project_dir: content}. Holds no secret."""
@@ -140,7 +203,9 @@ def project_files(settings: Settings) -> dict[str, str]:
         files["acme/ca-bundle.pem"] = Path(settings.acme_ca_bundle).read_text()
     files.update({f"maintainer/keys/{login}": "".join(key + "\n" for key in public_keys)
                   for login, public_keys in settings.maintainer_users})
-    return {commands.COMPOSE_FILE: compose_file(settings, files), **files}
+    compose = compose_file(settings, files)
+    stack = {STACK_FILE: stack_file(settings, compose)} if settings.swarm else {}
+    return {commands.COMPOSE_FILE: compose, **stack, **files}
 
 
 @functools.lru_cache(maxsize=None)
@@ -219,7 +284,7 @@ def keeps_its_container(name: str, state: dict, records: dict[str, str]) -> bool
 
 @operation()
 def project_tree(directory: str, files: dict[str, str], reload_images: dict[str, str], project: str,
-                 records: dict[str, str], check_mounts: tuple[tuple[str, str], ...] = ()):
+                 records: dict[str, str], check_mounts: tuple[tuple[str, str], ...] = (), swarm: bool = False):
     """
     Upload each file whose content differs from the host's copy (one fact for all of them). A
     configuration folder applied by reload is changed in a staged copy and checked first, before
@@ -234,6 +299,7 @@ def project_tree(directory: str, files: dict[str, str], reload_images: dict[str,
     + project: the compose project's name
     + records: {service: what it is to be brought up with} (``service_records``)
     + check_mounts: (source, target) the new container mounts besides the folder, when they exist (TLS files)
+    + swarm: the stack runs on a swarm (a folder applied by reload goes live at once)
 
     **Example:**
 
@@ -260,11 +326,13 @@ def project_tree(directory: str, files: dict[str, str], reload_images: dict[str,
         else:
             others.append((path, content))
     # Said before the first command (a plan runs an operation only up to its first command).
-    state = read(StackState, directory=directory, project=project) if to_reload else {}
+    state = read(StackState, directory=directory, project=project, swarm=swarm) if to_reload else {}
     by_reload = {}
     for folder in to_reload:
         owner = next(s.name for s in SERVICES if s.nginx_confd == folder)
-        by_reload[folder] = owner if keeps_its_container(owner, state, records) else None
+        # On a swarm, no bring-up runs here to put it in place for a new container: it goes live now,
+        # and nginx reloads in each container of its service that runs here (none: the next one reads it).
+        by_reload[folder] = owner if swarm or keeps_its_container(owner, state, records) else None
         logger.warning(f"{host.print_prefix}{folder}/ changes: checked, then applied by a reload (no downtime)"
                        if by_reload[folder] else
                        f"{host.print_prefix}{folder}/ changes: checked, then applied by {owner}'s new container "
@@ -294,7 +362,7 @@ def project_tree(directory: str, files: dict[str, str], reload_images: dict[str,
         yield commands.chmod("0644", dest)
     for folder, owner in by_reload.items():
         if owner:
-            yield commands.apply_folder(directory, folder, markers[folder], service=owner)
+            yield commands.apply_folder(directory, folder, markers[folder], project, service=owner)
 
 
 # Docker's container status ends with its health (moby daemon/container/health.go, Health.String():
@@ -334,16 +402,38 @@ def digest_of(file_digest_lines: list[str]) -> str:
     return hashlib.sha256("".join(f"{line}\n" for line in file_digest_lines).encode()).hexdigest()
 
 
+def parse_swarm_services(lines: list[str]) -> dict[str, tuple[int, int]]:
+    """{service: (running tasks, desired tasks)} of the stack, from the "swarm_services" line of
+    ``commands.services_state`` (a manager's answer; nothing on any other host)."""
+    services = {}
+    for line in lines:
+        key, _, rest = line.partition(" ")
+        if key != "swarm_services" or not rest.strip():
+            continue
+        try:
+            listed = json.loads(rest)
+        except ValueError as error:
+            raise OperationError(f"the Docker API's service list could not be read: {error}") from None
+        for entry in listed:
+            status, spec = entry.get("ServiceStatus") or {}, entry.get("Spec") or {}
+            stack = (spec.get("Labels") or {}).get(commands.STACK_NAMESPACE_LABEL, "")
+            name = spec.get("Name", "").removeprefix(f"{stack}_")
+            services[name] = (status.get("RunningTasks", 0), status.get("DesiredTasks", 0))
+    return services
+
+
 class StackState(FactBase):
     """The project's digest now and as last brought up, what each service was last brought up with
-    and its secrets' digest now, and each container's state and health."""
+    and its secrets' digest now, and each container's state and health; on a swarm, the stack's
+    services' running and desired tasks too."""
 
     @staticmethod
     def default() -> dict:
-        return {"digest": None, "applied": None, "services": {}, "recorded": {}, "secrets": {}}
+        return {"digest": None, "applied": None, "services": {}, "recorded": {}, "secrets": {}, "swarm_services": {},
+                "compose_containers": False}
 
-    def command(self, directory: str, project: str) -> str:
-        return commands.stack_state(directory, project, reloaded_folders(), service_secret_paths())
+    def command(self, directory: str, project: str, swarm: bool = False) -> str:
+        return commands.stack_state(directory, project, reloaded_folders(), service_secret_paths(), swarm)
 
     def process(self, output: list[str]) -> dict:
         state = self.default()
@@ -365,6 +455,8 @@ class StackState(FactBase):
         if files is not None:
             state["digest"] = digest_of(files)
         state["services"] = parse_services(output)
+        state["compose_containers"] = bool(state["services"])
+        state["swarm_services"] = parse_swarm_services(output)
         return state
 
 
@@ -391,7 +483,7 @@ def compose_up(directory: str, project: str, wait_timeout: int, records: dict[st
         compose_up(name="Bring the stack up", directory="/srv/kono", project="kono", wait_timeout=300,
                    records={...}, markers={"nginx": "0123abcd"})
     """
-    state = read(StackState, directory=directory, project=project)
+    state = read(StackState, directory=directory, project=project, swarm=False)
     wanted = tuple(service(name) for name in records)  # the services these settings enable
     not_ready = unready(state["services"], wanted)
     # From what each service was brought up with, not from the project's files: a plan (--dry) has
@@ -426,7 +518,8 @@ def stack_reads(settings: Settings) -> list[Read]:
     command)."""
     return [(FileDigests, {"directory": settings.project_dir,
                            "paths": tree_paths(project_files(settings), tuple(reload_images(settings)))}),
-            (StackState, {"directory": settings.project_dir, "project": settings.compose_project})]
+            (StackState, {"directory": settings.project_dir, "project": settings.compose_project,
+                          "swarm": settings.swarm})]
 
 
 @deploy("Compose project")
@@ -434,12 +527,66 @@ def push_project(settings: Settings) -> None:
     project_tree(name="Compose project files (rendered from templates/ and files/)",
                  directory=settings.project_dir, files=project_files(settings),
                  reload_images=reload_images(settings), project=settings.compose_project,
-                 records=service_records(settings), check_mounts=tls_check_mounts(settings))
+                 records=service_records(settings), check_mounts=tls_check_mounts(settings), swarm=settings.swarm)
 
 
 @deploy("Stack up")
 def bring_up(settings: Settings) -> None:
+    """The bring-up seam: compose on the one host, or `docker stack deploy` from the swarm's db node."""
+    if settings.swarm:
+        stack_up(name="Deploy the stack to the swarm if it changed or has not converged",
+                 directory=settings.project_dir, project=settings.compose_project,
+                 wait_timeout=settings.compose_wait_timeout,
+                 services=tuple(s.name for s in enabled(SERVICES, settings)),
+                 secret_versions={s.compose_name: s.path for s in enabled(SECRETS, settings) if s.handed_by_compose})
+        return
     compose_up(name="Validate the project and bring the stack up if it changed or is not healthy",
                directory=settings.project_dir, project=settings.compose_project,
                wait_timeout=settings.compose_wait_timeout, records=service_records(settings),
                markers=folder_markers(project_files(settings), reload_images(settings)))
+
+
+def not_converged(swarm_services: dict[str, tuple[int, int]], wanted: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+    """{service: (running, desired)} of those of the stack's services that are missing from the swarm,
+    have no task to run, or run fewer than they should."""
+    found = {name: swarm_services.get(name, (0, 0)) for name in wanted}
+    return {name: (running, desired) for name, (running, desired) in found.items() if not desired or running < desired}
+
+
+@operation()
+def stack_up(directory: str, project: str, wait_timeout: int, services: tuple[str, ...],
+             secret_versions: dict[str, str]):
+    """
+    ``docker stack deploy`` (``commands.stack_up``) from this manager only when the project changed
+    since the last successful one, or a service of the stack has not converged (fewer tasks running
+    than it should). A compose project of the same name on this host (a single host turned into a
+    cluster's db node) is stopped first, said in the plan: its volumes stay, and the stack's services
+    take them over.
+
+    + directory: the project directory (stack.yaml and compose.yaml)
+    + project: the stack's name (the compose project's: the volumes are named after it)
+    + wait_timeout: seconds to wait for every service to converge
+    + services: the stack's services, as these settings enable them
+    + secret_versions: {secret's compose name: its file}, each made a swarm secret per version
+
+    **Example:**
+
+    .. code:: python
+
+        stack_up(name="Stack on the swarm", directory="/srv/kono", project="kono", wait_timeout=300,
+                 services=("db_production", "api", "nginx"), secret_versions={"production_api_key": "config/production/api_key"})
+    """
+    state = read(StackState, directory=directory, project=project, swarm=True)
+    lagging = not_converged(state["swarm_services"], services)
+    if state["digest"] and state["digest"] == state["applied"] and not lagging:
+        host.noop("the stack is up to date and every service runs its tasks")
+        return
+    for name, (running, desired) in lagging.items():
+        drift(f"service {name} runs {running} of {desired} tasks" if desired else f"service {name} is not on the swarm")
+    if state["digest"] != state["applied"]:
+        drift("the project changed since the stack was last deployed")
+    if state["compose_containers"]:
+        logger.warning(f"{host.print_prefix}the compose project {project} stops here, then the swarm starts its "
+                       "services: everything is down meanwhile (its volumes stay, and the stack takes them over)")
+    yield commands.stack_up(directory, project, STACK_FILE, wait_timeout, service_secret_paths(), secret_versions,
+                            reloaded_folders())

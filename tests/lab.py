@@ -290,7 +290,12 @@ def write_maintainer_passwords(lab: Lab, passwords: dict[str, str]) -> None:
 def pin_maintainer_host_key(host: TestHost, port: int = DEFAULTS["maintainer_ssh_port"]) -> None:
     """Add the maintainer container's host key to the lab's known_hosts, read over the trusted
     channel (SSH to the host itself), as an operator would before first logging in."""
-    key = host.ssh(f"docker exec {container('maintainer')} cat /var/lib/kono-ssh/etc/ssh/ssh_host_ed25519_key.pub",
+    pin_maintainer_host_key_of(host, container("maintainer"), port)
+
+
+def pin_maintainer_host_key_of(host: TestHost, maintainer: str, port: int = DEFAULTS["maintainer_ssh_port"]) -> None:
+    """The same, for the maintainer container ``maintainer`` (shell giving its id) names."""
+    key = host.ssh(f"docker exec {maintainer} cat /var/lib/kono-ssh/etc/ssh/ssh_host_ed25519_key.pub",
                    user=DEPLOY_USER).stdout.split()[:2]
     with open(host.lab.known_hosts, "a") as known:
         known.write(f"[{host.address}]:{port} {' '.join(key)}\n")

@@ -1,8 +1,9 @@
 """A cluster (#27): three fresh hosts declared with engine = "swarm" become one Docker Swarm in one
 deploy: the first manager inits it, the others join (the join token never shown), node labels and
-roles follow the inventory, a second deploy changes nothing, the swarm's ports are closed to
-anything but the cluster's nodes. Until the stack runs on the swarm, it runs on the db node with
-compose, as on a single host. One lab of three hosts for the module."""
+roles follow the inventory, the stack runs across them (`docker stack deploy` from the db node:
+api replicas on the app nodes, nginx on every edge node, the rest on the db node), a second deploy
+changes nothing, the swarm's ports are closed to anything but the cluster's nodes. One lab of three
+hosts for the module."""
 
 import ipaddress
 import json
@@ -28,8 +29,8 @@ POOL = "10.200.0.0/16"
 @pytest.fixture(scope="module")
 def cluster(lab, git_server, tmp_path_factory):
     """Three fresh hosts: h1 a manager labelled db and edge, h2 a worker labelled app and edge, h3 a
-    worker labelled app; bootstrapped, then deployed once (the test doubles loaded on the db node,
-    which alone runs the stack for now)."""
+    worker labelled app; bootstrapped, the test doubles loaded on each (no registry: each node runs
+    the images it has), then deployed once."""
     work = tmp_path_factory.mktemp("cluster")
     hosts = [lab.boot() for _ in range(3)]
     passwords = {login: secrets.token_urlsafe(12) for login in lab_tools.MAINTAINERS}
@@ -38,7 +39,8 @@ def cluster(lab, git_server, tmp_path_factory):
              hosts[2].address: ("worker", ["app"])}
     inventory = write_cluster_inventory(lab, hosts, work / "inventory.py", shape, git_server, work)
     lab_tools.bootstrap(inventory)
-    lab_tools.load_images(hosts[0])
+    with ThreadPoolExecutor(len(hosts)) as pool:
+        list(pool.map(lab_tools.load_images, hosts))
     first = lab_tools.deploy(inventory, "-vvv", env=env)  # every command, its output and every fact read
     yield {"hosts": hosts, "inventory": inventory, "first": first, "env": env, "work": work, "git": git_server,
            "shape": shape}
@@ -111,13 +113,60 @@ def test_three_fresh_hosts_form_one_swarm_with_the_inventorys_labels_and_roles(c
         assert host.ssh("docker info -f '{{.LiveRestoreEnabled}}'", user="kono").stdout.strip() == "false"
 
 
-def test_the_db_node_runs_the_stack_the_others_none_yet(cluster):
+def tasks(host) -> dict[str, list[str]]:
+    """{service: the addresses of the nodes its running tasks are on}, as the manager ``host`` sees them."""
+    nodes_by_id = {n["id"]: host.address if n["self"] else n["manager"].split(":")[0] or n["address"]
+                   for n in nodes(host)}
+    names = [line.split() for line in host.ssh("docker service ls --format '{{.ID}} {{.Name}}'", user="kono").stdout.splitlines()]
+    ids = host.ssh("docker service ls -q | xargs -r -n1 docker service ps -q --filter desired-state=running",
+                   user="kono").stdout.split()
+    found: dict[str, list[str]] = {}
+    for task in json.loads(host.ssh(f"docker inspect {' '.join(ids)}", user="kono").stdout) if ids else []:
+        if task["Status"]["State"] == "running":
+            name = next(name for short, name in names if task["ServiceID"].startswith(short))
+            found.setdefault(name.removeprefix("kono_"), []).append(nodes_by_id[task["NodeID"]])
+    return found
+
+
+def task_container(service: str) -> str:
+    """Shell, on a node: the id of its running container of the stack's service."""
+    return f"$(docker ps -q --filter label=com.docker.swarm.service.name=kono_{service} | head -n 1)"
+
+
+def get(address: str, path: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-sS", "--fail", "--max-time", "10", f"http://{address}{path}"],
+                          capture_output=True, text=True)
+
+
+def test_the_stack_runs_across_the_nodes_as_the_tables_place_it(cluster):
     h1, h2, h3 = cluster["hosts"]
-    answer = subprocess.run(["curl", "-sS", "--fail", "--max-time", "10", f"http://{h1.address}/api/health"],
-                            capture_output=True, text=True)
-    assert answer.returncode == 0, answer
-    for host in (h2, h3):
-        assert host.ssh("docker ps -q", user="kono").stdout.strip() == ""
+    placed = tasks(h1)
+    # api: its 2 replicas (api_replicas) on the app nodes, one each (the swarm spreads them);
+    # nginx: one on every edge node; the rest on the db node, where their volumes are.
+    assert sorted(placed["api"]) == sorted([h2.address, h3.address]), placed
+    assert sorted(placed["nginx"]) == sorted([h1.address, h2.address]), placed
+    for service in ("db_production", "db_dev", "maintainer"):
+        assert placed[service] == [h1.address], placed
+    # Through each edge node: nginx there reaches an api replica over the overlay network.
+    for edge in (h1, h2):
+        answer = get(edge.address, "/api/health")
+        assert answer.returncode == 0, (edge.address, answer.stderr)
+    assert not reachable(h3.address, 80)  # not an edge: publishes nothing
+    # The api reads its secrets (the swarm's, mode 0400 for root, copied for node by its entrypoint).
+    api = h3.ssh(f"docker exec {task_container('api')} sh -c 'stat -c %a /run/secrets/production_api_key; "
+                 "grep NoNewPrivs /proc/1/status'", user="kono").stdout.split()
+    assert api[0] == "400" and api[-1] == "1", api  # and the daemon's no-new-privileges holds on an app node
+    # On the db node the daemon leaves new privileges to the services (a swarm ignores each one's
+    # own setting): the maintainer's sudo works, as on a single host.
+    lab_tools.pin_maintainer_host_key_of(h1, task_container("maintainer"))
+    password = cluster["env"]["KONO_MAINTAINER_PASSWORD_SYSOP"]
+    sudo = lab_tools.maintainer(h1, "sudo -S -p '' id -un", input=password + "\n", check=False)
+    assert sudo.stdout.strip() == "root", sudo.stderr
+    # No container on any node has the Docker socket.
+    for host in (h1, h2, h3):
+        mounts = host.ssh("docker ps -q | xargs -r docker inspect -f '{{range .Mounts}}{{.Source}} {{end}}'",
+                          user="kono").stdout
+        assert "docker.sock" not in mounts, (host.address, mounts)
 
 
 def test_the_join_token_is_never_shown(cluster):
@@ -138,6 +187,30 @@ def test_the_join_token_is_never_shown(cluster):
 def test_a_second_deploy_changes_nothing(cluster):
     again = lab_tools.deploy(cluster["inventory"], "--json", env=cluster["env"])
     assert again.changes == 0, again.output[-3000:]
+
+
+def swarm_secrets(host) -> set[str]:
+    return set(host.ssh("docker secret ls --format '{{.Name}}'", user="kono").stdout.split())
+
+
+def test_a_rotated_secret_is_a_new_swarm_secret_every_api_replica_reads_and_the_old_one_goes(cluster):
+    h1, h2, h3 = cluster["hosts"]
+    before = swarm_secrets(h1)
+    (old,) = [name for name in before if name.startswith("kono_production_api_key_")]
+    lab_tools.rotate(cluster["inventory"], "production/api_key", env=cluster["env"])
+    after = swarm_secrets(h1)
+    (new,) = [name for name in after if name.startswith("kono_production_api_key_")]
+    assert new != old and old not in after  # a new version, the old one removed once no task used it
+    assert after - {new} == before - {old}  # no other secret touched
+    # Every api replica reads the new value (compared by digest: no secret leaves a host).
+    wanted = h1.ssh("sha256sum < /srv/kono/config/production/api_key", user="kono").stdout.split()[0]
+    assert new.endswith(wanted[:12])
+    for address in tasks(h1)["api"]:
+        host = next(h for h in cluster["hosts"] if h.address == address)
+        seen = host.ssh(f"docker exec {task_container('api')} sha256sum /run/secrets/production_api_key",
+                        user="kono").stdout.split()[0]
+        assert seen == wanted, address
+    assert lab_tools.deploy(cluster["inventory"], "--json", env=cluster["env"]).changes == 0
 
 
 def test_an_address_pool_declared_after_the_swarm_exists_is_named_not_applied(cluster):

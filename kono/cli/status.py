@@ -10,8 +10,9 @@ db_production's binary logs are shipped ("NOT OK" past twice pitr_max_lag_second
 of every host is ready and nothing is NOT OK, 1 otherwise.
 
 With engine = "swarm", one line per node of the cluster, as the first manager that answers sees it
-(ready, availability, role; "NOT OK" when down, drained, or not in the declared role), and the
-service lines only for the hosts that run the stack.
+(ready, availability, role; "NOT OK" when down, drained, or not in the declared role), and from the
+db node, which deploys the stack, one line per service: its running and desired tasks across the
+swarm ("NOT OK" when fewer run).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import sys
 from pyinfra.api.exceptions import ConnectError, OperationError
 
 from kono import commands
-from kono.cluster import cluster_of, node_report, parse_swarm_state, runs_stack, swarm_state_command
+from kono.cluster import cluster_of, holds_stack, node_report, parse_swarm_state, swarm_state_command
 from kono.services import SERVICES, enabled, ready, script
-from kono.stack import parse_services
+from kono.stack import not_converged, parse_services, parse_swarm_services
 from kono.backup import MAX_AGE, backup_age, parse_last_backup, parse_shipped, shipping_ok, shipping_summary
 from kono.tls import EXPIRY_WARNING_DAYS, certificate_summary, days_left
 
@@ -41,11 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     cluster = cluster_of((target.name, target.settings) for target in targets)
     nodes_shown = False
     for target in targets:
-        stack = runs_stack(target.settings)
+        stack = holds_stack(target.settings)
         try:
             with connect(target) as client:
-                output = (run(client, commands.services_state(target.settings.compose_project), target.settings.project_dir)
-                          if stack else b"")
+                output = (run(client, commands.services_state(target.settings.compose_project, target.settings.swarm),
+                              target.settings.project_dir) if stack else b"")
                 swarm = (parse_swarm_state(run(client, swarm_state_command()).decode().splitlines())
                          if target.settings.swarm and not nodes_shown else None)
                 served = (run(client, commands.served_certificate(target.settings.project_dir))
@@ -67,15 +68,23 @@ def main(argv: list[str] | None = None) -> int:
             continue
         try:
             states = parse_services(output.decode().splitlines())
+            tasks = parse_swarm_services(output.decode().splitlines())
         except OperationError as error:  # no curl on the host, or an answer cut short
             print(f"{target.name}: {error}")
             all_ready = False
             continue
-        for service in enabled(SERVICES, target.settings):
-            state, health = states.get(service.name, ("missing", ""))
-            ok = ready(state, health)
+        services = enabled(SERVICES, target.settings)
+        lagging = not_converged(tasks, tuple(s.name for s in services))
+        for service in services:
+            if target.settings.swarm:  # a cluster's services run on many nodes: counted by the swarm
+                running, desired = tasks.get(service.name, (0, 0))
+                ok = service.name not in lagging
+                print(f"{target.name}  {service.name:<14} tasks {running}/{desired:<14} {'ok' if ok else 'NOT OK'}")
+            else:
+                state, health = states.get(service.name, ("missing", ""))
+                ok = ready(state, health)
+                print(f"{target.name}  {service.name:<14} {state:<10} {health or '-':<10} {'ok' if ok else 'NOT OK'}")
             all_ready &= ok
-            print(f"{target.name}  {service.name:<14} {state:<10} {health or '-':<10} {'ok' if ok else 'NOT OK'}")
         if target.settings.https_on:
             summary = certificate_summary(served.decode())
             ok = summary is not None and days_left(summary) >= EXPIRY_WARNING_DAYS

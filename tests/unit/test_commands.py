@@ -143,11 +143,14 @@ EXPECTED = {
         "$mounts --entrypoint sh nginx:1.27 -c 'rm -rf /etc/nginx/conf.d/* && tar -C /etc/nginx/conf.d -xf - && "
         "nginx -t -q' && echo 0123abcd > .kono/staged/nginx.checked"),
     "apply_folder": (
-        commands.apply_folder("/srv/kono", "nginx", "0123abcd"),
+        commands.apply_folder("/srv/kono", "nginx", "0123abcd", "kono"),
         "cd /srv/kono && mkdir -p nginx && cp -a .kono/staged/nginx/. nginx/ && "
         "rm -rf .kono/staged/nginx .kono/staged/nginx.checked && "
-        "if [ -n \"$(docker compose ps -q --status running nginx 2>/dev/null)\" ]; "
-        "then docker compose exec -T nginx nginx -s reload; fi && echo 0123abcd > .kono/reloaded.nginx"),
+        "for container in $(docker ps -q --filter label=com.docker.compose.project=kono "
+        "--filter label=com.docker.compose.service=nginx --filter status=running; "
+        "docker ps -q --filter label=com.docker.stack.namespace=kono --filter label=com.docker.swarm.service.name=kono_nginx "
+        "--filter status=running); do docker exec \"$container\" nginx -s reload || exit 1; done && "
+        "echo 0123abcd > .kono/reloaded.nginx"),
     "switch_staged_folders": (
         commands.switch_staged_folders({"nginx": "0123abcd"}),
         "if [ \"$(cat .kono/staged/nginx.checked 2>/dev/null)\" = 0123abcd ]; then docker compose build --quiet "
@@ -460,7 +463,7 @@ TAKES_VALUES = {
                                                 {v: "d"}),
     "stage_folder": lambda v: commands.stage_folder(v, v),
     "nginx_check": lambda v: commands.nginx_check(v, v, v, "d", ((v, "/etc/nginx/tls"),)),
-    "apply_folder": lambda v: commands.apply_folder(v, v, "d"),
+    "apply_folder": lambda v: commands.apply_folder(v, v, "d", v),
     "switch_staged_folders": lambda v: commands.switch_staged_folders({v: "d"}),
     "served_certificate": lambda v: commands.served_certificate(v),
     "issue_certificate": lambda v: commands.issue_certificate(v, v, v),

@@ -1,0 +1,131 @@
+"""The stack on a swarm: stack.yaml derived from the compose file and the tables, the command that
+deploys it, and the swarm's state as the Engine API reports it."""
+
+import json
+
+import pytest
+import yaml
+
+from kono import commands
+from kono.rotation import rotation_target
+from kono.services import SECRETS, SERVICES, enabled
+from kono.settings import SettingsError
+from kono.stack import StackState, not_converged, parse_swarm_services, project_files
+from tests.lab import settings_of
+from tests.unit.test_commands import syntax_ok
+
+
+def swarm_settings(**knobs):
+    return settings_of(engine="swarm", swarm_role="manager", swarm_labels=["db", "edge", "app"],
+                       swarm_address_pool="10.200.0.0/16", **knobs)
+
+
+def stack(**knobs) -> dict:
+    return yaml.safe_load(project_files(swarm_settings(**knobs))["stack.yaml"])
+
+
+def test_each_service_runs_where_the_table_says_with_as_many_copies():
+    services = stack(api_replicas=3)["services"]
+    assert set(services) == {s.name for s in enabled(SERVICES, swarm_settings())}
+    assert services["api"]["deploy"]["replicas"] == 3
+    assert services["api"]["deploy"]["placement"]["constraints"] == ["node.labels.kono.app == true"]
+    assert services["nginx"]["deploy"]["mode"] == "global"
+    assert services["nginx"]["deploy"]["placement"]["constraints"] == ["node.labels.kono.edge == true"]
+    for name in ("db_production", "db_dev", "maintainer"):
+        assert services[name]["deploy"]["placement"]["constraints"] == ["node.labels.kono.db == true"]
+        assert services[name]["deploy"]["replicas"] == 1
+    # No IPVS everywhere: services found by DNS round-robin, ports published on the task's node.
+    assert {s["deploy"]["endpoint_mode"] for s in services.values()} == {"dnsrr"}
+    assert services["nginx"]["ports"] == [{"target": 80, "published": 80, "protocol": "tcp", "mode": "host"}]
+    assert services["maintainer"]["ports"] == [{"target": 22, "published": 8022, "protocol": "tcp", "mode": "host"}]
+    # A swarm cannot bind one address: db_dev, which compose binds to loopback alone, is not published.
+    assert "ports" not in services["db_dev"]
+    # The api rolls start-first and back on a failed health check; nginx (host ports) stops first.
+    assert services["api"]["deploy"]["update_config"]["order"] == "start-first"
+    assert services["api"]["deploy"]["update_config"]["failure_action"] == "rollback"
+    assert services["nginx"]["deploy"]["update_config"]["order"] == "stop-first"
+
+
+def test_what_a_swarm_ignores_is_given_in_its_own_syntax():
+    compose = yaml.safe_load(project_files(swarm_settings(memory_limits={"api": "256m"}))["compose.yaml"])
+    services = stack(memory_limits={"api": "256m"})["services"]
+    for name, block in services.items():
+        assert not {"build", "restart", "security_opt", "tmpfs", "mem_limit"} & set(block), name
+        # Each tmpfs a mount of type tmpfs, its mode kept (a swarm drops the service-level key silently).
+        wanted = [t.split(":")[0] for t in compose["services"][name].get("tmpfs", [])]
+        assert [v["target"] for v in block.get("volumes", []) if isinstance(v, dict) and v["type"] == "tmpfs"] == wanted
+    db_mounts = {v["target"]: v for v in services["db_production"]["volumes"] if isinstance(v, dict)}
+    assert db_mounts["/var/run/mysqld"]["tmpfs"]["mode"] == 0o1777
+    assert services["api"]["deploy"]["resources"]["limits"]["memory"] == "256m"
+    # What compose builds, named as compose names it: the stack runs the image built on the db node.
+    assert services["maintainer"]["image"] == "kono-maintainer"
+    # Secrets readable by root alone in the container (a swarm's default is 0444).
+    assert {s["mode"] for block in services.values() for s in block.get("secrets", [])} == {0o400}
+    assert not [key for key in stack() if key.startswith("x-")]
+
+
+def test_each_secret_version_is_a_swarm_secret_of_its_own():
+    secrets = stack()["secrets"]
+    handed = [s for s in enabled(SECRETS, swarm_settings()) if s.handed_by_compose]
+    assert set(secrets) == {s.compose_name for s in handed}
+    for entry in handed:
+        assert secrets[entry.compose_name] == {
+            "file": f"./{entry.path}",
+            "name": f"kono_{entry.compose_name}_${{KONO_SECRET_{entry.compose_name.upper()}}}"}
+
+
+def test_a_single_host_has_no_stack_file():
+    assert "stack.yaml" not in project_files(settings_of())
+
+
+def test_the_stack_deploy_command():
+    command = commands.stack_up("/srv/kono", "kono", "stack.yaml", 300, {"api": ["config/production/api_key"]},
+                                {"production_api_key": "config/production/api_key"}, ("nginx",))
+    assert syntax_ok(command)
+    assert "KONO_SECRET_PRODUCTION_API_KEY=$(sha256sum < config/production/api_key | cut -c1-12)" in command
+    assert "docker compose down;" in command and "down -v" not in command and "--volumes" not in command
+    deploy = command.index("docker stack deploy --detach=false --prune --resolve-image never -c stack.yaml kono")
+    assert command.index("docker compose build") < deploy < command.index("echo \"$digest\" > .kono/applied")
+    # Old versions go after a successful deploy; the current ones stay.
+    assert command.index("docker secret rm") > deploy
+    assert "grep -vxF \"$(printf '%s\\n' \"kono_production_api_key_${KONO_SECRET_PRODUCTION_API_KEY}\")\"" in command
+
+
+def test_the_swarms_services_and_its_tasks_containers_are_read():
+    services = [{"Spec": {"Name": "kono_api", "Labels": {"com.docker.stack.namespace": "kono"}},
+                 "ServiceStatus": {"RunningTasks": 1, "DesiredTasks": 2}},
+                {"Spec": {"Name": "kono_nginx", "Labels": {"com.docker.stack.namespace": "kono"}},
+                 "ServiceStatus": {"RunningTasks": 2, "DesiredTasks": 2}}]
+    assert parse_swarm_services([f"swarm_services {json.dumps(services)}"]) == {"api": (1, 2), "nginx": (2, 2)}
+    assert parse_swarm_services(["swarm_services "]) == {}  # a worker, or Docker down
+    assert not_converged({"api": (1, 2), "nginx": (2, 2), "db_dev": (0, 0)}, ("api", "nginx", "db_dev", "backup")) == \
+        {"api": (1, 2), "db_dev": (0, 0), "backup": (0, 0)}
+    state = StackState().process(["digest", "applied ", "containers []", f"swarm_services {json.dumps(services)}"])
+    assert state["compose_containers"] is False and state["swarm_services"]["api"] == (1, 2)
+    compose = [{"Labels": {"com.docker.compose.service": "api"}, "State": "running", "Status": "Up 3 minutes (healthy)"}]
+    assert StackState().process(["digest", "applied ", f"containers {json.dumps(compose)}"])["compose_containers"]
+    assert "swarm_services" in commands.services_state("kono", swarm=True)
+    assert "swarm_services" not in commands.services_state("kono")
+
+
+@pytest.mark.parametrize("knobs, error", [
+    ({"https": "provided", "domains": ["example.com"]}, r"https: expected \"off\" with engine = \"swarm\""),
+    ({"backup_repository": "sftp:backup@example.com:/kono"}, r"backup_repository: expected None with engine = \"swarm\""),
+])
+def test_what_a_cluster_does_not_run_yet_is_refused(knobs, error):
+    with pytest.raises(SettingsError, match=error):
+        swarm_settings(**knobs)
+
+
+def test_a_project_name_too_long_for_swarm_secret_names_is_refused():
+    longest = max(len(s.compose_name) for s in SECRETS)
+    fits = "k" * (64 - longest - 2 - commands.SECRET_VERSION_CHARS)
+    assert swarm_settings(compose_project=fits).compose_project == fits
+    with pytest.raises(SettingsError, match=f"compose_project: expected at most {len(fits)} characters"):
+        swarm_settings(compose_project=fits + "k")
+
+
+def test_a_database_password_is_not_rotated_on_a_cluster_yet():
+    assert rotation_target(swarm_settings(), "production/api_key")[0].key == "production/api_key"
+    with pytest.raises(SettingsError, match="rotate: expected a secret without database accounts"):
+        rotation_target(swarm_settings(), "production/db_api_password")
