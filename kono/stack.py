@@ -99,6 +99,12 @@ def tls_check_mounts(settings: Settings) -> tuple[tuple[str, str], ...]:
     return ((source if source.startswith("./") else f"{settings.compose_project}_{source}", "/etc/nginx/tls"),)
 
 
+def compose_secrets(settings: Settings) -> list:
+    """The secrets compose.yaml declares (a swarm secret each on a cluster): those these settings
+    enable, but the TLS files, which nginx mounts as a folder."""
+    return [s for s in enabled(SECRETS, settings) if s.handed_by_compose]
+
+
 def compose_file(settings: Settings, files: dict[str, str]) -> str:
     """compose.yaml: each service's own block from templates/services/, and from the tables its
     secrets, its labels, and the top-level secrets and volumes (those these settings enable)."""
@@ -122,7 +128,7 @@ def compose_file(settings: Settings, files: dict[str, str]) -> str:
         images={s.name: getattr(settings, s.image) for s in services if s.image},
         restarting={s.name: bool(restarting_secrets(s.name)) for s in services},
         secrets_env_names={s.name: commands.env_name(s.name) for s in services},
-        secrets=[s for s in enabled(SECRETS, settings) if s.handed_by_compose],
+        secrets=compose_secrets(settings),
         volumes=[v.name for v in enabled(VOLUMES, settings)],
         db_entrypoint=commands.db_entrypoint(SECRETS_DIR, DB_SECRETS_DIR), memory_limits=dict(settings.memory_limits),
     )
@@ -538,7 +544,7 @@ def bring_up(settings: Settings) -> None:
                  directory=settings.project_dir, project=settings.compose_project,
                  wait_timeout=settings.compose_wait_timeout,
                  services=tuple(s.name for s in enabled(SERVICES, settings)),
-                 secret_versions={s.compose_name: s.path for s in enabled(SECRETS, settings) if s.handed_by_compose})
+                 secret_versions={s.compose_name: s.path for s in compose_secrets(settings)})
         return
     compose_up(name="Validate the project and bring the stack up if it changed or is not healthy",
                directory=settings.project_dir, project=settings.compose_project,

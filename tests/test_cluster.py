@@ -7,6 +7,7 @@ hosts for the module."""
 
 import ipaddress
 import json
+import re
 import secrets
 import socket
 import subprocess
@@ -187,6 +188,34 @@ def test_the_join_token_is_never_shown(cluster):
 def test_a_second_deploy_changes_nothing(cluster):
     again = lab_tools.deploy(cluster["inventory"], "--json", env=cluster["env"])
     assert again.changes == 0, again.output[-3000:]
+
+
+def nginx_on(host) -> tuple[str, str, str]:
+    """(container id, its nginx master's children, its live default.conf) of the edge node's nginx."""
+    out = host.ssh(f"c={task_container('nginx')}; echo $c; docker exec $c cat /proc/1/task/1/children; echo; "
+                   "docker exec $c cat /etc/nginx/conf.d/default.conf", user="kono").stdout
+    container, children, conf = out.split("\n", 2)
+    return container, children, conf
+
+
+def test_an_nginx_configuration_change_is_checked_and_reloaded_on_every_edge(cluster):
+    h1, h2, _ = cluster["hosts"]
+    edges = (h1, h2)
+    before = {edge.address: nginx_on(edge) for edge in edges}
+    lab_tools.deploy(cluster["inventory"], "--data", "server_name=cluster.example _", env=cluster["env"])
+    for edge in edges:
+        container, children, conf = nginx_on(edge)
+        assert container == before[edge.address][0]  # the same container: reloaded, not restarted
+        assert children != before[edge.address][1]  # new workers: the reload happened
+        assert "server_name cluster.example _;" in conf
+    # Checked first on each edge: nginx's own message, and what every edge serves stays as it was.
+    live = {edge.address: nginx_on(edge)[2] for edge in edges}
+    bad = lab_tools.deploy(cluster["inventory"], "--data", "server_name=~*", env=cluster["env"], check=False)
+    assert bad.returncode != 0 and re.search(r"pcre2?_compile\(\) failed", bad.output), bad.output[-3000:]
+    for edge in edges:
+        assert nginx_on(edge)[2] == live[edge.address]
+        assert get(edge.address, "/api/health").returncode == 0
+    lab_tools.deploy(cluster["inventory"], env=cluster["env"])  # back to the inventory's
 
 
 def swarm_secrets(host) -> set[str]:
