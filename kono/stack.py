@@ -435,8 +435,7 @@ class StackState(FactBase):
 
     @staticmethod
     def default() -> dict:
-        return {"digest": None, "applied": None, "services": {}, "recorded": {}, "secrets": {}, "swarm_services": {},
-                "compose_containers": False}
+        return {"digest": None, "applied": None, "services": {}, "recorded": {}, "secrets": {}, "swarm_services": {}}
 
     def command(self, directory: str, project: str, swarm: bool = False) -> str:
         return commands.stack_state(directory, project, reloaded_folders(), service_secret_paths(), swarm)
@@ -461,7 +460,6 @@ class StackState(FactBase):
         if files is not None:
             state["digest"] = digest_of(files)
         state["services"] = parse_services(output)
-        state["compose_containers"] = bool(state["services"])
         state["swarm_services"] = parse_swarm_services(output)
         return state
 
@@ -591,7 +589,7 @@ def stack_up(directory: str, project: str, wait_timeout: int, services: tuple[st
         drift(f"service {name} runs {running} of {desired} tasks" if desired else f"service {name} is not on the swarm")
     if state["digest"] != state["applied"]:
         drift("the project changed since the stack was last deployed")
-    if state["compose_containers"]:
+    if state["services"]:  # the compose project's containers (commands.services_state)
         logger.warning(f"{host.print_prefix}the compose project {project} stops here, then the swarm starts its "
                        "services: everything is down meanwhile (its volumes stay, and the stack takes them over)")
     yield commands.stack_up(directory, project, STACK_FILE, wait_timeout, service_secret_paths(), secret_versions,

@@ -101,9 +101,10 @@ def test_the_swarms_services_and_its_tasks_containers_are_read():
     assert not_converged({"api": (1, 2), "nginx": (2, 2), "db_dev": (0, 0)}, ("api", "nginx", "db_dev", "backup")) == \
         {"api": (1, 2), "db_dev": (0, 0), "backup": (0, 0)}
     state = StackState().process(["digest", "applied ", "containers []", f"swarm_services {json.dumps(services)}"])
-    assert state["compose_containers"] is False and state["swarm_services"]["api"] == (1, 2)
+    assert state["services"] == {} and state["swarm_services"]["api"] == (1, 2)
     compose = [{"Labels": {"com.docker.compose.service": "api"}, "State": "running", "Status": "Up 3 minutes (healthy)"}]
-    assert StackState().process(["digest", "applied ", f"containers {json.dumps(compose)}"])["compose_containers"]
+    assert StackState().process(["digest", "applied ", f"containers {json.dumps(compose)}"])["services"] == \
+        {"api": ("running", "healthy")}
     assert "swarm_services" in commands.services_state("kono", swarm=True)
     assert "swarm_services" not in commands.services_state("kono")
 
