@@ -92,5 +92,6 @@ api_replicas = 2                   # with swarm: copies of the api, spread over 
 server_name = "_"                  # nginx server_name ("_" answers any name)
 db_production_name = "kono"        # database created in db_production on first start
 db_dev_name = "dev"                # database created in db_dev on first start
+api_answer_timeout = 60            # seconds nginx waits for the api's answer; unanswered, a GET goes to another replica (a dead node's)
 compose_wait_timeout = 300         # seconds `compose up --wait` waits for every service to be healthy
 deploy_lock_wait = 600             # seconds a deploy waits for another one on the same host to finish

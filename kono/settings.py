@@ -263,6 +263,7 @@ class Settings:
     swarm_remove_strays: bool = knob("True or False")
     swarm_address_pool: str = knob("an IPv4 network like \"10.0.0.0/8\", /24 or wider", parse=_address_pool)
     api_replicas: int = knob("a whole number >= 1", lambda v: v >= 1)
+    api_answer_timeout: int = knob("seconds, a whole number >= 1", lambda v: v >= 1)
     compose_wait_timeout: int = knob("seconds, a whole number >= 10", lambda v: v >= 10)
     deploy_lock_wait: int = knob("seconds, a whole number >= 0", lambda v: v >= 0)
 

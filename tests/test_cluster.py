@@ -262,11 +262,33 @@ def test_the_swarm_ports_are_open_between_nodes_and_closed_to_any_other_address(
         assert probe.returncode == 0, (port, probe.stderr)
 
 
+def drift(inventory) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kono.cli.drift", str(inventory)], cwd=lab_tools.REPO,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_a_missing_replica_is_drift_and_the_next_deploy_brings_it_back(cluster):
+    """A service the swarm cannot place (here: a constraint added by hand) runs fewer tasks than
+    declared: status and drift say so and exit 1; a deploy puts the declared service back."""
+    h1 = cluster["hosts"][0]
+    inventory = cluster["inventory"]
+    h1.ssh("docker service update --detach --constraint-add node.labels.kono.nowhere==true kono_maintainer",
+           user="kono")
+    seen = wait_for_status(inventory, lambda s: "maintainer     tasks 0/1" in s.stdout, 60)
+    assert seen.returncode == 1 and "maintainer     tasks 0/1" in seen.stdout, seen.stdout
+    found = drift(inventory)
+    assert found.returncode == 1, found.stdout + found.stderr
+    assert "service maintainer runs 0 of 1 tasks" in found.stdout, found.stdout
+    lab_tools.deploy(inventory, env=cluster["env"])
+    assert status(inventory).returncode == 0
+    assert lab_tools.deploy(inventory, "--json", env=cluster["env"]).changes == 0
+
+
 def three_managers(cluster):
     """The cluster redeclared with three managers (a majority survives one's death), the app label
-    moved from h2 to h3 alone: (its inventory, its shape)."""
+    moved from h2 to h1 (h3 keeps it): (its inventory, its shape)."""
     h1, h2, h3 = cluster["hosts"]
-    shape = {h1.address: ("manager", ["db", "edge"]), h2.address: ("manager", ["edge"]),
+    shape = {h1.address: ("manager", ["db", "edge", "app"]), h2.address: ("manager", ["edge"]),
              h3.address: ("manager", ["app"])}
     return write_cluster_inventory(h1.lab, cluster["hosts"], cluster["work"] / "three-managers.py", shape,
                                    cluster["git"], cluster["work"]), shape
@@ -291,36 +313,68 @@ def test_labels_and_roles_follow_the_inventory_in_one_deploy_then_stay(cluster):
     assert lab_tools.deploy(inventory, "--json", env=cluster["env"]).changes == 0
 
 
-def wait_for_status(inventory, done, seconds: float) -> subprocess.CompletedProcess:
+def wait_for(what, done, seconds: float):
+    """Poll ``what()`` every 2 s until ``done`` holds for it or ``seconds`` pass: the last value."""
     end = time.monotonic() + seconds
     while True:
-        now = status(inventory)
-        if done(now) or time.monotonic() > end:
-            return now
-        time.sleep(3)
+        value = what()
+        if done(value) or time.monotonic() > end:
+            return value
+        time.sleep(2)
 
 
-def test_a_dead_node_is_named_by_status_and_rejoins_by_itself_when_it_is_back(cluster):
-    """Three managers: with one dead, the two left are a majority and the swarm still answers."""
+def wait_for_status(inventory, done, seconds: float) -> subprocess.CompletedProcess:
+    return wait_for(lambda: status(inventory), done, seconds)
+
+
+def api_line(host, running: int, desired: int) -> str:
+    return f"{host.address}  api            tasks {running}/{desired}"
+
+
+def test_an_app_node_dies_under_load_the_service_stays_and_the_node_rejoins_by_itself(cluster):
+    """Three managers: with one dead, the two left are a majority and the swarm still answers. h3, an
+    app node, loses its power while clients load both edges: every GET is answered (a request its
+    api replica took is passed by nginx to the other one), the swarm runs the lost replica elsewhere
+    within 60 s, status and drift name the dead node; powered on, it rejoins with no step of ours."""
     h1, h2, h3 = cluster["hosts"]
     inventory, _ = three_managers(cluster)
     lab_tools.deploy(inventory, env=cluster["env"])  # converged already when the module ran in order
+    # The app label left h2 for h1: the swarm moves h2's replica (a constraint no longer met).
+    placed = wait_for(lambda: tasks(h1), lambda p: sorted(p.get("api", [])) == sorted([h1.address, h3.address]), 60)
+    assert sorted(placed["api"]) == sorted([h1.address, h3.address]), placed
     before = status(inventory)
     assert before.returncode == 0, before.stdout + before.stderr
     for host in (h1, h2, h3):
         assert f"node {host.address:<20} ready active manager" in before.stdout, before.stdout
+    # Each client waits longer than nginx does for an answer (api_answer_timeout, then the next replica).
+    answer = lab_tools.settings_of().api_answer_timeout + 15
+    loads = [lab_tools.Load(edge.address, paths=("/api/health",), clients=4, seconds=300, timeout=answer)
+             for edge in (h1, h2)]
+    time.sleep(3)
+    cut = time.monotonic()
     h3.power_cut()  # no shutdown: the others notice missed heartbeats
-    after = wait_for_status(inventory, lambda s: f"node {h3.address:<20} down" in s.stdout, 90)
+    after = wait_for_status(inventory, lambda s: f"node {h3.address:<20} down" in s.stdout
+                            and api_line(h1, 2, 2) in s.stdout, 120)
+    back_to_two = time.monotonic() - cut
+    time.sleep(3)  # and answered after it too
+    results = [load.stop() for load in loads]
+    print(f"node loss: api back to 2 replicas {back_to_two:.0f} s after the power cut; "
+          + "; ".join(f"through {edge.address}: {result}" for edge, result in zip((h1, h2), results)))
+    for edge, result in zip((h1, h2), results):
+        assert result.requests > 500 and result.stopped_early == 0, (edge.address, str(result))
+        assert not result.failures, (edge.address, str(result))
+    assert api_line(h1, 2, 2) in after.stdout, after.stdout
+    assert back_to_two <= 60, f"the api ran 2 replicas again {back_to_two:.0f} s after the node died"
+    assert sorted(tasks(h1)["api"]) == [h1.address, h1.address]
     assert after.returncode == 1, after.stdout
     assert f"{h3.address}: unreachable" in after.stdout
     assert f"node {h3.address:<20} down active manager NOT OK" in after.stdout, after.stdout
     for host in (h1, h2):
         assert f"node {host.address:<20} ready active manager" in after.stdout, after.stdout
-    drift = subprocess.run([sys.executable, "-m", "kono.cli.drift", str(inventory)], cwd=lab_tools.REPO,
-                           capture_output=True, text=True, timeout=600)
-    assert drift.returncode == 1, drift.stdout + drift.stderr
-    assert f"node {h3.address} ({h3.address}) is down" in drift.stdout, drift.stdout
-    assert f"[{h3.address}] unreachable: Could not connect" in drift.stdout, drift.stdout
+    found = drift(inventory)
+    assert found.returncode == 1, found.stdout + found.stderr
+    assert f"node {h3.address} ({h3.address}) is down" in found.stdout, found.stdout
+    assert f"[{h3.address}] unreachable: Could not connect" in found.stdout, found.stdout
     # Back: Docker starts at boot and the node takes its place again, with no step of ours.
     h3.power_on()
     back = wait_for_status(inventory, lambda s: s.returncode == 0, 90)
