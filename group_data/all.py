@@ -86,6 +86,7 @@ swarm_labels = []                  # with swarm: what the node runs: "edge" (ngi
 swarm_advertise_address = None     # with swarm: the private address other nodes reach this one at; None: the inventory's address
 swarm_remove_strays = False        # with swarm: a deploy drains and removes the nodes the inventory no longer names (else it names them)
 swarm_address_pool = "10.0.0.0/8"  # with swarm: where overlay networks take their /24s (Docker's default), fixed when the swarm is created; must hold no node's address
+swarm_overlay_encryption = True    # with swarm: traffic between nodes in IPsec (needs the kernel's ESP: checked); False only on a private network you trust
 api_replicas = 2                   # with swarm: copies of the api, spread over the nodes labelled "app"
 
 # --- Stack ------------------------------------------------------------------------------------

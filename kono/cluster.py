@@ -43,6 +43,8 @@ MANAGER_PORT = 2377  # cluster management (tcp)
 SWARM_PORTS = {"tcp": (MANAGER_PORT, 7946), "udp": (7946, 4789)}  # + node gossip (both), overlay VXLAN (udp)
 MANAGER_COUNTS = (1, 3)  # 3 keep a majority (2 of 3) when one dies; 2 would stop with either
 LABEL = "kono."  # node labels: kono.edge=true, ...; placement reads node.labels.kono.<label>
+# Knobs the whole cluster shares (each is the swarm's or its overlay network's): one value, or an error.
+CLUSTER_WIDE = {"swarm_address_pool": "pool", "swarm_overlay_encryption": "setting"}
 JOIN_REQUEST = f"{commands.STATE_DIR}/swarm/join.json"  # under the project directory, removed once read
 
 
@@ -117,10 +119,11 @@ def cluster_of(hosts: Iterable[tuple[str, Settings]]) -> Cluster | None:
             raise SettingsError(f"swarm_advertise_address: expected an address of {node.name} alone, got "
                                 f"{node.address}, which {seen[node.address]} has too")
         seen[node.address] = node.name
-    pools = {settings.swarm_address_pool for _, settings in hosts if settings.swarm}
-    if len(pools) != 1:
-        raise SettingsError(f"swarm_address_pool: expected one pool for the whole cluster, got {', '.join(sorted(pools))}")
-    pool = pools.pop()
+    for knob, what in CLUSTER_WIDE.items():
+        values = {str(getattr(settings, knob)) for _, settings in hosts if settings.swarm}
+        if len(values) != 1:
+            raise SettingsError(f"{knob}: expected one {what} for the whole cluster, got {', '.join(sorted(values))}")
+    pool = next(settings.swarm_address_pool for _, settings in hosts if settings.swarm)
     # An overlay subnet that holds a node's address makes that node unreachable from the containers.
     inside = [node for node in nodes if ipaddress.ip_address(node.address) in ipaddress.ip_network(pool)]
     if inside:
@@ -208,8 +211,38 @@ class SwarmState(FactBase):
         return parse_swarm_state(output)
 
 
+# What Docker's encrypted overlay networks need of the kernel: IPsec ESP, configured over netlink.
+IPSEC_MODULES = ("esp4", "xfrm_user")
+
+
+def ipsec_command() -> str:
+    """A line "<module> yes|no" per IPsec module: loaded, built in, or installed for the running kernel
+    (the kernel loads it when Docker first asks). Read as the deploy user: no root needed."""
+    modules = '/lib/modules/"$(uname -r)"'
+    return (f"for module in {' '.join(IPSEC_MODULES)}; do if grep -q \"^$module \" /proc/modules || "
+            f"grep -qs \"/$module\\.ko\" {modules}/modules.builtin {modules}/modules.dep; "
+            "then echo \"$module yes\"; else echo \"$module no\"; fi; done")
+
+
+class KernelIpsec(FactBase):
+    """{module: whether this kernel has it} for the IPsec modules encrypted overlays need."""
+
+    @staticmethod
+    def default() -> dict:
+        return {}
+
+    def command(self) -> str:
+        return ipsec_command()
+
+    def process(self, output: list[str]) -> dict:
+        return {module: answer == "yes" for module, _, answer in (line.partition(" ") for line in output)
+                if module in IPSEC_MODULES}
+
+
 def cluster_reads(settings: Settings) -> list[Read]:
-    return [(SwarmState, {})] if settings.swarm else []
+    if not settings.swarm:
+        return []
+    return [(SwarmState, {}), *([(KernelIpsec, {})] if settings.swarm_overlay_encryption else [])]
 
 
 def _state_now() -> dict:
@@ -338,6 +371,32 @@ def node_report(cluster: Cluster, state: dict) -> list[tuple[str, str, bool]]:
 # hosts joined. In memory on the operator's machine only.
 _FOUNDED: dict[str, dict] = {}
 _JOINED: set[str] = set()
+
+
+@operation()
+def overlay_encryption_possible():
+    """
+    With swarm_overlay_encryption, before anything of the cluster changes: this node's kernel has
+    what Docker's encrypted overlay networks need (IPsec ESP), or a clear error naming the knob.
+
+    **Example:**
+
+    .. code:: python
+
+        overlay_encryption_possible(name="The kernel can encrypt overlay traffic")
+    """
+    found = read(KernelIpsec)
+    missing = [module for module in IPSEC_MODULES if not found.get(module)]
+    if missing:
+        message = (f"swarm_overlay_encryption: expected this node's kernel to have IPsec ESP for encrypted overlay "
+                   f"networks, but it has no {' or '.join(missing)} (neither loaded nor built in nor under "
+                   "/lib/modules for the running kernel); use a kernel that has them (Debian's and Ubuntu's cloud "
+                   "kernels do), or set swarm_overlay_encryption = False only if the nodes reach each other over a "
+                   "private network you trust")
+        drift(message)
+        yield commands.fail(message)
+        return
+    host.noop("the kernel has IPsec ESP for encrypted overlay networks")
 
 
 @operation()
@@ -471,6 +530,8 @@ def form_cluster(settings: Settings, cluster: Cluster | None, name: str) -> None
     if cluster is None or not settings.swarm:
         return
     node, founder = cluster.node(name), cluster.founder
+    if settings.swarm_overlay_encryption:
+        overlay_encryption_possible(name="The kernel can encrypt overlay traffic (IPsec ESP)")
     if node == founder:
         swarm_founded(name="Swarm initialised on the first manager", address=node.address, pool=cluster.address_pool)
     else:

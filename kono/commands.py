@@ -146,8 +146,9 @@ def services_state(project: str, swarm: bool = False) -> str:
     version negotiation) and at a seventh of ``docker compose ps`` (which loads and interpolates the
     whole project first): a fleet's no-op deploy pays this on every host.
 
-    With ``swarm``, one more line: "swarm_services <JSON>", the stack's services with their running
-    and desired task counts (``GET /services?status=true``: a manager's answer; empty on a worker).
+    With ``swarm``, two more lines: "swarm_services <JSON>", the stack's services with their running
+    and desired task counts (``GET /services?status=true``: a manager's answer; empty on a worker),
+    and "swarm_networks <JSON>", the stack's networks (``GET /networks``).
     """
     compose = _engine_get("containers/json", {"label": [f"com.docker.compose.project={project}",
                                                         "com.docker.compose.oneoff=False"]})
@@ -155,11 +156,20 @@ def services_state(project: str, swarm: bool = False) -> str:
              f"{compose}; else printf no-curl; fi; echo")
     if swarm:
         stack = {"label": [f"{STACK_NAMESPACE_LABEL}={project}"]}
-        lines += f"; printf 'swarm_services '; {_engine_get('services', stack, 'status=true')}; echo"
+        lines += (f"; printf 'swarm_services '; {_engine_get('services', stack, 'status=true')}; echo"
+                  f"; printf 'swarm_networks '; {_engine_get('networks', stack)}; echo")
     return lines
 
 
 STACK_NAMESPACE_LABEL = "com.docker.stack.namespace"  # what `docker stack deploy` labels its objects with
+
+
+def overlay_network(project: str, encrypted: bool) -> str:
+    """The stack's overlay network. Docker cannot change a network's options, and `docker stack
+    deploy` leaves an existing one as it is: so its name says whether it is encrypted, and turning
+    encryption on or off makes a new network every service moves to. Unencrypted, the name `docker
+    stack deploy` gives its default network."""
+    return f"{project}_{'encrypted' if encrypted else 'default'}"
 
 
 def secrets_digest(paths: list[str]) -> str:
@@ -266,13 +276,13 @@ def secret_version_name(project: str, compose_name: str) -> str:
 
 
 def stack_up(directory: str, project: str, stack_file: str, wait_timeout: int, service_secrets: dict[str, list[str]],
-             secret_versions: dict[str, str], reloaded: tuple[str, ...] = ()) -> str:
+             secret_versions: dict[str, str], network: str, reloaded: tuple[str, ...] = ()) -> str:
     """Bring the stack up on the swarm from this manager: each secret's version ({name: its file})
     taken from its content; a compose project of the same name here stopped first (its containers,
     not its volumes, which the stack's services take over: same names); the images the project
     builds built here; `docker stack deploy`, waiting until every service has converged (a failed
-    update rolls back); then the secret versions no service uses any more removed, and the project's
-    digest recorded, as ``compose_up`` does. Docker's registry is never asked (``--resolve-image
+    update rolls back); then the secret versions and networks (but ``network``) no service uses any
+    more removed, and the project's digest recorded, as ``compose_up`` does. Docker's registry is never asked (``--resolve-image
     never``): each node runs the image it has or pulls by name."""
     versions = " ".join(f"{secret_version_env(name)}=$(sha256sum < {quote(path)} | cut -c1-{SECRET_VERSION_CHARS})"
                         for name, path in secret_versions.items())
@@ -289,7 +299,9 @@ def stack_up(directory: str, project: str, stack_file: str, wait_timeout: int, s
         f"awk \"BEGIN {{ print $(date +%s.%N) - $started }}\" > {LAST_UP_SECONDS} && "
         # In use (an old task still stopping) or not: what cannot go now goes next time.
         f"docker secret ls --filter label={STACK_NAMESPACE_LABEL}={quote(project)} --format '{{{{.Name}}}}' | "
-        f"grep -vxF \"$(printf '%s\\n' {kept})\" | xargs -r docker secret rm >/dev/null 2>&1; true"
+        f"grep -vxF \"$(printf '%s\\n' {kept})\" | xargs -r docker secret rm >/dev/null 2>&1; "
+        f"docker network ls --filter label={STACK_NAMESPACE_LABEL}={quote(project)} --format '{{{{.Name}}}}' | "
+        f"grep -vxF {quote(network)} | xargs -r docker network rm >/dev/null 2>&1; true"
     ))
 
 

@@ -146,6 +146,9 @@ def _set(name: str, family: str, elements: list[str]) -> str:
     return f"    set {name} {{ type {family}_addr; flags interval;{listed} }}"
 
 
+ESP_PROTOCOL = 50  # IPsec ESP's IP protocol number (IANA); a number: nft needs no /etc/protocols for it
+
+
 def _swarm_rules(cluster: Cluster | None) -> tuple[list[str], list[str]]:
     """The sets of a cluster's nodes and the rules that let them (only) reach each other's swarm ports."""
     if cluster is None:
@@ -155,6 +158,10 @@ def _swarm_rules(cluster: Cluster | None) -> tuple[list[str], list[str]]:
     rules = [f"        {proto} dport {{ {', '.join(str(p) for p in numbers)} }} {family} saddr @swarm_nodes_{version} "
              f"accept comment \"swarm, from cluster nodes\""
              for proto, numbers in SWARM_PORTS.items() for family, version in (("ip", "v4"), ("ip6", "v6"))]
+    # An encrypted overlay's VXLAN travels inside IPsec ESP (IP protocol 50), which has no port.
+    rules += [f"        meta l4proto {ESP_PROTOCOL} {family} saddr @swarm_nodes_{version} accept "
+              f"comment \"swarm encrypted overlay (IPsec ESP), from cluster nodes\""
+              for family, version in (("ip", "v4"), ("ip6", "v6"))]
     return sets, rules
 
 

@@ -262,6 +262,7 @@ class Settings:
     swarm_advertise_address: str | None = knob("an IP address", lambda v: v.strip() != "", _ip_address)
     swarm_remove_strays: bool = knob("True or False")
     swarm_address_pool: str = knob("an IPv4 network like \"10.0.0.0/8\", /24 or wider", parse=_address_pool)
+    swarm_overlay_encryption: bool = knob("True or False")
     api_replicas: int = knob("a whole number >= 1", lambda v: v >= 1)
     api_answer_timeout: int = knob("seconds, a whole number >= 1", lambda v: v >= 1)
     compose_wait_timeout: int = knob("seconds, a whole number >= 10", lambda v: v >= 10)

@@ -149,7 +149,7 @@ def stack_file(settings: Settings, compose_text: str) -> str:
     (``Service.runs_on``, ``replicas``), found by DNS round-robin (no IPVS on every kernel: no
     virtual IPs, no routing mesh: ports published on the node that runs the task); a swarm secret
     per secret version (Swarm secrets cannot change: a new value is a new name, and the services
-    that use it roll); tmpfs and memory limits in the swarm's own syntax; images built on the db
+    that use it roll); the overlay network encrypted (IPsec) with swarm_overlay_encryption; tmpfs and memory limits in the swarm's own syntax; images built on the db
     node named; what a swarm ignores (build, restart, security_opt: the daemon's default instead,
     kono/docker_engine.py) left out. A port compose binds to loopback alone (db_dev's) is not
     published: a swarm cannot bind one address."""
@@ -183,6 +183,9 @@ def stack_file(settings: Settings, compose_text: str) -> str:
         block["deploy"] = deploy
     for name, entry in compose.get("secrets", {}).items():
         entry["name"] = commands.secret_version_name(settings.compose_project, name)
+    encrypted = settings.swarm_overlay_encryption
+    compose["networks"] = {"default": {"name": commands.overlay_network(settings.compose_project, encrypted),
+                                       "driver": "overlay", **({"driver_opts": {"encrypted": ""}} if encrypted else {})}}
     for extension in [key for key in compose if key.startswith("x-")]:  # merged where used already
         del compose[extension]
     return ("# Rendered by kono-infra from compose.yaml and the tables in kono/services.py (kono/stack.py,\n"
@@ -428,14 +431,27 @@ def parse_swarm_services(lines: list[str]) -> dict[str, tuple[int, int]]:
     return services
 
 
+def parse_swarm_networks(lines: list[str]) -> list[str]:
+    """The names of the stack's networks, from the "swarm_networks" line of ``commands.services_state``."""
+    for line in lines:
+        key, _, rest = line.partition(" ")
+        if key == "swarm_networks" and rest.strip():
+            try:
+                return sorted(entry.get("Name", "") for entry in json.loads(rest))
+            except ValueError as error:
+                raise OperationError(f"the Docker API's network list could not be read: {error}") from None
+    return []
+
+
 class StackState(FactBase):
     """The project's digest now and as last brought up, what each service was last brought up with
     and its secrets' digest now, and each container's state and health; on a swarm, the stack's
-    services' running and desired tasks too."""
+    services' running and desired tasks and its networks too."""
 
     @staticmethod
     def default() -> dict:
-        return {"digest": None, "applied": None, "services": {}, "recorded": {}, "secrets": {}, "swarm_services": {}}
+        return {"digest": None, "applied": None, "services": {}, "recorded": {}, "secrets": {}, "swarm_services": {},
+                "swarm_networks": []}
 
     def command(self, directory: str, project: str, swarm: bool = False) -> str:
         return commands.stack_state(directory, project, reloaded_folders(), service_secret_paths(), swarm)
@@ -461,6 +477,7 @@ class StackState(FactBase):
             state["digest"] = digest_of(files)
         state["services"] = parse_services(output)
         state["swarm_services"] = parse_swarm_services(output)
+        state["swarm_networks"] = parse_swarm_networks(output)
         return state
 
 
@@ -542,7 +559,8 @@ def bring_up(settings: Settings) -> None:
                  directory=settings.project_dir, project=settings.compose_project,
                  wait_timeout=settings.compose_wait_timeout,
                  services=tuple(s.name for s in enabled(SERVICES, settings)),
-                 secret_versions={s.compose_name: s.path for s in compose_secrets(settings)})
+                 secret_versions={s.compose_name: s.path for s in compose_secrets(settings)},
+                 network=commands.overlay_network(settings.compose_project, settings.swarm_overlay_encryption))
         return
     compose_up(name="Validate the project and bring the stack up if it changed or is not healthy",
                directory=settings.project_dir, project=settings.compose_project,
@@ -559,7 +577,7 @@ def not_converged(swarm_services: dict[str, tuple[int, int]], wanted: tuple[str,
 
 @operation()
 def stack_up(directory: str, project: str, wait_timeout: int, services: tuple[str, ...],
-             secret_versions: dict[str, str]):
+             secret_versions: dict[str, str], network: str):
     """
     ``docker stack deploy`` (``commands.stack_up``) from this manager only when the project changed
     since the last successful one, or a service of the stack has not converged (fewer tasks running
@@ -572,13 +590,16 @@ def stack_up(directory: str, project: str, wait_timeout: int, services: tuple[st
     + wait_timeout: seconds to wait for every service to converge
     + services: the stack's services, as these settings enable them
     + secret_versions: {secret's compose name: its file}, each made a swarm secret per version
+    + network: the stack's overlay network (``commands.overlay_network``); a stack on another one
+      moves to it, every service restarting, said in the plan
 
     **Example:**
 
     .. code:: python
 
         stack_up(name="Stack on the swarm", directory="/srv/kono", project="kono", wait_timeout=300,
-                 services=("db_production", "api", "nginx"), secret_versions={"production_api_key": "config/production/api_key"})
+                 services=("db_production", "api", "nginx"), secret_versions={"production_api_key": "config/production/api_key"},
+                 network="kono_default")
     """
     state = read(StackState, directory=directory, project=project, swarm=True)
     lagging = not_converged(state["swarm_services"], services)
@@ -589,8 +610,13 @@ def stack_up(directory: str, project: str, wait_timeout: int, services: tuple[st
         drift(f"service {name} runs {running} of {desired} tasks" if desired else f"service {name} is not on the swarm")
     if state["digest"] != state["applied"]:
         drift("the project changed since the stack was last deployed")
+    moved = [name for name in state["swarm_networks"] if name != network]
+    if moved and state["swarm_services"]:
+        logger.warning(f"{host.print_prefix}the stack moves from the network {', '.join(moved)} to {network} "
+                       "(swarm_overlay_encryption): every service restarts on it, the api start-first, the others "
+                       "stopping first")
     if state["services"]:  # the compose project's containers (commands.services_state)
         logger.warning(f"{host.print_prefix}the compose project {project} stops here, then the swarm starts its "
                        "services: everything is down meanwhile (its volumes stay, and the stack takes them over)")
     yield commands.stack_up(directory, project, STACK_FILE, wait_timeout, service_secret_paths(), secret_versions,
-                            reloaded_folders())
+                            network, reloaded_folders())

@@ -51,7 +51,9 @@ def cluster(lab, git_server, tmp_path_factory):
 
 def write_cluster_inventory(lab, hosts, path, shape, git_server, work):
     """Like an operator's inventory of a cluster: each host's role and labels in its own data."""
-    lab_tools.write_inventory(lab, hosts, path, engine="swarm", swarm_address_pool=POOL, api_repo=git_server.repo("api"),
+    # The lab's kernel has no IPsec ESP: unencrypted overlays (encryption's refusal is tested below).
+    lab_tools.write_inventory(lab, hosts, path, engine="swarm", swarm_address_pool=POOL, swarm_overlay_encryption=False,
+                              api_repo=git_server.repo("api"),
                               app_repo=git_server.repo("app"), local_secrets_dir=str(work / "secrets"))
     text = path.read_text()
     namespace: dict = {}
@@ -249,6 +251,23 @@ def test_an_address_pool_declared_after_the_swarm_exists_is_named_not_applied(cl
     h1 = cluster["hosts"][0]
     pool = json.loads(h1.ssh("docker info -f '{{json .Swarm.Cluster.DefaultAddrPool}}'", user="kono").stdout)
     assert pool == [POOL]
+
+
+def test_overlay_encryption_on_a_kernel_without_ipsec_is_refused_before_the_cluster_changes(cluster):
+    """swarm_overlay_encryption's default is on; this lab's kernel has no ESP, as a real cloud kernel
+    has: each node says so, naming the knob, and nothing of the stack changes."""
+    h1 = cluster["hosts"][0]
+    services = "docker service ls -q | xargs docker service inspect -f '{{.Spec.Name}} {{.Version.Index}}'"
+    before = h1.ssh(services, user="kono").stdout
+    run = lab_tools.deploy(cluster["inventory"], "--data", "swarm_overlay_encryption=True", env=cluster["env"], check=False)
+    assert run.returncode != 0
+    for host in cluster["hosts"]:
+        assert re.search(rf"\[{re.escape(host.address)}\].*swarm_overlay_encryption: expected this node's kernel to "
+                         r"have IPsec ESP for encrypted overlay networks, but it has no esp4", run.output), run.output[-3000:]
+    assert h1.ssh(services, user="kono").stdout == before
+    assert h1.ssh("docker network ls --filter label=com.docker.stack.namespace=kono --format '{{.Name}}'",
+                  user="kono").stdout.split() == ["kono_default"]
+    assert drift(cluster["inventory"]).returncode == 0  # the inventory's (off) is what runs
 
 
 def test_the_swarm_ports_are_open_between_nodes_and_closed_to_any_other_address(cluster):

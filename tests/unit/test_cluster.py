@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from kono import cluster
+from kono import cluster, commands
 from kono.cluster import Node, cluster_of, find_node, node_changes, parse_swarm_state
 from kono.hardening import firewall_ruleset
 from kono.settings import SettingsError
@@ -52,6 +52,8 @@ def test_the_inventory_swarm_hosts_form_one_cluster_founded_by_its_first_manager
      r"which holds 10.0.1.5 \(10.0.1.5\)"),
     ([swarm_host("10.0.1.5", "manager", ["db", "edge", "app"]), swarm_host("10.0.1.6", swarm_address_pool="10.9.0.0/16")],
      r"swarm_address_pool: expected one pool for the whole cluster, got 10.200.0.0/16, 10.9.0.0/16"),
+    ([swarm_host("10.0.1.5", "manager", ["db", "edge", "app"]), swarm_host("10.0.1.6", swarm_overlay_encryption=False)],
+     r"swarm_overlay_encryption: expected one setting for the whole cluster, got False, True"),
 ])
 def test_a_cluster_that_cannot_work_is_refused_before_anything_runs(hosts, error):
     with pytest.raises(SettingsError, match=error):
@@ -208,6 +210,8 @@ def test_the_firewall_lets_only_the_clusters_nodes_reach_the_swarm_ports():
     inputs = rules.split("chain input")[1].split("chain forward")[0]
     assert 'tcp dport { 2377, 7946 } ip saddr @swarm_nodes_v4 accept comment "swarm, from cluster nodes"' in inputs
     assert 'udp dport { 7946, 4789 } ip saddr @swarm_nodes_v4 accept comment "swarm, from cluster nodes"' in inputs
+    # An encrypted overlay's traffic is IPsec ESP (protocol 50, no port): from the nodes too.
+    assert 'meta l4proto 50 ip saddr @swarm_nodes_v4 accept comment "swarm encrypted overlay (IPsec ESP), from cluster nodes"' in inputs
     assert "policy drop" in inputs
     # A single host's firewall is what it was before clusters existed.
     assert "swarm" not in firewall_ruleset(settings_of())
@@ -255,3 +259,24 @@ def test_a_stray_node_is_drained_then_removed_and_demoted_first_when_it_manages(
         assert command.endswith("docker node rm --force n3 >/dev/null")
         assert command.index("--availability drain") < command.index("desired-state=running") < command.index("rm --force")
     assert "demote" not in worker and "docker node demote n3 >/dev/null && docker node rm" in manager
+
+
+def test_a_kernel_without_ipsec_esp_is_named_before_the_cluster_changes(monkeypatch):
+    """Encrypted overlays need the kernel's IPsec ESP; the lab's kernel has none, a cloud kernel has it."""
+    assert syntax_ok(cluster.ipsec_command())
+    assert cluster.KernelIpsec().process(["esp4 no", "xfrm_user yes"]) == {"esp4": False, "xfrm_user": True}
+    assert [fact for fact, _ in cluster.cluster_reads(settings_of(engine="swarm"))] == [cluster.SwarmState, cluster.KernelIpsec]
+    assert [fact for fact, _ in cluster.cluster_reads(settings_of(engine="swarm", swarm_overlay_encryption=False))] == \
+        [cluster.SwarmState]
+    monkeypatch.setattr(cluster, "read", lambda fact: {"esp4": False, "xfrm_user": True})
+    found = []
+    monkeypatch.setattr(cluster, "drift", found.append)
+    (command,) = cluster.overlay_encryption_possible._inner()
+    assert found[0].startswith("swarm_overlay_encryption: expected this node's kernel to have IPsec ESP for encrypted "
+                               "overlay networks, but it has no esp4 (")
+    assert "or set swarm_overlay_encryption = False only if the nodes reach each other over a private network" in found[0]
+    assert command == commands.fail(found[0])
+    noted = []
+    monkeypatch.setattr(cluster, "read", lambda fact: {"esp4": True, "xfrm_user": True})
+    monkeypatch.setattr(cluster, "host", type("Host", (), {"noop": noted.append})())
+    assert list(cluster.overlay_encryption_possible._inner()) == [] and noted

@@ -80,7 +80,7 @@ def test_a_single_host_has_no_stack_file():
 
 def test_the_stack_deploy_command():
     command = commands.stack_up("/srv/kono", "kono", "stack.yaml", 300, {"api": ["config/production/api_key"]},
-                                {"production_api_key": "config/production/api_key"}, ("nginx",))
+                                {"production_api_key": "config/production/api_key"}, "kono_encrypted", ("nginx",))
     assert syntax_ok(command)
     assert "KONO_SECRET_PRODUCTION_API_KEY=$(sha256sum < config/production/api_key | cut -c1-12)" in command
     assert "docker compose down;" in command and "down -v" not in command and "--volumes" not in command
@@ -89,6 +89,36 @@ def test_the_stack_deploy_command():
     # Old versions go after a successful deploy; the current ones stay.
     assert command.index("docker secret rm") > deploy
     assert "grep -vxF \"$(printf '%s\\n' \"kono_production_api_key_${KONO_SECRET_PRODUCTION_API_KEY}\")\"" in command
+    # So do the stack's networks but the one it is on now (an encryption turned on or off).
+    assert command.index("docker network rm") > deploy
+    assert "--filter label=com.docker.stack.namespace=kono --format '{{.Name}}' | grep -vxF kono_encrypted | " \
+           "xargs -r docker network rm" in command
+
+
+def test_the_overlay_network_is_encrypted_as_the_knob_says_and_named_for_it():
+    """Docker cannot change a network's options, and `docker stack deploy` keeps an existing one: a
+    network per setting, which every service moves to when it changes."""
+    on = stack(swarm_overlay_encryption=True)["networks"]
+    assert on == {"default": {"name": "kono_encrypted", "driver": "overlay", "driver_opts": {"encrypted": ""}}}
+    off = stack(swarm_overlay_encryption=False)["networks"]
+    # Off: the name `docker stack deploy` gives the default network, so a stack deployed before keeps it.
+    assert off == {"default": {"name": "kono_default", "driver": "overlay"}}
+    assert "networks" not in stack()["services"]["api"]  # every service on the default network
+
+
+def test_the_stack_moving_to_another_network_is_said_before_it_happens(monkeypatch):
+    from kono import stack as stack_module
+    warned = []
+    monkeypatch.setattr(stack_module, "read", lambda fact, **kwargs: {
+        "digest": "new", "applied": "old", "services": {}, "swarm_services": {"api": (2, 2)},
+        "swarm_networks": ["kono_default"]})
+    monkeypatch.setattr(stack_module.logger, "warning", warned.append)
+    monkeypatch.setattr(stack_module, "drift", lambda finding: None)
+    monkeypatch.setattr(stack_module, "host", type("Host", (), {"print_prefix": "[h1] ", "noop": print})())
+    list(stack_module.stack_up._inner(directory="/srv/kono", project="kono", wait_timeout=300, services=("api",),
+                                      secret_versions={}, network="kono_encrypted"))
+    assert warned == ["[h1] the stack moves from the network kono_default to kono_encrypted (swarm_overlay_encryption): "
+                      "every service restarts on it, the api start-first, the others stopping first"]
 
 
 def test_the_swarms_services_and_its_tasks_containers_are_read():
@@ -105,6 +135,9 @@ def test_the_swarms_services_and_its_tasks_containers_are_read():
     compose = [{"Labels": {"com.docker.compose.service": "api"}, "State": "running", "Status": "Up 3 minutes (healthy)"}]
     assert StackState().process(["digest", "applied ", f"containers {json.dumps(compose)}"])["services"] == \
         {"api": ("running", "healthy")}
+    networks = [{"Name": "kono_default", "Labels": {"com.docker.stack.namespace": "kono"}}]
+    assert StackState().process(["digest", "applied ", "containers []",
+                                 f"swarm_networks {json.dumps(networks)}"])["swarm_networks"] == ["kono_default"]
     assert "swarm_services" in commands.services_state("kono", swarm=True)
     assert "swarm_services" not in commands.services_state("kono")
 
