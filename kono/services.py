@@ -153,6 +153,11 @@ SERVICES: tuple[Service, ...] = (
             impact="every HTTP request fails until nginx is back (about a second)",
             capabilities=("CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID"),
             read_only_tmpfs=("/var/cache/nginx", "/run", "/tmp:mode=1777"), runs_on="edge", replicas="global"),
+    # A cluster's api replicas copy releases from it (files/api/releases.js): the db node's api_build
+    # volume, where kono-deploy publishes them, read-only; as node, with no capability at all.
+    Service("releases", inputs=("api",), image="node_image", only_when="swarm", script="/opt/kono/releases.js",
+            impact="api replicas keep what they serve; a new release reaches them when it is back",
+            read_only_tmpfs=("/tmp:mode=1777",)),
     Service("acme", inputs=("acme",), image="acme_image", only_when="acme_on", script="/kono/kono-acme.sh",
             impact="nothing users see: it renews certificates, and checks again when it is back",
             read_only_tmpfs=("/tmp:mode=1777",)),
@@ -185,13 +190,31 @@ def api_worker_ports(api_port: int) -> tuple[int, int]:
     return api_port + 1, api_port + 2
 
 
-def api_environment(api_port: int) -> dict[str, str]:
-    """The api container's contract, as its environment."""
+def api_status_port(api_port: int) -> int:
+    """Where the supervisor says what it serves and its verdict on the newest release (kono-deploy asks)."""
+    return api_port + 3
+
+
+RELEASES_PORT = 8000  # the releases service's, on the stack's network only
+
+
+def releases_url(settings) -> str:
+    """Where a cluster's api replicas copy releases from; "" on a single host, where the api shares
+    the maintainer's api_build volume."""
+    return f"http://releases:{RELEASES_PORT}" if settings.swarm else ""
+
+
+def api_environment(api_port: int, releases_from: str = "", releases_kept: int = 5) -> dict[str, str]:
+    """The api container's contract, as its environment; with ``releases_from`` (``releases_url``),
+    where it copies releases from, and how many copies it keeps."""
     return {"PORT": str(api_port), "KONO_API_HEALTH_PATH": API_HEALTH_PATH,
             "KONO_API_WORKER_PORTS": " ".join(str(port) for port in api_worker_ports(api_port)),
+            "KONO_API_STATUS_PORT": str(api_status_port(api_port)),
             "KONO_API_HEALTH_TIMEOUT_MS": str(API_HEALTH_TIMEOUT_SECONDS * 1000),
             "KONO_API_DRAIN_TIMEOUT_MS": str(API_DRAIN_SECONDS * 1000),
-            "KONO_API_LINGER_MS": str(API_LINGER_SECONDS * 1000)}
+            "KONO_API_LINGER_MS": str(API_LINGER_SECONDS * 1000),
+            **({"KONO_API_RELEASES_URL": releases_from, "KONO_API_RELEASES_KEPT": str(releases_kept)}
+               if releases_from else {})}
 
 
 # db_production's binary logs, set explicitly so that MySQL 8.4 and MariaDB (the test double) agree

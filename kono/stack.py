@@ -30,7 +30,7 @@ from pyinfra.api.exceptions import OperationError
 from kono import commands
 from kono.host_state import Read, read
 from kono.plan import drift
-from kono.services import (DB_SECRETS_DIR, api_environment, SECRETS, SECRETS_DIR, SERVICES, VOLUMES, enabled, reloaded_folders,
+from kono.services import (DB_SECRETS_DIR, RELEASES_PORT, api_environment, releases_url, SECRETS, SECRETS_DIR, SERVICES, VOLUMES, enabled, reloaded_folders,
                            replacement_note, restarting_secrets, secret, secret_file, secrets_of, service,
                            BINLOG_SERVER_OPTIONS, BINLOG_USER, TIMELINE_TAG,
                            unready)
@@ -111,7 +111,8 @@ def compose_file(settings: Settings, files: dict[str, str]) -> str:
     services = enabled(SERVICES, settings)
     blocks = {
         s.name: _render(f"services/{s.name}.yaml.j2", s=settings, tls_source=tls_source(settings),
-                        api_environment=api_environment(settings.api_port), script=s.script,
+                        api_environment=api_environment(settings.api_port, releases_url(settings), settings.releases_kept),
+                        releases_port=RELEASES_PORT, script=s.script,
                         script_dir=posixpath.dirname(s.script) if s.script else None,
                         sshd_policy=maintainer_sshd_policy(), binlog_options=BINLOG_SERVER_OPTIONS,
                         binlog_user=BINLOG_USER, timeline_tag=TIMELINE_TAG,
@@ -138,8 +139,11 @@ STACK_FILE = "stack.yaml"  # what `docker stack deploy` reads, beside compose.ya
 # How a swarm service is replaced: a start-first service's new task is healthy before the old one stops,
 # else the update rolls back; others stop first (nginx's host-mode ports cannot be held twice). A new
 # task is watched for 5 s once running (Docker's default): `docker stack deploy --detach=false` waits
-# that long for every service, changed or not, one after the other.
-STACK_UPDATE = {"start-first": {"order": "start-first", "failure_action": "rollback", "monitor": "5s"},
+# that long for every service, changed or not, one after the other. A start-first service's tasks are
+# all replaced at once (parallelism 0): the scheduler then spreads the new ones over the nodes; one at
+# a time, each new task ties between the node of the old one it replaces and the next, and the ties
+# left both api replicas on one node (seen after a rotation).
+STACK_UPDATE = {"start-first": {"order": "start-first", "parallelism": 0, "failure_action": "rollback", "monitor": "5s"},
                 "recreate": {"order": "stop-first", "failure_action": "rollback", "monitor": "5s"}}
 
 

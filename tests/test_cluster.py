@@ -233,6 +233,7 @@ def test_a_rotated_secret_is_a_new_swarm_secret_every_api_replica_reads_and_the_
     (new,) = [name for name in after if name.startswith("kono_production_api_key_")]
     assert new != old and old not in after  # a new version, the old one removed once no task used it
     assert after - {new} == before - {old}  # no other secret touched
+    assert sorted(tasks(h1)["api"]) == sorted([h2.address, h3.address])  # still one on each app node
     # Every api replica reads the new value (compared by digest: no secret leaves a host).
     wanted = h1.ssh("sha256sum < /srv/kono/config/production/api_key", user="kono").stdout.split()[0]
     assert new.endswith(wanted[:12])
@@ -242,6 +243,50 @@ def test_a_rotated_secret_is_a_new_swarm_secret_every_api_replica_reads_and_the_
                         user="kono").stdout.split()[0]
         assert seen == wanted, address
     assert lab_tools.deploy(cluster["inventory"], "--json", env=cluster["env"]).changes == 0
+
+
+def replica_versions(cluster) -> dict[str, str]:
+    """{node address: the version its api replica answers with, asked inside the replica}."""
+    ask = ("node -e \"fetch('http://127.0.0.1:3000/api/health').then(r => r.json())"
+           ".then(j => console.log(j.version || 'placeholder'), () => console.log('no answer'))\"")
+    versions = {}
+    for address in tasks(cluster["hosts"][0])["api"]:
+        host = next(h for h in cluster["hosts"] if h.address == address)
+        versions[address] = host.ssh(f"docker exec {task_container('api')} {ask}", user="kono").stdout.strip()
+    return versions
+
+
+def test_kono_deploy_gets_new_code_to_every_api_replica_on_every_node_and_drops_no_request(cluster):
+    """The maintainer (db node) publishes a release; each api replica (the app nodes) copies it from
+    the releases service and swaps to it without a failed request; kono-deploy returns once every
+    replica serves it, or, for a release that fails its health check, once every one is back."""
+    h1, h2, h3 = cluster["hosts"]
+    git = cluster["git"]
+    lab_tools.pin_maintainer_host_key_of(h1, task_container("maintainer"))
+    first = lab_tools.maintainer(h1, "kono-deploy api")
+    v1 = git.api_version()
+    assert set(replica_versions(cluster).values()) == {v1}, (first.stdout, first.stderr)
+    assert len(replica_versions(cluster)) == 2
+    git.push_api("cluster-v2")
+    loads = [lab_tools.Load(edge.address, paths=("/api/health",), clients=4, seconds=300) for edge in (h1, h2)]
+    time.sleep(2)
+    second = lab_tools.maintainer(h1, "kono-deploy api")
+    # Returned: every replica serves it already, not soon.
+    assert replica_versions(cluster) == {h2.address: "cluster-v2", h3.address: "cluster-v2"}, second.stderr
+    time.sleep(2)
+    results = [load.stop() for load in loads]
+    print("kono-deploy on a cluster: " + "; ".join(f"through {e.address}: {r}" for e, r in zip((h1, h2), results)))
+    for edge, result in zip((h1, h2), results):
+        assert result.requests > 200 and result.stopped_early == 0 and not result.failures, (edge.address, str(result))
+    # A release that dies at start: kono-deploy says so and returns once every replica serves v2 again.
+    git.push_api("cluster-v3", broken=True)
+    broken = lab_tools.maintainer(h1, "kono-deploy api", check=False)
+    assert broken.returncode != 0 and "failed its health check and never took traffic" in broken.stderr, broken.stderr
+    assert "every replica serves" in broken.stderr, broken.stderr
+    assert set(replica_versions(cluster).values()) == {"cluster-v2"}
+    rollback = lab_tools.maintainer(h1, "kono-deploy --rollback api", check=False)
+    assert rollback.returncode == 0, rollback.stderr
+    assert set(replica_versions(cluster).values()) == {v1}
 
 
 def test_an_address_pool_declared_after_the_swarm_exists_is_named_not_applied(cluster):

@@ -9,6 +9,12 @@
 // says why (kono-deploy waits for that verdict). Until a release exists, a placeholder answers
 // the health path, so the stack is healthy from day one.
 //
+// On a cluster, each replica has its own api_build volume: the releases service on the db node
+// serves the maintainer's (files/api/releases.js), and this supervisor asks it every second which
+// release is current, copies one it does not have, and points its own `current` at it, so that every
+// replica follows kono-deploy. Each replica answers on its status port what it serves, and the verdict
+// on the newest release it tried (kono-deploy asks them all).
+//
 // On SIGTERM (docker stop, a rollout replacing this container): stop accepting, so nginx sends new
 // requests to another api container; finish what is in flight; linger a moment so nginx's resolver
 // forgets this container's address; then stop. Logs go to stdout and to /var/log/api/api.log.
@@ -17,7 +23,7 @@ const fs = require('fs');
 const http = require('http');
 const net = require('net');
 const path = require('path');
-const { fork } = require('child_process');
+const { fork, spawn } = require('child_process');
 
 const ROOT = process.env.KONO_API_ROOT || '/srv/api';
 const CURRENT = path.join(ROOT, 'current');
@@ -34,6 +40,10 @@ const HEALTH_PATH = required('KONO_API_HEALTH_PATH');
 const HEALTH_TIMEOUT_MS = Number(required('KONO_API_HEALTH_TIMEOUT_MS'));
 const DRAIN_TIMEOUT_MS = Number(required('KONO_API_DRAIN_TIMEOUT_MS'));
 const LINGER_MS = Number(required('KONO_API_LINGER_MS'));  // > nginx's resolver `valid`
+const STATUS_PORT = Number(required('KONO_API_STATUS_PORT'));
+const RELEASES_URL = process.env.KONO_API_RELEASES_URL || '';  // a cluster's releases service; else none
+const RELEASES_KEPT = Number(process.env.KONO_API_RELEASES_KEPT || 5);
+const RELEASE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;  // as kono-deploy names them; nothing leaves releases/
 const WORKER = path.join(__dirname, 'worker.js');
 
 fs.mkdirSync(path.dirname(LOG_FILE), { recursive: true });
@@ -55,10 +65,95 @@ function releaseOf(link) {  // the release `current` points at, or '' before the
   }
 }
 
+let lastStatus = { release: '', state: 'starting' };
+
 function writeStatus(status) {
+  lastStatus = { ...status, at: new Date().toISOString() };
   const staged = `${STATUS}.new`;
-  fs.writeFileSync(staged, JSON.stringify({ ...status, at: new Date().toISOString() }) + '\n');
+  fs.writeFileSync(staged, JSON.stringify(lastStatus) + '\n');
   fs.renameSync(staged, STATUS);
+}
+
+// --- a cluster's replica: releases copied from the releases service ---------------------------
+
+function get(url, timeoutMs) {  // the response of a GET, once its headers are in; rejects on errors
+  return new Promise((resolve, reject) => {
+    const request = http.get(url, { timeout: timeoutMs }, (response) => {
+      if (response.statusCode !== 200) {
+        response.resume();
+        reject(new Error(`GET ${url}: ${response.statusCode}`));
+      } else {
+        resolve(response);
+      }
+    });
+    request.on('timeout', () => request.destroy(new Error(`GET ${url}: no answer within ${timeoutMs} ms`)));
+    request.on('error', reject);
+  });
+}
+
+async function sourceCurrent() {
+  const response = await get(`${RELEASES_URL}/current`, 5000);
+  let body = '';
+  for await (const chunk of response) body += chunk;
+  return body.trim();
+}
+
+async function download(name, folder) {  // the release's tar, unpacked beside, then renamed into place
+  const staging = path.join(ROOT, 'releases', `.${name}.partial`);
+  fs.rmSync(staging, { recursive: true, force: true });
+  fs.mkdirSync(staging, { recursive: true });
+  const response = await get(`${RELEASES_URL}/releases/${name}.tar`, 30000);
+  await new Promise((resolve, reject) => {
+    const tar = spawn('tar', ['-x', '-C', staging], { stdio: ['pipe', 'ignore', 'pipe'] });
+    let errors = '';
+    tar.stderr.on('data', (chunk) => { errors += chunk; });
+    response.on('error', (error) => { tar.kill(); reject(error); });
+    response.on('aborted', () => { tar.kill(); reject(new Error('the release was cut short')); });
+    tar.on('exit', (code) => (code === 0 && response.complete ? resolve()
+      : reject(new Error(`unpacking ${name} failed: ${errors.trim() || `tar exited ${code}`}`))));
+    response.pipe(tar.stdin);
+  });
+  fs.renameSync(staging, folder);
+}
+
+function pointCurrentAt(name) {  // as kono-deploy does: a new link renamed over the old one
+  const staged = path.join(ROOT, '.current.new');
+  fs.rmSync(staged, { force: true });
+  fs.symlinkSync(path.join('releases', name), staged);
+  fs.renameSync(staged, CURRENT);
+}
+
+function prune() {  // the newest RELEASES_KEPT copies, and the ones in use
+  const keep = new Set([releaseOf(CURRENT), active ? active.release : ''].map((r) => path.basename(r)));
+  const names = fs.readdirSync(path.join(ROOT, 'releases')).filter((n) => RELEASE_NAME.test(n)).sort().reverse();
+  for (const name of names.slice(RELEASES_KEPT)) {
+    if (!keep.has(name)) fs.rmSync(path.join(ROOT, 'releases', name), { recursive: true, force: true });
+  }
+}
+
+let syncing = false;
+let syncProblem = '';
+async function sync() {  // this replica's `current` made the releases service's
+  if (!RELEASES_URL || syncing || stopping) return;
+  syncing = true;
+  try {
+    const name = await sourceCurrent();
+    if (!name || path.basename(releaseOf(CURRENT)) === name) return;  // nothing yet, or followed already
+    if (!RELEASE_NAME.test(name)) throw new Error(`the releases service names a release ${JSON.stringify(name)}`);
+    const folder = path.join(ROOT, 'releases', name);
+    if (!fs.existsSync(folder)) {
+      log(`copying release ${name} from ${RELEASES_URL}`);
+      await download(name, folder);
+    }
+    pointCurrentAt(name);
+    prune();
+    syncProblem = '';
+  } catch (error) {
+    if (error.message !== syncProblem) log(`releases from ${RELEASES_URL}: ${error.message}; trying again`);
+    syncProblem = error.message;
+  } finally {
+    syncing = false;
+  }
 }
 
 function probe(port) {  // one GET of the health path on a worker's own port: true when 2xx
@@ -174,8 +269,16 @@ async function stop(signal) {
 }
 for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => stop(signal));
 
-proxy.listen(PORT, () => {
-  log(`listening on :${PORT}; releases from ${CURRENT}`);
+// What this replica serves, and the verdict on the newest release it tried, for kono-deploy.
+http.createServer((request, response) => {
+  response.writeHead(200, { 'Content-Type': 'application/json' });
+  response.end(JSON.stringify({ ...lastStatus, serving: active ? active.release : '' }) + '\n');
+}).listen(STATUS_PORT);
+
+proxy.listen(PORT, async () => {
+  log(`listening on :${PORT}; releases from ${CURRENT}${RELEASES_URL ? `, copied from ${RELEASES_URL}` : ''}`);
+  await sync();  // a replica that starts (or starts again elsewhere) serves the current release first
   watch();
   setInterval(watch, 500);
+  if (RELEASES_URL) setInterval(sync, 1000);
 });

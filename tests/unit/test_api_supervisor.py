@@ -30,24 +30,25 @@ http.createServer((req, res) => {
 
 
 def free_port() -> int:
-    """A port whose next two are free too (the workers'), below the ephemeral range that the load's
+    """A port whose next three are free too (the workers', the status port), below the ephemeral range that the load's
     own client sockets take their ports from, as the container's 3000 is."""
-    for base in range(20000 + os.getpid() % 5000, 30000, 3):
+    for base in range(20000 + os.getpid() % 5000, 30000, 4):
         try:
-            for port in range(base, base + 3):
+            for port in range(base, base + 4):
                 with socket.socket() as probe:
                     probe.bind(("127.0.0.1", port))
             return base
         except OSError:
             continue
-    raise RuntimeError("no three free ports in 20000-30000")
+    raise RuntimeError("no four free ports in 20000-30000")
 
 
 class Api:
-    def __init__(self, root: Path, port: int, health_path: str = API_HEALTH_PATH):
+    def __init__(self, root: Path, port: int, health_path: str = API_HEALTH_PATH, releases_from: str = "",
+                 releases_kept: int = 5):
         self.root, self.port, self.health_path = root, port, health_path
         # The container's environment as compose gets it (kono/services.py), quicker for a test.
-        env = {**os.environ, **api_environment(port), "KONO_API_HEALTH_PATH": health_path,
+        env = {**os.environ, **api_environment(port, releases_from, releases_kept), "KONO_API_HEALTH_PATH": health_path,
                "KONO_API_ROOT": str(root), "KONO_API_LOG_DIR": str(root / "log"),
                "KONO_API_HEALTH_TIMEOUT_MS": "5000", "KONO_API_LINGER_MS": "300"}
         self.proc = subprocess.Popen(["node", str(REPO / "files/api/start.js")], env=env,
@@ -75,6 +76,17 @@ class Api:
     def status(self) -> dict:
         path = self.root / ".kono-status"
         return json.loads(path.read_text()) if path.exists() else {}
+
+    def says(self) -> dict:
+        """What the supervisor answers on its status port (what kono-deploy reads)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port + 3, timeout=5)
+        try:
+            connection.request("GET", "/")
+            return json.loads(connection.getresponse().read())
+        except OSError:
+            return {}
+        finally:
+            connection.close()
 
     def wait(self, predicate, timeout: float = 15):
         end = time.monotonic() + timeout
@@ -191,3 +203,53 @@ def test_the_health_path_is_said_once_and_the_compose_file_supervisor_and_kono_d
     finally:
         supervisor.proc.terminate()
         supervisor.proc.wait(timeout=30)
+
+
+def test_a_clusters_replica_copies_each_release_the_releases_service_names_and_serves_it(tmp_path):
+    """files/api/releases.js serves the maintainer's volume; a replica with its own empty volume follows
+    its `current`: it copies a new release, serves it once healthy, keeps the old one when the new one
+    fails, goes back with a rollback, keeps releases_kept copies, and says it all on its status port."""
+    source = Api(tmp_path / "source", free_port())  # the maintainer's volume (its own supervisor unused)
+    source.proc.terminate()
+    source.proc.wait(timeout=30)
+    replica_port = free_port()
+    with socket.socket() as probe:  # the server's: any other free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(["node", str(REPO / "files/api/releases.js")], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "KONO_API_ROOT": str(source.root), "KONO_RELEASES_PORT": str(port)})
+    replica = Api(tmp_path / "replica", replica_port, releases_from=f"http://127.0.0.1:{port}", releases_kept=1)
+    try:
+        replica.wait(lambda: replica.says().get("state") == "active")
+        assert replica.says()["serving"] == ""  # nothing published yet: the placeholder
+        for name in ("r1", "r2", "r3"):
+            source.release(name)
+        source.release("broken", dies=True)
+        source.switch("r1")
+        replica.wait(lambda: replica.says().get("serving", "").endswith("/releases/r1"))
+        assert replica.get() == (200, "r1")
+        assert (replica.root / "releases/r1/server.js").read_text() == (source.root / "releases/r1/server.js").read_text()
+        source.switch("broken")
+        replica.wait(lambda: replica.says().get("state") == "failed")
+        said = replica.says()
+        assert said["release"].endswith("/releases/broken") and said["serving"].endswith("/releases/r1"), said
+        assert replica.get() == (200, "r1")
+        source.switch("r2")
+        replica.wait(lambda: replica.says().get("serving", "").endswith("/releases/r2"))
+        source.switch("r1")  # a rollback: a release it has had
+        replica.wait(lambda: replica.says().get("serving", "").endswith("/releases/r1"))
+        source.switch("r3")
+        replica.wait(lambda: replica.says().get("serving", "").endswith("/releases/r3"))
+        # releases_kept (1) copies, and the one it served when r3 came (kept until the next switch).
+        assert sorted(p.name for p in (replica.root / "releases").iterdir()) == ["r1", "r3"]
+        # The releases service hands out releases alone: no path leaves its releases folder.
+        for path in ("/releases/..%2Fsource.tar", "/releases/.hidden.tar", "/current/x", "/releases/nope.tar"):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", path)
+            assert connection.getresponse().status == 404, path
+            connection.close()
+    finally:
+        for proc in (replica.proc, server):
+            proc.terminate()
+            proc.wait(timeout=30)

@@ -30,7 +30,8 @@ def test_the_compose_file_has_exactly_the_tables_services_secrets_and_volumes(va
     chosen = settings(**VARIANTS[variant])
     compose = rendered(**VARIANTS[variant])
     services_now = enabled(SERVICES, chosen)
-    optional = {"acme": variant == "acme", "backup": variant in ("backups", "pitr"), "binlog": variant == "pitr"}
+    optional = {"acme": variant == "acme", "backup": variant in ("backups", "pitr"), "binlog": variant == "pitr",
+                "releases": False}  # a cluster's alone (tests/unit/test_swarm_stack.py)
     assert [s.name for s in services_now] == [s.name for s in SERVICES if optional.get(s.name, True)]
     assert compose["secrets"] == {s.compose_name: {"file": f"./{s.path}"} for s in enabled(SECRETS, chosen)
                                   if s.handed_by_compose}
@@ -168,8 +169,9 @@ def test_a_plan_names_what_restarts_and_how():
         "healthy: no downtime")
     assert services.replacement_note("nginx", ["image nginx:1.27 -> nginx:1.28"], False).startswith(
         "nginx gets a new container (image nginx:1.27 -> nginx:1.28): RESTARTS: every HTTP request fails")
+    compose = rendered(**HTTPS["acme"], **VARIANTS["pitr"])["services"]
     for entry in SERVICES:  # start-first needs no published port: two copies run side by side
-        block = rendered(**HTTPS["acme"], **VARIANTS["pitr"])["services"][entry.name]
+        block = compose[entry.name] if entry.only_when != "swarm" else {}  # a cluster's: none publishes one
         assert entry.rollout == "recreate" or not block.get("ports"), entry.name
 
 

@@ -42,6 +42,7 @@ def test_each_service_runs_where_the_table_says_with_as_many_copies():
     assert "ports" not in services["db_dev"]
     # The api rolls start-first and back on a failed health check; nginx (host ports) stops first.
     assert services["api"]["deploy"]["update_config"]["order"] == "start-first"
+    assert services["api"]["deploy"]["update_config"]["parallelism"] == 0  # all at once: spread by the scheduler
     assert services["api"]["deploy"]["update_config"]["failure_action"] == "rollback"
     assert services["nginx"]["deploy"]["update_config"]["order"] == "stop-first"
 
