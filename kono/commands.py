@@ -146,19 +146,22 @@ def services_state(project: str, swarm: bool = False) -> str:
     version negotiation) and at a seventh of ``docker compose ps`` (which loads and interpolates the
     whole project first): a fleet's no-op deploy pays this on every host.
 
-    With ``swarm``, two more lines: "swarm_services <JSON>", the stack's services with their running
-    and desired task counts (``GET /services?status=true``: a manager's answer; empty on a worker),
-    and "swarm_networks <JSON>", the stack's networks (``GET /networks``).
+    With ``swarm``, the lines of ``swarm_services`` too.
     """
     compose = _engine_get("containers/json", {"label": [f"com.docker.compose.project={project}",
                                                         "com.docker.compose.oneoff=False"]})
     lines = ("printf 'containers '; if command -v curl >/dev/null; then "
              f"{compose}; else printf no-curl; fi; echo")
-    if swarm:
-        stack = {"label": [f"{STACK_NAMESPACE_LABEL}={project}"]}
-        lines += (f"; printf 'swarm_services '; {_engine_get('services', stack, 'status=true')}; echo"
-                  f"; printf 'swarm_networks '; {_engine_get('networks', stack)}; echo")
-    return lines
+    return lines + ("; " + swarm_services(project) if swarm else "")
+
+
+def swarm_services(project: str) -> str:
+    """Two lines: "swarm_services <JSON>", the stack's services with their running and desired task
+    counts across the swarm (``GET /services?status=true``), and "swarm_networks <JSON>", the stack's
+    networks (``GET /networks``); any manager's answer, empty on a worker."""
+    stack = {"label": [f"{STACK_NAMESPACE_LABEL}={project}"]}
+    return (f"printf 'swarm_services '; {_engine_get('services', stack, 'status=true')}; echo; "
+            f"printf 'swarm_networks '; {_engine_get('networks', stack)}; echo")
 
 
 STACK_NAMESPACE_LABEL = "com.docker.stack.namespace"  # what `docker stack deploy` labels its objects with

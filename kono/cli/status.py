@@ -9,10 +9,10 @@ and snapshots ("NOT OK" when there is none or it is older than two days); with p
 db_production's binary logs are shipped ("NOT OK" past twice pitr_max_lag_seconds). Exit 0 when every service
 of every host is ready and nothing is NOT OK, 1 otherwise.
 
-With engine = "swarm", one line per node of the cluster, as the first manager that answers sees it
-(ready, availability, role; "NOT OK" when down, drained, or not in the declared role), and from the
-db node, which deploys the stack, one line per service: its running and desired tasks across the
-swarm ("NOT OK" when fewer run).
+With engine = "swarm", as the first manager that answers sees the cluster: one line per node (ready,
+availability, role; "NOT OK" when down, drained, or not in the declared role) and one per service,
+its running and desired tasks across the swarm ("NOT OK" when fewer run): a dead db node's services
+are counted too.
 """
 
 from __future__ import annotations
@@ -43,12 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     nodes_shown = False
     for target in targets:
         stack = holds_stack(target.settings)
+        project = target.settings.compose_project
         try:
             with connect(target) as client:
-                output = (run(client, commands.services_state(target.settings.compose_project, target.settings.swarm),
-                              target.settings.project_dir) if stack else b"")
+                output = (run(client, commands.services_state(project), target.settings.project_dir)
+                          if stack and not target.settings.swarm else b"")
                 swarm = (parse_swarm_state(run(client, swarm_state_command()).decode().splitlines())
                          if target.settings.swarm and not nodes_shown else None)
+                listed = (run(client, commands.swarm_services(project)).decode().splitlines()
+                          if swarm and swarm["manager"] else [])
                 served = (run(client, commands.served_certificate(target.settings.project_dir))
                           if target.settings.https_on else b"")
                 last = (parse_last_backup(run(client, commands.last_backup(target.settings.project_dir, script("backup"))).decode())
@@ -64,27 +67,34 @@ def main(argv: list[str] | None = None) -> int:
             for name, about, ok in node_report(cluster, swarm):
                 all_ready &= ok
                 print(f"{target.name}  node {name:<20} {about} {'ok' if ok else 'NOT OK'}")
-        if not stack:
-            continue
-        try:
-            states = parse_services(output.decode().splitlines())
-            tasks = parse_swarm_services(output.decode().splitlines())
-        except OperationError as error:  # no curl on the host, or an answer cut short
-            print(f"{target.name}: {error}")
-            all_ready = False
-            continue
-        services = enabled(SERVICES, target.settings)
-        lagging = not_converged(tasks, tuple(s.name for s in services))
-        for service in services:
-            if target.settings.swarm:  # a cluster's services run on many nodes: counted by the swarm
+            # A cluster's services run on many nodes: counted by the swarm.
+            try:
+                tasks = parse_swarm_services(listed)
+            except OperationError as error:  # an answer cut short
+                print(f"{target.name}: {error}")
+                all_ready = False
+                tasks = {}
+            services = enabled(SERVICES, target.settings)
+            lagging = not_converged(tasks, tuple(s.name for s in services))
+            for service in services:
                 running, desired = tasks.get(service.name, (0, 0))
                 ok = service.name not in lagging
+                all_ready &= ok
                 print(f"{target.name}  {service.name:<14} tasks {running}/{desired:<14} {'ok' if ok else 'NOT OK'}")
-            else:
+        if not stack:
+            continue
+        if not target.settings.swarm:
+            try:
+                states = parse_services(output.decode().splitlines())
+            except OperationError as error:  # no curl on the host, or an answer cut short
+                print(f"{target.name}: {error}")
+                all_ready = False
+                continue
+            for service in enabled(SERVICES, target.settings):
                 state, health = states.get(service.name, ("missing", ""))
                 ok = ready(state, health)
+                all_ready &= ok
                 print(f"{target.name}  {service.name:<14} {state:<10} {health or '-':<10} {'ok' if ok else 'NOT OK'}")
-            all_ready &= ok
         if target.settings.https_on:
             summary = certificate_summary(served.decode())
             ok = summary is not None and days_left(summary) >= EXPIRY_WARNING_DAYS
