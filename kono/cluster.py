@@ -329,28 +329,30 @@ def remove_node(found: dict) -> str:
             + f"docker node rm --force {node} >/dev/null")
 
 
-def find_node(node: Node, nodes: list[dict], own_id: str, founder: bool) -> dict | None:
-    """A node of the inventory in the swarm's node list: the first manager by its own id, the others by
-    the address they joined from (a manager's advertised one, a worker's as the managers see it)."""
+def find_node(node: Node, nodes: list[dict], own_id: str, reader: bool) -> dict | None:
+    """A node of the inventory in the swarm's node list read on the manager ``reader`` says whether it
+    is: itself by its own id, the others by the address they joined from (a manager's advertised one,
+    a worker's as the managers see it). Not the first manager by id everywhere: read on another
+    manager (the first one dead), that id is the reader's own."""
     for found in nodes:
-        if (found["id"] == own_id) if founder else node.address in (found["address"], found["manager_address"]):
+        if (found["id"] == own_id) if reader else node.address in (found["address"], found["manager_address"]):
             return found
     return None
 
 
-def matched(cluster: Cluster, state: dict) -> tuple[list[tuple[Node, dict | None]], list[dict]]:
-    """([(each node of the inventory, its entry in a manager's node list or None)], the entries of
-    nodes the inventory does not name)."""
-    pairs = [(node, find_node(node, state["nodes"], state["node_id"], node == cluster.founder))
+def matched(cluster: Cluster, state: dict, reader: str) -> tuple[list[tuple[Node, dict | None]], list[dict]]:
+    """([(each node of the inventory, its entry in the node list the manager ``reader`` (its inventory
+    name) read, or None)], the entries of nodes the inventory does not name)."""
+    pairs = [(node, find_node(node, state["nodes"], state["node_id"], node.name == reader))
              for node in cluster.nodes]
     known = {found["id"] for _, found in pairs if found}
     return pairs, [found for found in state["nodes"] if found["id"] not in known]
 
 
-def node_report(cluster: Cluster, state: dict) -> list[tuple[str, str, bool]]:
-    """(node, what a manager says of it, ok) for each node of the inventory and each stray one: ok is
-    ready and active, in the role declared."""
-    pairs, strays = matched(cluster, state)
+def node_report(cluster: Cluster, state: dict, reader: str) -> list[tuple[str, str, bool]]:
+    """(node, what the manager ``reader`` says of it, ok) for each node of the inventory and each stray
+    one: ok is ready and active, in the role declared."""
+    pairs, strays = matched(cluster, state, reader)
     report = []
     for node, found in pairs:
         if found is None:
@@ -497,7 +499,7 @@ def swarm_nodes(cluster: Cluster, remove_strays: bool = False):
     state = read(SwarmState)
     if host.state.is_executing and _JOINED:
         state = _state_now()  # nodes joined in this run: the list read before lacks them
-    pairs, strays = matched(cluster, state)
+    pairs, strays = matched(cluster, state, cluster.founder.name)  # read here, on the first manager
     for node, found in pairs:
         if found is None:
             drift(f"node {node.name} ({node.address}) is not in the swarm")

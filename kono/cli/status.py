@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if swarm and swarm["manager"]:
             nodes_shown = True
-            for name, about, ok in node_report(cluster, swarm):
+            for name, about, ok in node_report(cluster, swarm, target.name):
                 all_ready &= ok
                 print(f"{target.name}  node {name:<20} {about} {'ok' if ok else 'NOT OK'}")
             # A cluster's services run on many nodes: counted by the swarm.

@@ -140,14 +140,14 @@ def test_the_state_read_is_one_shell_command_of_three_lines():
         ["'info", "'swarm", "'nodes"]
 
 
-def test_nodes_are_found_by_id_for_the_first_manager_and_by_address_for_the_others():
+def test_nodes_are_found_by_id_for_the_manager_that_read_the_list_and_by_address_for_the_others():
     nodes = parse_swarm_state(state_lines())["nodes"]
     founder, worker = cluster_of(THREE).nodes[:2]
-    assert find_node(founder, nodes, "n1", founder=True)["id"] == "n1"
-    assert find_node(worker, nodes, "n1", founder=False)["id"] == "n2"
+    assert find_node(founder, nodes, "n1", reader=True)["id"] == "n1"
+    assert find_node(worker, nodes, "n1", reader=False)["id"] == "n2"
     manager = Node("10.0.1.5", "10.0.1.5", "manager", ())
-    assert find_node(manager, nodes, "n9", founder=False)["id"] == "n1"  # by its advertised address
-    assert find_node(Node("10.0.1.8", "10.0.1.8", "worker", ()), nodes, "n1", founder=False) is None
+    assert find_node(manager, nodes, "n9", reader=False)["id"] == "n1"  # by its advertised address
+    assert find_node(Node("10.0.1.8", "10.0.1.8", "worker", ()), nodes, "n1", reader=False) is None
 
 
 def test_labels_and_roles_converge_to_the_inventorys():
@@ -222,15 +222,21 @@ def test_status_names_each_node_a_down_one_and_a_stray_one():
                         swarm_host("10.0.1.7")])
     stray = {"ID": "n3", "Description": {"Hostname": "old-box"}, "Spec": {"Role": "worker", "Availability": "drain"},
              "Status": {"State": "ready", "Addr": "10.0.1.99"}}
-    report = cluster.node_report(shape, parse_swarm_state(state_lines(nodes=[*NODES, stray])))
+    report = cluster.node_report(shape, parse_swarm_state(state_lines(nodes=[*NODES, stray])), "10.0.1.5")
     assert report == [("10.0.1.5", "ready active manager, leader", True),
                       ("10.0.1.6", "down active worker", False),
                       ("10.0.1.7", "not in the swarm", False),
                       ("old-box", "ready drain worker, not in the inventory", False)]
     promoted = cluster_of([swarm_host("10.0.1.5", "manager", ["db", "edge", "app"]), swarm_host("10.0.1.6", "manager"),
                            swarm_host("10.0.1.7", "manager")])
-    assert cluster.node_report(promoted, parse_swarm_state(state_lines()))[1] == \
+    assert cluster.node_report(promoted, parse_swarm_state(state_lines()), "10.0.1.5")[1] == \
         ("10.0.1.6", "down active worker (declared manager)", False)
+    # Read on another manager (the first one dead): the first manager found by its address, not by the
+    # reader's own id (once, it took the reader's entry for its own and named itself a stray).
+    other = parse_swarm_state(state_lines())
+    other["node_id"] = "n2"
+    assert cluster.node_report(shape, other, "10.0.1.6")[:2] == [("10.0.1.5", "ready active manager, leader", True),
+                                                               ("10.0.1.6", "down active worker", False)]
 
 
 def test_the_deploy_reads_back_which_nodes_bootstrap_let_in():
