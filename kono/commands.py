@@ -156,11 +156,14 @@ def services_state(project: str, swarm: bool = False) -> str:
 
 
 def swarm_services(project: str) -> str:
-    """Two lines: "swarm_services <JSON>", the stack's services with their running and desired task
-    counts across the swarm (``GET /services?status=true``), and "swarm_networks <JSON>", the stack's
-    networks (``GET /networks``); any manager's answer, empty on a worker."""
+    """Three lines: "swarm_services <JSON>", the stack's services with their desired task counts
+    (``GET /services?status=true``); "swarm_tasks <JSON>", the swarm's tasks meant to run (``GET
+    /tasks``), whose running ones are counted: the service status counts a task that last said
+    "running" even on a node that died since; "swarm_networks <JSON>", the stack's networks (``GET
+    /networks``). Any manager's answer, empty on a worker."""
     stack = {"label": [f"{STACK_NAMESPACE_LABEL}={project}"]}
     return (f"printf 'swarm_services '; {_engine_get('services', stack, 'status=true')}; echo; "
+            f"printf 'swarm_tasks '; {_engine_get('tasks', {'desired-state': ['running']})}; echo; "
             f"printf 'swarm_networks '; {_engine_get('networks', stack)}; echo")
 
 

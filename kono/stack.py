@@ -415,36 +415,38 @@ def digest_of(file_digest_lines: list[str]) -> str:
     return hashlib.sha256("".join(f"{line}\n" for line in file_digest_lines).encode()).hexdigest()
 
 
-def parse_swarm_services(lines: list[str]) -> dict[str, tuple[int, int]]:
-    """{service: (running tasks, desired tasks)} of the stack, from the "swarm_services" line of
-    ``commands.services_state`` (a manager's answer; nothing on any other host)."""
-    services = {}
+def _listed(lines: list[str], key: str) -> list:
+    """The JSON list of the line "<key> <JSON>" (``commands.swarm_services``); [] without one."""
     for line in lines:
-        key, _, rest = line.partition(" ")
-        if key != "swarm_services" or not rest.strip():
-            continue
-        try:
-            listed = json.loads(rest)
-        except ValueError as error:
-            raise OperationError(f"the Docker API's service list could not be read: {error}") from None
-        for entry in listed:
-            status, spec = entry.get("ServiceStatus") or {}, entry.get("Spec") or {}
-            stack = (spec.get("Labels") or {}).get(commands.STACK_NAMESPACE_LABEL, "")
-            name = spec.get("Name", "").removeprefix(f"{stack}_")
-            services[name] = (status.get("RunningTasks", 0), status.get("DesiredTasks", 0))
+        found, _, rest = line.partition(" ")
+        if found == key and rest.strip():
+            try:
+                return json.loads(rest)
+            except ValueError as error:
+                raise OperationError(f"the Docker API's answer ({key}) could not be read: {error}") from None
+    return []
+
+
+def parse_swarm_services(lines: list[str]) -> dict[str, tuple[int, int]]:
+    """{service: (running tasks, desired tasks)} of the stack, from ``commands.swarm_services``'s
+    lines (a manager's answer; nothing on any other host). Running: its tasks meant to run that do
+    (a task on a dead node is meant to stop once the swarm restarts it elsewhere)."""
+    running: dict[str, int] = {}
+    for task in _listed(lines, "swarm_tasks"):
+        if (task.get("Status") or {}).get("State") == "running":
+            running[task.get("ServiceID", "")] = running.get(task.get("ServiceID", ""), 0) + 1
+    services = {}
+    for entry in _listed(lines, "swarm_services"):
+        spec = entry.get("Spec") or {}
+        stack = (spec.get("Labels") or {}).get(commands.STACK_NAMESPACE_LABEL, "")
+        name = spec.get("Name", "").removeprefix(f"{stack}_")
+        services[name] = (running.get(entry.get("ID", ""), 0), (entry.get("ServiceStatus") or {}).get("DesiredTasks", 0))
     return services
 
 
 def parse_swarm_networks(lines: list[str]) -> list[str]:
-    """The names of the stack's networks, from the "swarm_networks" line of ``commands.services_state``."""
-    for line in lines:
-        key, _, rest = line.partition(" ")
-        if key == "swarm_networks" and rest.strip():
-            try:
-                return sorted(entry.get("Name", "") for entry in json.loads(rest))
-            except ValueError as error:
-                raise OperationError(f"the Docker API's network list could not be read: {error}") from None
-    return []
+    """The names of the stack's networks, from ``commands.swarm_services``'s lines."""
+    return sorted(entry.get("Name", "") for entry in _listed(lines, "swarm_networks"))
 
 
 class StackState(FactBase):

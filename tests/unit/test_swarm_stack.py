@@ -123,15 +123,20 @@ def test_the_stack_moving_to_another_network_is_said_before_it_happens(monkeypat
 
 
 def test_the_swarms_services_and_its_tasks_containers_are_read():
-    services = [{"Spec": {"Name": "kono_api", "Labels": {"com.docker.stack.namespace": "kono"}},
-                 "ServiceStatus": {"RunningTasks": 1, "DesiredTasks": 2}},
-                {"Spec": {"Name": "kono_nginx", "Labels": {"com.docker.stack.namespace": "kono"}},
+    services = [{"ID": "s1", "Spec": {"Name": "kono_api", "Labels": {"com.docker.stack.namespace": "kono"}},
+                 "ServiceStatus": {"RunningTasks": 2, "DesiredTasks": 2}},
+                {"ID": "s2", "Spec": {"Name": "kono_nginx", "Labels": {"com.docker.stack.namespace": "kono"}},
                  "ServiceStatus": {"RunningTasks": 2, "DesiredTasks": 2}}]
-    assert parse_swarm_services([f"swarm_services {json.dumps(services)}"]) == {"api": (1, 2), "nginx": (2, 2)}
-    assert parse_swarm_services(["swarm_services "]) == {}  # a worker, or Docker down
+    # Asked for the tasks meant to run: the api's second one is starting; nginx's two run. (The
+    # service status says api 2: it counts a task on a node that died, which last said "running".)
+    tasks = [{"ServiceID": "s1", "Status": {"State": "running"}}, {"ServiceID": "s1", "Status": {"State": "starting"}},
+             {"ServiceID": "s2", "Status": {"State": "running"}}, {"ServiceID": "s2", "Status": {"State": "running"}}]
+    lines = [f"swarm_services {json.dumps(services)}", f"swarm_tasks {json.dumps(tasks)}"]
+    assert parse_swarm_services(lines) == {"api": (1, 2), "nginx": (2, 2)}
+    assert parse_swarm_services(["swarm_services ", "swarm_tasks "]) == {}  # a worker, or Docker down
     assert not_converged({"api": (1, 2), "nginx": (2, 2), "db_dev": (0, 0)}, ("api", "nginx", "db_dev", "backup")) == \
         {"api": (1, 2), "db_dev": (0, 0), "backup": (0, 0)}
-    state = StackState().process(["digest", "applied ", "containers []", f"swarm_services {json.dumps(services)}"])
+    state = StackState().process(["digest", "applied ", "containers []", *lines])
     assert state["services"] == {} and state["swarm_services"]["api"] == (1, 2)
     compose = [{"Labels": {"com.docker.compose.service": "api"}, "State": "running", "Status": "Up 3 minutes (healthy)"}]
     assert StackState().process(["digest", "applied ", f"containers {json.dumps(compose)}"])["services"] == \
