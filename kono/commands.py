@@ -288,8 +288,8 @@ def stack_up(directory: str, project: str, stack_file: str, wait_timeout: int, s
     not its volumes, which the stack's services take over: same names); the images the project
     builds built here; `docker stack deploy`, waiting until every service has converged (a failed
     update rolls back); then the secret versions and networks (but ``network``) no service uses any
-    more removed, and the project's digest recorded, as ``compose_up`` does. Docker's registry is never asked (``--resolve-image
-    never``): each node runs the image it has or pulls by name."""
+    more removed, and the project's digest recorded, as ``compose_up`` does. Docker's registry is
+    never asked (``--resolve-image never``): each node runs the image it has or pulls by name."""
     versions = " ".join(f"{secret_version_env(name)}=$(sha256sum < {quote(path)} | cut -c1-{SECRET_VERSION_CHARS})"
                         for name, path in secret_versions.items())
     kept = " ".join(f"\"{secret_version_name(project, name)}\"" for name in secret_versions)

@@ -153,7 +153,8 @@ def stack_file(settings: Settings, compose_text: str) -> str:
     (``Service.runs_on``, ``replicas``), found by DNS round-robin (no IPVS on every kernel: no
     virtual IPs, no routing mesh: ports published on the node that runs the task); a swarm secret
     per secret version (Swarm secrets cannot change: a new value is a new name, and the services
-    that use it roll); the overlay network encrypted (IPsec) with swarm_overlay_encryption; tmpfs and memory limits in the swarm's own syntax; images built on the db
+    that use it roll); the overlay network encrypted (IPsec) with swarm_overlay_encryption; tmpfs and
+    memory limits in the swarm's own syntax; images built on the db
     node named; what a swarm ignores (build, restart, security_opt: the daemon's default instead,
     kono/docker_engine.py) left out. A port compose binds to loopback alone (db_dev's) is not
     published: a swarm cannot bind one address."""
