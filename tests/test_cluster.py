@@ -280,7 +280,10 @@ def test_kono_deploy_gets_new_code_to_every_api_replica_on_every_node_and_drops_
         assert result.requests > 200 and result.stopped_early == 0 and not result.failures, (edge.address, str(result))
     # A release that dies at start: kono-deploy says so and returns once every replica serves v2 again.
     git.push_api("cluster-v3", broken=True)
-    broken = lab_tools.maintainer(h1, "kono-deploy api", check=False)
+    try:
+        broken = lab_tools.maintainer(h1, "kono-deploy api", check=False)
+    finally:
+        git.push_api("cluster-v4")  # the session's repository: the next module deploys its newest commit
     assert broken.returncode != 0 and "failed its health check and never took traffic" in broken.stderr, broken.stderr
     assert "every replica serves" in broken.stderr, broken.stderr
     assert set(replica_versions(cluster).values()) == {"cluster-v2"}
