@@ -505,8 +505,10 @@ def host_settings(settings: Settings) -> None:
                replace="CRON_CHECK=weekly")
     sysstat = files.line(name="sysstat collects", path="/etc/default/sysstat", line="^ENABLED=.*",
                          replace='ENABLED="true"')
+    # Its start writes a boot record under sadc's lock (-L) on the day's file; a collection by
+    # sysstat-collect.timer at that moment fails it (a fresh host's bootstrap, rarely: seen twice).
     systemd.service(name="sysstat running", service="sysstat", running=True, enabled=True,
-                    restarted=sysstat.will_change)
+                    restarted=sysstat.will_change, _retries=2, _retry_delay=5)
     jail = root_files(name="fail2ban: SSH jail", files={"/etc/fail2ban/jail.local": FAIL2BAN_JAIL})
     systemd.service(name="fail2ban running", service="fail2ban", running=True, enabled=True,
                     restarted=jail.will_change)
