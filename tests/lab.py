@@ -154,6 +154,12 @@ def deploy(inventory: Path, *args: str, **kwargs) -> Run:
     return pyinfra(inventory, "deploy.py", *args, **kwargs)
 
 
+def drift(inventory: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The drift check (kono/cli/drift.py) on an inventory, as a scheduled job runs it: no standard input."""
+    return subprocess.run([sys.executable, "-m", "kono.cli.drift", str(inventory)], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
 def backup_tool(*args: str) -> subprocess.CompletedProcess:
     """The operator's backup command (kono/cli/backup.py), from the repository root."""
     return subprocess.run([sys.executable, "-m", "kono.cli.backup", *args], cwd=REPO, capture_output=True,

@@ -132,8 +132,7 @@ def test_drift_exits_non_zero_when_the_last_success_is_older_than_twice_the_sche
     last = last_success(provisioned.host)
     set_last_success(provisioned.host, "2026-01-01T03:00:00Z " + last.split(" ", 1)[1])  # long ago
     try:
-        drift = subprocess.run([sys.executable, "-m", "kono.cli.drift", str(inventory)], cwd=lab_tools.REPO,
-                               capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        drift = lab_tools.drift(inventory)
         assert drift.returncode == 1 and "the last successful backup is" in drift.stdout, drift.stdout + drift.stderr
         assert "NOT OK" in status(inventory).stdout
     finally:

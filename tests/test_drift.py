@@ -2,7 +2,6 @@
 not, and it changes nothing on the host."""
 
 import subprocess
-import sys
 
 import pytest
 
@@ -14,8 +13,7 @@ pytestmark = pytest.mark.e2e
 
 def drift(provisioned) -> subprocess.CompletedProcess:
     before = provisioned.snapshot()
-    proc = subprocess.run([sys.executable, "-m", "kono.cli.drift", str(provisioned.inventory)], cwd=lab_tools.REPO,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+    proc = lab_tools.drift(provisioned.inventory)
     assert provisioned.snapshot() == before, "the drift check changed the host"
     return proc
 

@@ -196,8 +196,7 @@ def test_a_provided_certificate_is_served_and_a_new_one_applied_by_reload(https,
     assert load.failures == [], load
     assert wait_for_serial(https.host.address, context, served) != served
     assert https.provisioned.container_ids()["nginx"] == nginx
-    drift = subprocess.run([sys.executable, "-m", "kono.cli.drift", str(provided)], cwd=lab_tools.REPO,
-                           capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    drift = lab_tools.drift(provided)
     https.outputs.append(("drift", drift.stdout + drift.stderr))
     assert drift.returncode == 1 and f"the certificate for {DOMAIN} expires in" in drift.stdout, drift.stdout
 

@@ -108,8 +108,7 @@ def test_an_unreachable_repository_is_reported_past_twice_the_limit_and_shipping
         SEEN.append(("status", shown.stdout + shown.stderr))
         assert line.endswith("NOT OK") and "failing since" in line, line
         assert shown.returncode == 1
-        drift = subprocess.run([sys.executable, "-m", "kono.cli.drift", str(inventory)], cwd=lab_tools.REPO,
-                               capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        drift = lab_tools.drift(inventory)
         SEEN.append(("drift", drift.stdout + drift.stderr))
         assert drift.returncode == 1 and "binary logs: shipped up to" in drift.stdout, drift.stdout + drift.stderr
         audit = a.ssh("cat /srv/kono/.kono/audit.log", user="kono").stdout[len(audit_before):]
