@@ -302,12 +302,13 @@ def stack_up(directory: str, project: str, stack_file: str, wait_timeout: int, s
         f"timeout {int(wait_timeout)} docker stack deploy --detach=false --prune --resolve-image never "
         f"-c {quote(stack_file)} {quote(project)} && "
         f"mkdir -p {STATE_DIR} && echo \"$digest\" > {APPLIED} && "
-        f"awk \"BEGIN {{ print $(date +%s.%N) - $started }}\" > {LAST_UP_SECONDS} && "
-        # In use (an old task still stopping) or not: what cannot go now goes next time.
+        f"awk \"BEGIN {{ print $(date +%s.%N) - $started }}\" > {LAST_UP_SECONDS} && {{ "
+        # In use (an old task still stopping) or not: what cannot go now goes next time. Only after a
+        # deploy that succeeded, and never what decides the command's exit status.
         f"docker secret ls --filter label={STACK_NAMESPACE_LABEL}={quote(project)} --format '{{{{.Name}}}}' | "
         f"grep -vxF \"$(printf '%s\\n' {kept})\" | xargs -r docker secret rm >/dev/null 2>&1; "
         f"docker network ls --filter label={STACK_NAMESPACE_LABEL}={quote(project)} --format '{{{{.Name}}}}' | "
-        f"grep -vxF {quote(network)} | xargs -r docker network rm >/dev/null 2>&1; true"
+        f"grep -vxF {quote(network)} | xargs -r docker network rm >/dev/null 2>&1; true; }}"
     ))
 
 

@@ -2,6 +2,7 @@
 deploys it, and the swarm's state as the Engine API reports it."""
 
 import json
+import subprocess
 
 import pytest
 import yaml
@@ -94,6 +95,35 @@ def test_the_stack_deploy_command():
     assert command.index("docker network rm") > deploy
     assert "--filter label=com.docker.stack.namespace=kono --format '{{.Name}}' | grep -vxF kono_encrypted | " \
            "xargs -r docker network rm" in command
+
+
+FAKE_DOCKER = """#!/bin/sh
+# Every docker command succeeds and is logged, but `docker stack deploy`, which exits $FAKE_DEPLOY.
+echo "$*" >> "$FAKE_LOG"
+case "$1 $2" in "stack deploy") exit "$FAKE_DEPLOY" ;; "secret ls"|"network ls") echo kono_old ;; esac
+"""
+
+
+@pytest.mark.parametrize("deployed", [True, False])
+def test_a_failed_stack_deploy_fails_the_command_and_records_or_removes_nothing(tmp_path, deployed):
+    """A swarm that refuses the stack (a secret it cannot create, say) is a failed deploy: the
+    project's digest is not recorded (the next deploy tries again) and no old version goes."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "docker").write_text(FAKE_DOCKER)
+    (tmp_path / "bin" / "docker").chmod(0o755)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "api_key").write_text("x\n")
+    log = tmp_path / "log"
+    command = commands.stack_up(str(tmp_path), "kono", "stack.yaml", 300, {"api": ["config/api_key"]},
+                                {"production_api_key": "config/api_key"}, "kono_default")
+    run = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                         env={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "FAKE_LOG": str(log),
+                              "FAKE_DEPLOY": "0" if deployed else "1"})
+    ran = log.read_text()
+    assert "stack deploy" in ran
+    assert (run.returncode == 0) == deployed, run.stderr
+    assert (tmp_path / ".kono" / "applied").exists() == deployed
+    assert ("secret rm" in ran and "network rm" in ran) == deployed, ran
 
 
 def test_the_overlay_network_is_encrypted_as_the_knob_says_and_named_for_it():
