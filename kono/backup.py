@@ -74,8 +74,8 @@ class LastBackup(FactBase):
     def default():
         return None
 
-    def command(self, directory: str) -> str:
-        return commands.last_backup(directory, script("backup"))
+    def command(self, project: str) -> str:
+        return commands.last_backup(project, script("backup"))
 
     def process(self, output: list[str]):
         return parse_last_backup(" ".join(output))
@@ -113,8 +113,8 @@ class ShippedBinlogs(FactBase):
     def default():
         return None
 
-    def command(self, directory: str) -> str:
-        return commands.shipped_binlogs(directory, script("binlog"))
+    def command(self, project: str) -> str:
+        return commands.shipped_binlogs(project, script("binlog"))
 
     def process(self, output: list[str]):
         return parse_shipped(" ".join(output))
@@ -122,8 +122,8 @@ class ShippedBinlogs(FactBase):
 
 def backup_reads(settings: Settings) -> list[Read]:
     """What ``backups`` reads from the host (kono/host_state.py reads it with the others)."""
-    reads: list[Read] = [(LastBackup, {"directory": settings.project_dir})] if settings.backups_on else []
-    return reads + ([(ShippedBinlogs, {"directory": settings.project_dir})] if settings.pitr_on else [])
+    reads: list[Read] = [(LastBackup, {"project": settings.compose_project})] if settings.backups_on else []
+    return reads + ([(ShippedBinlogs, {"project": settings.compose_project})] if settings.pitr_on else [])
 
 
 @deploy("Backups")
@@ -132,14 +132,14 @@ def backups(settings: Settings) -> None:
     MAX_AGE; the backup service itself runs them. Changes nothing."""
     if not settings.backups_on:
         return
-    last = read(LastBackup, directory=settings.project_dir)
+    last = read(LastBackup, project=settings.compose_project)
     if last is None:
         drift("no successful backup yet")
     elif backup_age(last) > MAX_AGE:
         drift(f"the last successful backup is {backup_age(last).total_seconds() / 3600:.0f} hours old "
               f"({last['time']:%Y-%m-%d %H:%M} UTC)")
     if settings.pitr_on:
-        shipped = read(ShippedBinlogs, directory=settings.project_dir)
+        shipped = read(ShippedBinlogs, project=settings.compose_project)
         if not shipping_ok(shipped, settings):
             drift(f"binary logs: {shipping_summary(shipped)}; the limit is {settings.pitr_max_lag_seconds} s")
 
@@ -343,9 +343,9 @@ def restore_repository(target: Target, snapshot: str, force: bool, until: dateti
     from kono.remote import connect, run  # operator tools only: the deploy imports this module too
     if not target.settings.backups_on:
         raise SystemExit(f"{target.name}: no backup_repository is set for this host")
-    directory = target.settings.project_dir
+    project = target.settings.compose_project
     with connect(target) as client:
-        listed = json.loads(run(client, commands.repository_snapshots(directory, script("backup"))) or b"[]")
+        listed = json.loads(run(client, commands.repository_snapshots(project, script("backup"))) or b"[]")
         try:
             if until is not None or (snapshot == "latest" and has_binary_logs(listed)):
                 ids, logs, shipped = point_in_time_set(listed, until)
@@ -355,7 +355,7 @@ def restore_repository(target: Target, snapshot: str, force: bool, until: dateti
             raise SystemExit(f"{target.name}: {error}") from None
         replay = ("" if until is None else f"{until:%Y-%m-%d %H:%M:%S}", logs) if logs else None
         kept = displaced_by_restore(listed, ids)
-        said = run(client, commands.restore_from_repository(directory, ids, force, script("backup"), replay,
+        said = run(client, commands.restore_from_repository(project, ids, force, script("backup"), replay,
                                                             kept)).decode()
     said += f"restored snapshots {' '.join(ids)} ({', '.join(SNAPSHOT_PARTS)})\n"
     if kept:
@@ -391,11 +391,11 @@ def create(target: Target, to: Path, dev: bool, with_secrets: bool) -> Path:
             env, name_knob = service.database
             if env == "dev" and not dev:
                 continue
-            dump = commands.mysqldump(service.name, root_password_file(service.name), getattr(settings, name_knob))
+            dump = commands.mysqldump(settings.compose_project, service.name, root_password_file(service.name), getattr(settings, name_knob))
             with _private_file(folder / f"{service.name}.sql") as out:
                 run(client, dump, directory, out)
         with _private_file(folder / "app_static.tar") as out:
-            run(client, commands.tar_out(*ASSETS), directory, out)
+            run(client, commands.tar_out(settings.compose_project, *ASSETS), directory, out)
         for secret in (stack_secrets(settings) if with_secrets else ()):
             with _private_file(folder / "secrets" / secret.env / secret.name) as out:
                 run(client, commands.read_file(secret.path), directory, out)
@@ -410,7 +410,7 @@ def restore(target: Target, source: Path, force: bool) -> None:
         directory = settings.project_dir
         production = next(s for s in databases() if s.database[0] == "production")
         database = getattr(settings, production.database[1])
-        tables = int(run(client, commands.table_count(production.name, root_password_file(production.name), database),
+        tables = int(run(client, commands.table_count(settings.compose_project, production.name, root_password_file(production.name), database),
                          directory) or 0)
         if tables and not force:
             raise SystemExit(f"{target.name}: refusing to restore: {production.name} already holds {tables} "
@@ -418,5 +418,6 @@ def restore(target: Target, source: Path, force: bool) -> None:
         for service in databases():
             dump = source / f"{service.name}.sql"
             if dump.exists():
-                run(client, commands.mysql_root(service.name, root_password_file(service.name)), directory, stdin=dump)
-        run(client, commands.tar_in(*ASSETS, ASSETS_GROUP), directory, stdin=source / "app_static.tar")
+                run(client, commands.mysql_root(settings.compose_project, service.name, root_password_file(service.name)),
+                    directory, stdin=dump)
+        run(client, commands.tar_in(settings.compose_project, *ASSETS, ASSETS_GROUP), directory, stdin=source / "app_static.tar")

@@ -407,57 +407,61 @@ def switch_staged_folders(markers: dict[str, str]) -> str:
 TLS_DIR_IN_NGINX = "/etc/nginx/tls"  # what nginx mounts: the certificates volume, or config/tls
 
 
-def served_certificate(directory: str) -> str:
+def served_certificate(project: str) -> str:
     """The certificate nginx serves (public: the key is never read); nothing when there is none."""
-    return in_dir(directory, f"docker compose exec -T nginx cat {TLS_DIR_IN_NGINX}/certificate 2>/dev/null || true")
+    return f"{in_service(project, 'nginx', f'cat {TLS_DIR_IN_NGINX}/certificate')} 2>/dev/null || true"
 
 
-def acme_certificate_state(directory: str, acme_script: str) -> str:
+def acme_certificate_state(project: str, acme_script: str) -> str:
     """"current" when the acme service's installed certificate is for its domains from its CA, "stale"
     when not, nothing without an acme service running."""
-    return in_dir(directory, f"docker compose exec -T acme sh {quote(acme_script)} current 2>/dev/null || true")
+    return f"{in_service(project, 'acme', f'sh {quote(acme_script)} current')} 2>/dev/null || true"
 
 
-def issue_certificate(directory: str, acme_script: str, nginx_script: str) -> str:
+def issue_certificate(project: str, acme_script: str, nginx_script: str) -> str:
     """The acme service's first issuance (lego's own messages, the CA's reason among them, on failure),
     then nginx checked and reloaded at once, returning when the reload took effect (its watcher would
     reload within seconds, but the deploy ends with HTTPS served)."""
-    return in_dir(directory, f"docker compose exec -T acme sh {quote(acme_script)} issue && "
-                             f"docker compose exec -T nginx sh {quote(nginx_script)} reload")
+    return (f"{in_service(project, 'acme', f'sh {quote(acme_script)} issue')} && "
+            f"{in_service(project, 'nginx', f'sh {quote(nginx_script)} reload')}")
 
 
 # -- backups (the backup service, files/backup/kono-backup.sh) ---------------------------------
 
-def last_backup(directory: str, script: str) -> str:
+def last_backup(project: str, script: str) -> str:
     """The backup service's record of its last success to its repository now ("<UTC time> <bytes read> <bytes added>
     <snapshot ids>"), or nothing."""
-    return in_dir(directory, f"docker compose exec -T backup sh {quote(script)} last 2>/dev/null || true")
+    return f"{in_service(project, 'backup', f'sh {quote(script)} last')} 2>/dev/null || true"
 
 
-def repository_snapshots(directory: str, script: str) -> str:
+def repository_snapshots(project: str, script: str) -> str:
     """The host's snapshots in its repository, as restic's JSON list."""
-    return in_dir(directory, f"docker compose exec -T backup sh {quote(script)} snapshots")
+    return in_service(project, "backup", f"sh {quote(script)} snapshots")
 
 
-def restore_from_repository(directory: str, snapshots: tuple[str, str, str], force: bool, script: str,
+SSHD_REREAD = 'kill -HUP "$(cat /run/sshd.pid)"'  # sshd re-executes itself: new host keys, open sessions kept
+
+
+def restore_from_repository(project: str, snapshots: tuple[str, str, str], force: bool, script: str,
                             replay: tuple[str, tuple[str, ...]] | None = None, pin: tuple[str, ...] = ()) -> str:
     """Both databases and the files back from a snapshot of the repository, then (``replay``: (until,
     binary log snapshots)) db_production's binary logs replayed onto it up to ``until`` ("" for all),
-    and the snapshots ``pin`` tagged keep before the restored state's own backup, then the maintainer
-    restarted so that its sshd serves the restored host keys."""
-    env = " -e KONO_RESTORE_FORCE=yes" if force else ""
+    and the snapshots ``pin`` tagged keep before the restored state's own backup; then the
+    maintainer's sshd re-reads its host keys, restored into its volume (SIGHUP: sshd re-executes
+    itself; open sessions stay)."""
+    env = ("KONO_RESTORE_FORCE=yes",) if force else ()
     if pin:
-        env += f" -e {quote('KONO_RESTORE_KEEP=' + ' '.join(pin))}"
+        env += ("KONO_RESTORE_KEEP=" + " ".join(pin),)
     words = [*snapshots, *(("replay", replay[0], *replay[1]) if replay else ())]
-    return in_dir(directory, f"docker compose exec -T{env} backup sh {quote(script)} restore "
-                             f"{' '.join(quote(word) for word in words)} && "
-                             "docker compose restart maintainer")
+    restore = f"sh {quote(script)} restore {' '.join(quote(word) for word in words)}"
+    return (f"{in_service(project, 'backup', restore, env)} && "
+            f"{in_service(project, 'maintainer', SSHD_REREAD)}")
 
 
-def shipped_binlogs(directory: str, script: str) -> str:
+def shipped_binlogs(project: str, script: str) -> str:
     """The binlog service's "<UTC time> <failing since|->": everything committed before that time is in
     the repository."""
-    return in_dir(directory, f"docker compose exec -T binlog sh {quote(script)} shipped 2>/dev/null || true")
+    return f"{in_service(project, 'binlog', f'sh {quote(script)} shipped')} 2>/dev/null || true"
 
 
 # -- secrets -----------------------------------------------------------------------------------
@@ -490,24 +494,30 @@ def read_file(path: str) -> str:
     return f"cat {quote(path)}"
 
 
-def in_service(service: str, script: str) -> str:
-    """Run a shell script inside a running service's container, with stdin passed through."""
-    return f"docker compose exec -T {service} sh -c {quote(script)}"
+def in_service(project: str, service: str, script: str, env: tuple[str, ...] = ()) -> str:
+    """Run a shell script in the service's running container on this host, with stdin passed
+    through: compose's container or a swarm's task alike (``docker compose exec`` sees no task).
+    ``env``: NAME=value words for it. Fails, saying so, when none runs here."""
+    flags = "".join(f" -e {quote(word)}" for word in env)
+    missing = quote(f"{service}: no running container of it on this host")
+    return (f"{{ container=$({{ {running_containers(project, service)}; }} | head -n 1); "
+            f"if [ -n \"$container\" ]; then docker exec -i{flags} \"$container\" sh -c {quote(script)}; "
+            f"else printf '%s\\n' {missing} >&2; false; fi; }}")
 
 
-def mysql_root(service: str, root_password_file: str, args: str = "") -> str:
+def mysql_root(project: str, service: str, root_password_file: str, args: str = "") -> str:
     """The mysql client as root inside a database service; SQL on stdin. The root password is read
     from the secret file inside the container, so it is on no command line and leaves no host."""
-    return in_service(service, f"MYSQL_PWD=$(cat {root_password_file}) exec mysql -uroot{' ' + args if args else ''}")
+    return in_service(project, service, f"MYSQL_PWD=$(cat {root_password_file}) exec mysql -uroot{' ' + args if args else ''}")
 
 
-def mysqldump(service: str, root_password_file: str, database: str) -> str:
+def mysqldump(project: str, service: str, root_password_file: str, database: str) -> str:
     """A consistent dump of one database, without locking it (InnoDB)."""
-    return in_service(service, f"MYSQL_PWD=$(cat {root_password_file}) exec mysqldump -uroot "
+    return in_service(project, service, f"MYSQL_PWD=$(cat {root_password_file}) exec mysqldump -uroot "
                                f"--single-transaction --routines --triggers --databases {database}")
 
 
-def alter_users(staged: str, service: str, root_password_file: str, accounts: tuple[str, ...]) -> str:
+def alter_users(staged: str, project: str, service: str, root_password_file: str, accounts: tuple[str, ...]) -> str:
     """Set the accounts' password to the staged file's content. printf is a shell builtin: the new
     password goes by pipe, never through an argv; and not into the binary logs, which leave the host."""
     statements = "SET SESSION sql_log_bin = 0; " + "".join(
@@ -515,20 +525,31 @@ def alter_users(staged: str, service: str, root_password_file: str, accounts: tu
         for user, host in (account.split("@") for account in accounts))
     values = " ".join(['"$new"'] * len(accounts))
     return (f"new=$(cat {quote(staged)}) && printf \"{statements}\\n\" {values} | "
-            f"{mysql_root(service, root_password_file)}")
+            f"{mysql_root(project, service, root_password_file)}")
 
 
-def table_count(service: str, root_password_file: str, database: str) -> str:
+def table_count(project: str, service: str, root_password_file: str, database: str) -> str:
     return (f"printf \"SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = '{database}';\\n\" | "
-            f"{mysql_root(service, root_password_file, '-N')}")
+            f"{mysql_root(project, service, root_password_file, '-N')}")
 
 
-def tar_out(service: str, folder: str) -> str:
-    return f"docker compose exec -T {service} tar -C {quote(folder)} -cf - ."
+def tar_out(project: str, service: str, folder: str) -> str:
+    return in_service(project, service, f"tar -C {quote(folder)} -cf - .")
 
 
-def tar_in(service: str, folder: str, group: str) -> str:
-    return in_service(service, f"tar -C {quote(folder)} -xf - && chgrp -R {group} {quote(folder)}")
+def tar_in(project: str, service: str, folder: str, group: str) -> str:
+    return in_service(project, service, f"tar -C {quote(folder)} -xf - && chgrp -R {group} {quote(folder)}")
+
+
+def restart_docker_keeping_containers() -> str:
+    """Restart Docker, then start again each compose container that ran before and does not now.
+    Turning live-restore off (a host joining a swarm) kills the running containers as the new
+    daemon starts and skips their restart policies that once ("ShouldRestart failed, container will
+    not be restarted": moby/moby#31735, seen with Docker 26.1). A swarm's tasks are the swarm's."""
+    return ("running=$(docker ps -q --filter label=com.docker.compose.oneoff=False) && systemctl restart docker && "
+            "for container in $running; do "
+            "[ \"$(docker inspect -f '{{.State.Running}}' \"$container\" 2>/dev/null)\" = true ] || "
+            "docker start \"$container\" >/dev/null || exit 1; done")
 
 
 def fail(message: str) -> str:

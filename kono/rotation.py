@@ -29,9 +29,6 @@ def rotation_target(settings: Settings, target: object) -> tuple[Secret, str | N
     if not isinstance(target, str) or target not in known:
         raise SettingsError(f"rotate: expected one of {', '.join(known)}, got {target!r}")
     entry = secret(target)
-    if settings.swarm and entry.accounts:
-        raise SettingsError(f"rotate: expected a secret without database accounts with engine = \"swarm\" (a "
-                            f"database password is not rotated on a cluster yet), got {target!r}")
     found = supplied_value(settings, entry)
     return entry, found[0] if found else None
 
@@ -39,31 +36,35 @@ def rotation_target(settings: Settings, target: object) -> tuple[Secret, str | N
 @deploy("Rotate a secret")
 def rotate_secret(settings: Settings, entry: Secret, value: str | None) -> None:
     rotated_secret(name=f"New value for {entry.key} (database account and file together)",
-                   directory=settings.project_dir, key=entry.key, value=value,
-                   services=tuple(s.name for s in enabled(SERVICES, settings)))
+                   directory=settings.project_dir, project=settings.compose_project, key=entry.key, value=value,
+                   services=tuple(s.name for s in enabled(SERVICES, settings)), immutable_secrets=settings.swarm)
 
 
 @operation(is_idempotent=False)
-def rotated_secret(directory: str, key: str, value: str | None, services: tuple[str, ...]):
+def rotated_secret(directory: str, project: str, key: str, value: str | None, services: tuple[str, ...],
+                   immutable_secrets: bool = False):
     """
     Give a secret a new value: the database accounts' password (``ALTER USER``, with the running
     database's current root password) and the secret file change together.
 
     + directory: the project directory
+    + project: the compose project (the stack's name on a cluster)
     + key: the secret, e.g. "production/db_api_password"
     + value: the new value, or None to generate one on the host
     + services: the services the host runs (those these settings enable)
+    + immutable_secrets: a swarm's secrets: every service that reads this one restarts, a database
+      that reads it only at its first start included (said in the plan)
 
     **Example:**
 
     .. code:: python
 
-        rotated_secret(name="Rotate", directory="/srv/kono", key="production/api_key", value=None,
+        rotated_secret(name="Rotate", directory="/srv/kono", project="kono", key="production/api_key", value=None,
                        services=("api", "nginx"))
     """
     entry = secret(key)
     # Said in the plan, and right before it happens.
-    for restarted in (s for s in restarted_by(key) if s.name in services):
+    for restarted in (s for s in restarted_by(key, immutable_secrets) if s.name in services):
         logger.warning(f"{host.print_prefix}"
                        f"{replacement_note(restarted.name, ['secret'], restarted.rollout == 'start-first')}")
     path = f"{directory}/{entry.path}"
@@ -74,6 +75,5 @@ def rotated_secret(directory: str, key: str, value: str | None, services: tuple[
         yield FileUploadCommand(io.BytesIO(value.encode()), staged)
         yield commands.chmod("0600", staged)
     if entry.accounts:
-        yield commands.in_dir(directory, commands.alter_users(staged, entry.database,
-                                                              root_password_file(entry.database), entry.accounts))
+        yield commands.alter_users(staged, project, entry.database, root_password_file(entry.database), entry.accounts)
     yield commands.rename(staged, path)

@@ -364,9 +364,12 @@ def replacement_note(service_name: str, reasons: list[str], start_first: bool) -
     return f"{service_name} gets a new container ({', '.join(reasons)}): {how}"
 
 
-def restarted_by(key: str) -> tuple[Service, ...]:
-    """The services a new value of the secret restarts."""
-    return tuple(s for s in SERVICES if secret(key) in restarting_secrets(s.name))
+def restarted_by(key: str, immutable: bool = False) -> tuple[Service, ...]:
+    """The services a new value of the secret restarts. ``immutable``: secrets that cannot change
+    under a running container (a swarm's: a new value is a new secret, in each service's spec), so
+    each service that reads it restarts, even one that reads it only at its first start."""
+    entry = secret(key)
+    return tuple(s for s in SERVICES if entry in (secrets_of(s.name) if immutable else restarting_secrets(s.name)))
 
 
 def ready(state: str, health: str) -> bool:

@@ -153,8 +153,8 @@ class ServedCertificate(FactBase):
     def default():
         return None
 
-    def command(self, directory: str) -> str:
-        return commands.served_certificate(directory)
+    def command(self, project: str) -> str:
+        return commands.served_certificate(project)
 
     def process(self, output: list[str]):
         return certificate_summary("\n".join(output))
@@ -168,22 +168,22 @@ class AcmeCertificate(FactBase):
     def default() -> str:
         return ""
 
-    def command(self, directory: str) -> str:
-        return commands.acme_certificate_state(directory, script("acme"))
+    def command(self, project: str) -> str:
+        return commands.acme_certificate_state(project, script("acme"))
 
     def process(self, output: list[str]) -> str:
         return output[0].strip() if output else ""
 
 
 @operation()
-def served_certificate(directory: str, domains: tuple[str, ...], issue: bool):
+def served_certificate(project: str, domains: tuple[str, ...], issue: bool):
     """
     Say in the plan (and so in drift) when the certificate nginx serves expires within
     EXPIRY_WARNING_DAYS; with ``issue``, run the acme service's issuance when nginx serves no
     certificate for exactly ``domains``, or the acme service's is another CA's (``acme_directory_url``
     changed, as from a staging CA to production). A failed issuance fails the deploy with the CA's reason.
 
-    + directory: the project directory
+    + project: the compose project (the stack's name on a cluster)
     + domains: the names the certificate must carry
     + issue: whether the acme service gets the certificate
 
@@ -191,32 +191,32 @@ def served_certificate(directory: str, domains: tuple[str, ...], issue: bool):
 
     .. code:: python
 
-        served_certificate(name="Certificate", directory="/srv/kono", domains=("kono.example.com",), issue=True)
+        served_certificate(name="Certificate", project="kono", domains=("kono.example.com",), issue=True)
     """
-    served = read(ServedCertificate, directory=directory)
+    served = read(ServedCertificate, project=project)
     if served and days_left(served) < EXPIRY_WARNING_DAYS:
         drift(f"the certificate for {' '.join(served['names'])} expires in {days_left(served):.0f} days "
               f"({served['not_after']:%Y-%m-%d %H:%M} UTC)")
     if issue and (served is None or served["names"] != sorted(domains)):
         drift(f"nginx serves no certificate for {' '.join(domains)} yet")
-        yield commands.issue_certificate(directory, script("acme"), script("nginx"))
+        yield commands.issue_certificate(project, script("acme"), script("nginx"))
         return
-    if issue and read(AcmeCertificate, directory=directory) == "stale":
+    if issue and read(AcmeCertificate, project=project) == "stale":
         drift(f"the certificate for {' '.join(domains)} is another ACME CA's than acme_directory_url's")
-        yield commands.issue_certificate(directory, script("acme"), script("nginx"))
+        yield commands.issue_certificate(project, script("acme"), script("nginx"))
         return
     host.noop("nginx serves a certificate for these domains")
 
 
 def tls_reads(settings: Settings) -> list[Read]:
     """What ``certificates`` reads from the host (kono/host_state.py reads it with the others)."""
-    return ([(ServedCertificate, {"directory": settings.project_dir})] if settings.https_on else []) + \
-        ([(AcmeCertificate, {"directory": settings.project_dir})] if settings.acme_on else [])
+    return ([(ServedCertificate, {"project": settings.compose_project})] if settings.https_on else []) + \
+        ([(AcmeCertificate, {"project": settings.compose_project})] if settings.acme_on else [])
 
 
 @deploy("Certificates")
 def certificates(settings: Settings) -> None:
     if settings.https_on:
         served_certificate(name="Certificate nginx serves (the acme service issues it when there is none)",
-                           directory=settings.project_dir, domains=settings.domains, issue=settings.acme_on)
+                           project=settings.compose_project, domains=settings.domains, issue=settings.acme_on)
 

@@ -27,6 +27,7 @@ import docker
 import paramiko
 from docker.transport.sshconn import SSHHTTPAdapter
 
+from kono.commands import running_containers
 from kono.deploy_run import deploy_commit
 from kono.services import SERVICES, enabled, root_password_file, script, secret
 from kono.settings import Settings, load
@@ -70,9 +71,9 @@ def labels(service: str) -> list[str]:
 
 
 def container(service: str) -> str:
-    """Shell, for commands run on the host: the id of the service's (running) container."""
-    filters = " ".join(f"--filter label={label}" for label in labels(service))
-    return f"$(docker ps -q {filters} | head -n 1)"
+    """Shell, for commands run on the host: the id of the service's running container there, compose's
+    or a swarm task's (on a cluster's node)."""
+    return f"$({{ {running_containers(DEFAULTS['compose_project'], service)}; }} | head -n 1)"
 
 
 def sdk_container(client, service: str):

@@ -223,6 +223,14 @@ def die_with_parent() -> None:
     os.setsid()
 
 
+class SSHCommandFailed(subprocess.CalledProcessError):
+    """A command run over SSH failed: its message ends with what it said on stderr."""
+
+    def __str__(self) -> str:
+        said = self.stderr.decode(errors="replace") if isinstance(self.stderr, bytes) else (self.stderr or "")
+        return f"{super().__str__()}\nstderr: {said[-2000:]}"
+
+
 @dataclass
 class TestHost:
     """One booted throwaway host."""
@@ -245,10 +253,11 @@ class TestHost:
             input: str | bytes | None = None) -> subprocess.CompletedProcess:
         """Run a shell command on the host over SSH; returns text output."""
         text = not isinstance(input, bytes)
-        return subprocess.run(
-            [*self.ssh_args(user), command], input=input, capture_output=True, text=text,
-            check=check, timeout=timeout,
-        )
+        done = subprocess.run([*self.ssh_args(user), command], input=input, capture_output=True, text=text,
+                              timeout=timeout)
+        if check and done.returncode != 0:
+            raise SSHCommandFailed(done.returncode, done.args, done.stdout, done.stderr)
+        return done
 
     def wait_for_ssh(self, deadline: float = 120) -> None:
         end = time.monotonic() + deadline

@@ -18,6 +18,19 @@ def syntax_ok(command: str, shell: str = "sh") -> bool:
     return subprocess.run([shell, "-n", "-c", command], capture_output=True).returncode == 0
 
 
+def exec_in(service: str, script: str, env: str = "") -> str:
+    """What in_service builds for project "kono" (its text once; its behaviour: the tests below)."""
+    return ("{ container=$({ docker ps -q --filter label=com.docker.compose.project=kono "
+            f"--filter label=com.docker.compose.service={service} --filter status=running; "
+            "docker ps -q --filter label=com.docker.stack.namespace=kono "
+            f"--filter label=com.docker.swarm.service.name=kono_{service} --filter status=running; }} | head -n 1); "
+            f"if [ -n \"$container\" ]; then docker exec -i{env} \"$container\" sh -c {script}; "
+            f"else printf '%s\\n' '{service}: no running container of it on this host' >&2; false; fi; }}")
+
+
+SSHD_REREADS_HOST_KEYS = exec_in("maintainer", "'kill -HUP \"$(cat /run/sshd.pid)\"'")
+
+
 EXPECTED = {
     "file_digests": (
         commands.file_digests("/srv/kono", ["compose.yaml", "nginx/default.conf"]),
@@ -102,29 +115,27 @@ EXPECTED = {
     "rename": (commands.rename("/a/x.rotating", "/a/x"), "mv /a/x.rotating /a/x"),
     "read_file": (commands.read_file("config/dev/x"), "cat config/dev/x"),
     "mysql_root": (
-        commands.mysql_root("db_dev", "/run/db-secrets/dev_db_root_password", "-N"),
-        "docker compose exec -T db_dev sh -c 'MYSQL_PWD=$(cat /run/db-secrets/dev_db_root_password) "
-        "exec mysql -uroot -N'"),
+        commands.mysql_root("kono", "db_dev", "/run/db-secrets/dev_db_root_password", "-N"),
+        exec_in("db_dev", "'MYSQL_PWD=$(cat /run/db-secrets/dev_db_root_password) exec mysql -uroot -N'")),
     "mysqldump": (
-        commands.mysqldump("db_production", "/run/db-secrets/production_db_root_password", "kono"),
-        "docker compose exec -T db_production sh -c 'MYSQL_PWD=$(cat /run/db-secrets/production_db_root_password) "
-        "exec mysqldump -uroot --single-transaction --routines --triggers --databases kono'"),
+        commands.mysqldump("kono", "db_production", "/run/db-secrets/production_db_root_password", "kono"),
+        exec_in("db_production", "'MYSQL_PWD=$(cat /run/db-secrets/production_db_root_password) "
+                "exec mysqldump -uroot --single-transaction --routines --triggers --databases kono'")),
     "alter_users": (
-        commands.alter_users("/srv/kono/config/dev/db_root_password.rotating", "db_dev",
+        commands.alter_users("/srv/kono/config/dev/db_root_password.rotating", "kono", "db_dev",
                              "/run/db-secrets/dev_db_root_password", ("root@%", "root@localhost")),
         "new=$(cat /srv/kono/config/dev/db_root_password.rotating) && printf \"SET SESSION sql_log_bin = 0; "
         "ALTER USER 'root'@'%%' "
         "IDENTIFIED BY '%s'; ALTER USER 'root'@'localhost' IDENTIFIED BY '%s'; \\n\" \"$new\" \"$new\" | "
-        "docker compose exec -T db_dev sh -c 'MYSQL_PWD=$(cat /run/db-secrets/dev_db_root_password) exec mysql -uroot'"),
+        + exec_in("db_dev", "'MYSQL_PWD=$(cat /run/db-secrets/dev_db_root_password) exec mysql -uroot'")),
     "table_count": (
-        commands.table_count("db_production", "/run/db-secrets/production_db_root_password", "kono"),
+        commands.table_count("kono", "db_production", "/run/db-secrets/production_db_root_password", "kono"),
         "printf \"SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'kono';\\n\" | "
-        "docker compose exec -T db_production sh -c 'MYSQL_PWD=$(cat /run/db-secrets/production_db_root_password) "
-        "exec mysql -uroot -N'"),
-    "tar_out": (commands.tar_out("maintainer", "/srv/static"),
-                "docker compose exec -T maintainer tar -C /srv/static -cf - ."),
-    "tar_in": (commands.tar_in("maintainer", "/srv/static", "sudo"),
-               "docker compose exec -T maintainer sh -c 'tar -C /srv/static -xf - && chgrp -R sudo /srv/static'"),
+        + exec_in("db_production", "'MYSQL_PWD=$(cat /run/db-secrets/production_db_root_password) exec mysql -uroot -N'")),
+    "tar_out": (commands.tar_out("kono", "maintainer", "/srv/static"),
+                exec_in("maintainer", "'tar -C /srv/static -cf - .'")),
+    "tar_in": (commands.tar_in("kono", "maintainer", "/srv/static", "sudo"),
+               exec_in("maintainer", "'tar -C /srv/static -xf - && chgrp -R sudo /srv/static'")),
     "stage_folder": (
         commands.stage_folder("/srv/kono", "nginx"),
         "cd /srv/kono && rm -rf .kono/staged/nginx .kono/staged/nginx.checked && mkdir -p .kono/staged/nginx && "
@@ -158,39 +169,38 @@ EXPECTED = {
         "cp -a .kono/staged/nginx/. nginx/ && rm -rf .kono/staged/nginx .kono/staged/nginx.checked && "
         "echo 0123abcd > .kono/reloaded.nginx || exit 1; fi"),
     "served_certificate": (
-        commands.served_certificate("/srv/kono"),
-        "cd /srv/kono && docker compose exec -T nginx cat /etc/nginx/tls/certificate 2>/dev/null || true"),
+        commands.served_certificate("kono"),
+        exec_in("nginx", "'cat /etc/nginx/tls/certificate'") + " 2>/dev/null || true"),
     "issue_certificate": (
-        commands.issue_certificate("/srv/kono", "/kono/kono-acme.sh", "/kono/kono-nginx.sh"),
-        "cd /srv/kono && docker compose exec -T acme sh /kono/kono-acme.sh issue && "
-        "docker compose exec -T nginx sh /kono/kono-nginx.sh reload"),
+        commands.issue_certificate("kono", "/kono/kono-acme.sh", "/kono/kono-nginx.sh"),
+        exec_in("acme", "'sh /kono/kono-acme.sh issue'") + " && " + exec_in("nginx", "'sh /kono/kono-nginx.sh reload'")),
     "last_backup": (
-        commands.last_backup("/srv/kono", "/usr/local/lib/kono-backup.sh"),
-        "cd /srv/kono && docker compose exec -T backup sh /usr/local/lib/kono-backup.sh last 2>/dev/null || true"),
+        commands.last_backup("kono", "/usr/local/lib/kono-backup.sh"),
+        exec_in("backup", "'sh /usr/local/lib/kono-backup.sh last'") + " 2>/dev/null || true"),
     "restore_from_repository": (
-        commands.restore_from_repository("/srv/kono", ("1a2b3c4d", "5e6f7a8b", "9c0d1e2f"), force=True,
+        commands.restore_from_repository("kono", ("1a2b3c4d", "5e6f7a8b", "9c0d1e2f"), force=True,
                                          script="/usr/local/lib/kono-backup.sh"),
-        "cd /srv/kono && docker compose exec -T -e KONO_RESTORE_FORCE=yes backup sh /usr/local/lib/kono-backup.sh "
-        "restore 1a2b3c4d 5e6f7a8b 9c0d1e2f && docker compose restart maintainer"),
+        exec_in("backup", "'sh /usr/local/lib/kono-backup.sh restore 1a2b3c4d 5e6f7a8b 9c0d1e2f'",
+                " -e KONO_RESTORE_FORCE=yes") + " && " + SSHD_REREADS_HOST_KEYS),
     "restore_from_repository pinning the newer": (
-        commands.restore_from_repository("/srv/kono", ("1a2b3c4d", "5e6f7a8b", "9c0d1e2f"), force=False,
+        commands.restore_from_repository("kono", ("1a2b3c4d", "5e6f7a8b", "9c0d1e2f"), force=False,
                                          script="/usr/local/lib/kono-backup.sh", pin=("aa11bb22", "cc33dd44")),
-        "cd /srv/kono && docker compose exec -T -e 'KONO_RESTORE_KEEP=aa11bb22 cc33dd44' backup sh "
-        "/usr/local/lib/kono-backup.sh restore 1a2b3c4d 5e6f7a8b 9c0d1e2f && docker compose restart maintainer"),
+        exec_in("backup", "'sh /usr/local/lib/kono-backup.sh restore 1a2b3c4d 5e6f7a8b 9c0d1e2f'",
+                " -e 'KONO_RESTORE_KEEP=aa11bb22 cc33dd44'") + " && " + SSHD_REREADS_HOST_KEYS),
     "restore_from_repository with replay": (
-        commands.restore_from_repository("/srv/kono", ("1a2b3c4d", "5e6f7a8b", "9c0d1e2f"), force=False,
+        commands.restore_from_repository("kono", ("1a2b3c4d", "5e6f7a8b", "9c0d1e2f"), force=False,
                                          script="/usr/local/lib/kono-backup.sh",
                                          replay=("2026-12-02 14:05:00", ("aa11bb22", "cc33dd44"))),
-        "cd /srv/kono && docker compose exec -T backup sh /usr/local/lib/kono-backup.sh restore 1a2b3c4d 5e6f7a8b "
-        "9c0d1e2f replay '2026-12-02 14:05:00' aa11bb22 cc33dd44 && docker compose restart maintainer"),
+        exec_in("backup", "'sh /usr/local/lib/kono-backup.sh restore 1a2b3c4d 5e6f7a8b 9c0d1e2f replay '\"'\"'"
+                "2026-12-02 14:05:00'\"'\"' aa11bb22 cc33dd44'") + " && " + SSHD_REREADS_HOST_KEYS),
     "restore_from_repository replaying everything": (
-        commands.restore_from_repository("/srv/kono", ("1a2b3c4d", "5e6f7a8b", "9c0d1e2f"), force=False,
+        commands.restore_from_repository("kono", ("1a2b3c4d", "5e6f7a8b", "9c0d1e2f"), force=False,
                                          script="/usr/local/lib/kono-backup.sh", replay=("", ("aa11bb22",))),
-        "cd /srv/kono && docker compose exec -T backup sh /usr/local/lib/kono-backup.sh restore 1a2b3c4d 5e6f7a8b "
-        "9c0d1e2f replay '' aa11bb22 && docker compose restart maintainer"),
+        exec_in("backup", "'sh /usr/local/lib/kono-backup.sh restore 1a2b3c4d 5e6f7a8b 9c0d1e2f replay '\"'\"''\"'\"' "
+                "aa11bb22'") + " && " + SSHD_REREADS_HOST_KEYS),
     "shipped_binlogs": (
-        commands.shipped_binlogs("/srv/kono", "/usr/local/lib/kono-backup.sh"),
-        "cd /srv/kono && docker compose exec -T binlog sh /usr/local/lib/kono-backup.sh shipped 2>/dev/null || true"),
+        commands.shipped_binlogs("kono", "/usr/local/lib/kono-backup.sh"),
+        exec_in("binlog", "'sh /usr/local/lib/kono-backup.sh shipped'") + " 2>/dev/null || true"),
     "fail": (commands.fail("x: expected 'y'"), "printf '%s\\n' 'x: expected '\"'\"'y'\"'\"'' >&2; exit 1"),
     "close_record": (
         commands.close_record({"result": "failed or interrupted"}),
@@ -480,8 +490,9 @@ TAKES_VALUES = {
     "move_into_place": lambda v: commands.move_into_place(v, v),
     "rename": lambda v: commands.rename(v, v),
     "read_file": lambda v: commands.read_file(v),
-    "alter_users": lambda v: commands.alter_users(v, "db_production", "/run/x", ("api@%",)),
-    "tar_out": lambda v: commands.tar_out("maintainer", v),
+    "alter_users": lambda v: commands.alter_users(v, v, "db_production", "/run/x", ("api@%",)),
+    "tar_out": lambda v: commands.tar_out(v, "maintainer", v),
+    "in_service": lambda v: commands.in_service(v, v, v, (f"X={v}",)),
     "take_lock": lambda v: commands.take_lock(v, 5, "{}"),
     "finish_record": lambda v: commands.finish_record(v, {}),
     "install_checked_sshd_config": lambda v: commands.install_checked_sshd_config(v, v, ("kono",)),
@@ -510,3 +521,67 @@ def test_bootstraps_reads_parse():
     for built in (commands.ssh_algorithms(SSH_QUERY), commands.ssh_session(), commands.apt_suites(),
                   commands.pending_security_updates(), commands.apply_security_updates()):
         assert syntax_ok(built), built
+
+
+FAKE_DOCKER = """#!/bin/sh
+# docker ps prints $FAKE_COMPOSE for a compose label filter, $FAKE_SWARM for a stack's; docker exec
+# runs its command here, logging its options, with stdin passed on.
+case "$1" in
+  ps) case "$*" in *com.docker.compose.project*) printf '%b' "$FAKE_COMPOSE" ;; *) printf '%b' "$FAKE_SWARM" ;; esac ;;
+  exec) shift; while [ "$1" != "${1#-}" ]; do
+          if [ "$1" = -e ]; then echo "env $2" >> "$FAKE_LOG"; shift; else echo "option $1" >> "$FAKE_LOG"; fi; shift
+        done
+        echo "container $1" >> "$FAKE_LOG"; shift; exec "$@" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("compose, swarm, container", [
+    ("c0ffee\\n", "", "c0ffee"),  # a single host's compose container
+    ("", "5ca1ab1e\\n", "5ca1ab1e"),  # a swarm's task on this node
+    ("", "", None),  # none runs here
+])
+def test_in_service_runs_in_the_container_found_here_or_says_none_runs(tmp_path, compose, swarm, container):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    log = tmp_path / "log"
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_COMPOSE": compose, "FAKE_SWARM": swarm, "FAKE_LOG": str(log)}
+    run = subprocess.run(["sh", "-c", commands.in_service("kono", "backup", "cat; echo \"$0 ran\"", ("A=b c",))],
+                         input="from stdin\n", capture_output=True, text=True, env=env)
+    if container:
+        assert run.returncode == 0 and run.stdout == "from stdin\nsh ran\n", run
+        assert log.read_text() == f"option -i\nenv A=b c\ncontainer {container}\n"
+    else:
+        assert run.returncode != 0 and run.stdout == "" and not log.exists()
+        assert run.stderr == "backup: no running container of it on this host\n"
+    # A read that may find nothing (status, drift) stays quiet and succeeds.
+    quiet = subprocess.run(["sh", "-c", commands.last_backup("kono", "/x.sh") + "; echo after"],
+                           capture_output=True, text=True, env={**env, "FAKE_COMPOSE": "", "FAKE_SWARM": ""})
+    assert quiet.returncode == 0 and quiet.stdout == "after\n" and quiet.stderr == ""
+
+
+def test_docker_restarted_starts_again_the_compose_containers_its_restart_skipped(tmp_path):
+    """moby/moby#31735: after live-restore is turned off, the new daemon leaves the containers it
+    killed stopped once. Those that ran before and do not now are started; the others left alone."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "log"
+    (bin_dir / "docker").write_text(f"""#!/bin/sh
+echo "docker $*" >> {log}
+case "$1" in
+  ps) echo kept; echo skipped ;;
+  inspect) [ "$4" = kept ] && echo true || echo false ;;
+esac
+""")
+    (bin_dir / "systemctl").write_text(f"#!/bin/sh\necho \"systemctl $*\" >> {log}\n")
+    for tool in ("docker", "systemctl"):
+        (bin_dir / tool).chmod(0o755)
+    run = subprocess.run(["sh", "-c", commands.restart_docker_keeping_containers()], capture_output=True, text=True,
+                         env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr
+    ran = log.read_text().splitlines()
+    assert ran[0] == "docker ps -q --filter label=com.docker.compose.oneoff=False"  # what ran before
+    assert ran[1] == "systemctl restart docker"
+    assert [line for line in ran if line.startswith("docker start")] == ["docker start skipped"]

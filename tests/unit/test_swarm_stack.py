@@ -9,7 +9,7 @@ import yaml
 
 from kono import commands
 from kono.rotation import rotation_target
-from kono.services import SECRETS, SERVICES, enabled
+from kono.services import SECRETS, SERVICES, enabled, restarted_by
 from kono.settings import SettingsError
 from kono.stack import StackState, not_converged, parse_swarm_services, project_files
 from tests.lab import settings_of
@@ -195,7 +195,10 @@ def test_a_project_name_too_long_for_swarm_secret_names_is_refused():
         swarm_settings(compose_project=fits + "k")
 
 
-def test_a_database_password_is_not_rotated_on_a_cluster_yet():
-    assert rotation_target(swarm_settings(), "production/api_key")[0].key == "production/api_key"
-    with pytest.raises(SettingsError, match="rotate: expected a secret without database accounts"):
-        rotation_target(swarm_settings(), "production/db_api_password")
+def test_a_database_password_rotated_on_a_cluster_restarts_its_database_too_and_says_so():
+    """A swarm's secret cannot change under a running task: a new value is a new secret in the spec
+    of every service that reads it, the database that reads it only at its first start included."""
+    assert rotation_target(swarm_settings(), "production/db_api_password")[0].key == "production/db_api_password"
+    assert [s.name for s in restarted_by("production/db_api_password")] == ["api"]
+    assert [s.name for s in restarted_by("production/db_api_password", immutable=True)] == ["db_production", "api"]
+    assert [s.name for s in restarted_by("production/api_key", immutable=True)] == ["api"]
