@@ -16,8 +16,9 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import LinuxDistribution
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import apt, files, server, systemd
 
+from kono import commands
 from kono.root_files import root_files
 from kono.services import SERVICES
 from kono.settings import Settings
@@ -95,6 +96,7 @@ def docker_engine(settings: Settings) -> None:
                      extra_install_args=APT_LOCK_WAIT)
     restart = daemon_json.will_change and bool(installed.get("docker.io") or installed.get("docker-ce"))
     effect = "containers keep running: live-restore" if live_restore(settings) else "containers restart"
-    systemd.service(name=f"Docker restarted for its new daemon settings ({effect})"
-                    if restart else "Docker running and enabled at boot", service="docker", running=True,
-                    enabled=True, restarted=restart)
+    if restart:
+        server.shell(name=f"Docker restarted for its new daemon settings ({effect})",
+                     commands=[commands.restart_docker_keeping_containers()])
+    systemd.service(name="Docker running and enabled at boot", service="docker", running=True, enabled=True)
