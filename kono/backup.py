@@ -169,7 +169,7 @@ def backup_secrets(settings: Settings) -> dict[str, str]:
         if bad:
             raise SettingsError(f"{credentials.key}: expected KEY=value lines (e.g. AWS_ACCESS_KEY_ID=...) in "
                                 f"{given[1]}, got a line starting {bad[0][:12]!r}")
-        files[credentials.path] = "".join(line + "\n" for line in lines)
+        files[credentials.path] = "".join(line + "\n" for line in lines) or NO_CREDENTIALS
     return files
 
 
@@ -183,6 +183,7 @@ def backup_secret_problems(settings: Settings, given: dict[str, str], tree: dict
         return []
     password, credentials = entries["repository_password"], entries["storage_credentials"]
     on_host = {e.name: has_file(tree, e.path) for e in entries.values()}
+    on_host["storage_credentials"] &= not same_value(NO_CREDENTIALS, digests.get(credentials.path))
     problems = []
     if password.path in given:
         if on_host["repository_password"] and not same_value(given[password.path], digests.get(password.path)):
@@ -201,15 +202,19 @@ def backup_secret_problems(settings: Settings, given: dict[str, str], tree: dict
     return problems
 
 
+# What a backend that needs no credentials (rest:, sftp: with keys, rclone:) gets: a comment the
+# backup script skips. Not an empty file: a swarm refuses a secret without content.
+NO_CREDENTIALS = "# none: this repository's backend needs no credentials\n"
+
+
 @deploy("Backup secrets")
 def place_backup_secrets(settings: Settings, files: dict[str, str]) -> None:
     entries = backup_entries(settings)
     if not entries:
         return
     credentials = entries["storage_credentials"]
-    # A backend that needs no credentials (rest:, sftp: with keys, rclone:) gets an empty file.
     supplied_files(name="Backup repository password and storage credentials", directory=settings.project_dir,
-                   files=files, compared=supplied_paths(settings), defaults={credentials.path: ""})
+                   files=files, compared=supplied_paths(settings), defaults={credentials.path: NO_CREDENTIALS})
 
 
 # What one backup run stores, one snapshot each, by the tag it carries (files/backup/kono-backup.sh).

@@ -121,12 +121,13 @@ def supplied_files(directory: str, files: dict[str, str], compared: list[str], d
     """
     Place files the operator supplies (0600, in a 0700 folder under config/) where they differ from
     the host's: by SFTP, compared by digest, never shown. ``defaults`` are placed only where the host
-    has no such file.
+    has no such file, or an empty one.
 
     + directory: the project directory
     + files: {path relative to the project directory: content}, all in one folder
     + compared: the paths the deploy read the digests of (``supplied_paths``), these among them
-    + defaults: {path: content} for a file the operator did not supply, when the host has none
+    + defaults: {path: content} for a file the operator did not supply, when the host has none (or an
+      empty one)
 
     **Example:**
 
@@ -136,7 +137,7 @@ def supplied_files(directory: str, files: dict[str, str], compared: list[str], d
                        compared=["config/tls/certificate", "config/tls/private_key"])
     """
     tree = read(ConfigTree, directory=directory)
-    files = {**{path: content for path, content in (defaults or {}).items() if path not in tree}, **files}
+    files = {**{path: content for path, content in (defaults or {}).items() if not has_file(tree, path)}, **files}
     if not files:
         host.noop("the supplied files are in place")
         return

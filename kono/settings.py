@@ -346,9 +346,6 @@ def _check_swarm(settings: Settings) -> None:
     if settings.https_on:
         raise SettingsError(f"https: expected \"off\" with engine = \"swarm\" (the certificate does not reach "
                             f"every edge node yet), got {settings.https!r}")
-    if settings.backups_on:
-        raise SettingsError("backup_repository: expected None with engine = \"swarm\" (backups and their restore "
-                            f"do not run on a cluster yet), got {settings.backup_repository!r}")
     # A swarm secret's name is "<project>_<secret>_<version>" (kono/commands.py), 64 characters at most.
     longest = max(len(s.compose_name) for s in SECRETS) + len("__") + SECRET_VERSION_CHARS
     if len(settings.compose_project) + longest > SWARM_NAME_MAX:

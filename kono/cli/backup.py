@@ -4,6 +4,7 @@
     python -m kono.cli.backup create inventory.py [--dev] [--with-secrets] [--to backups]
     python -m kono.cli.backup restore inventory.py backups/<host>/<time> [--force]
 
+On a cluster (engine = "swarm") each acts on the db node alone, where the data is.
 restore-repository: from the host's restic repository (backup_repository), the latest snapshot by
 default; with pitr, db_production as of --until (or as far as its binary logs were shipped). create / restore: a copy on this machine. What is in each, and how a restore refuses to
 overwrite data: kono/backup.py.
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 from kono import backup
+from kono.cluster import holds_stack
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as error:
             parser.error(str(error))
     for target in inventory_hosts(args.inventory):
+        if not holds_stack(target.settings):  # a cluster's data is on its db node alone
+            continue
         if args.command == "create":
             folder = backup.create(target, args.to, args.dev, args.with_secrets)
             print(f"{target.name}: backed up to {folder}")

@@ -48,6 +48,15 @@ def test_each_service_runs_where_the_table_says_with_as_many_copies():
     assert services["nginx"]["deploy"]["update_config"]["order"] == "stop-first"
 
 
+def test_backups_and_binary_log_shipping_run_on_the_db_node_beside_the_volumes_they_read():
+    services = stack(backup_repository="sftp:backup@example.com:/kono", pitr=True)["services"]
+    for name in ("backup", "binlog"):
+        assert services[name]["deploy"]["placement"]["constraints"] == ["node.labels.kono.db == true"]
+        assert services[name]["deploy"]["replicas"] == 1
+    assert {"repository_password", "storage_credentials"} <= {s["source"].split("_", 1)[1]
+                                                              for s in services["backup"]["secrets"]}
+
+
 def test_what_a_swarm_ignores_is_given_in_its_own_syntax():
     compose = yaml.safe_load(project_files(swarm_settings(memory_limits={"api": "256m"}))["compose.yaml"])
     services = stack(memory_limits={"api": "256m"})["services"]
@@ -178,13 +187,9 @@ def test_the_swarms_services_and_its_tasks_containers_are_read():
     assert "swarm_services" not in commands.services_state("kono")
 
 
-@pytest.mark.parametrize("knobs, error", [
-    ({"https": "provided", "domains": ["example.com"]}, r"https: expected \"off\" with engine = \"swarm\""),
-    ({"backup_repository": "sftp:backup@example.com:/kono"}, r"backup_repository: expected None with engine = \"swarm\""),
-])
-def test_what_a_cluster_does_not_run_yet_is_refused(knobs, error):
-    with pytest.raises(SettingsError, match=error):
-        swarm_settings(**knobs)
+def test_what_a_cluster_does_not_run_yet_is_refused():
+    with pytest.raises(SettingsError, match=r"https: expected \"off\" with engine = \"swarm\""):
+        swarm_settings(https="provided", domains=["example.com"])
 
 
 def test_a_project_name_too_long_for_swarm_secret_names_is_refused():
