@@ -5,6 +5,7 @@ api replicas on the app nodes, nginx on every edge node, the rest on the db node
 changes nothing, the swarm's ports are closed to anything but the cluster's nodes. One lab of three
 hosts for the module."""
 
+import datetime
 import ipaddress
 import json
 import re
@@ -17,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from kono.services import script
 from tests import lab as lab_tools
 
 pytestmark = pytest.mark.e2e
@@ -29,32 +31,77 @@ POOL = "10.200.0.0/16"
 
 @pytest.fixture(scope="module")
 def cluster(lab, git_server, tmp_path_factory):
-    """Three fresh hosts: h1 a manager labelled db and edge, h2 a worker labelled app and edge, h3 a
-    worker labelled app; bootstrapped, the test doubles loaded on each (no registry: each node runs
-    the images it has), then deployed once."""
+    """Three hosts become one cluster the way a team grows into one: h1 first runs the stack alone
+    (compose, the default), holding data and backing up to a repository (with point-in-time
+    recovery); then the inventory declares three swarm hosts (h1 a manager labelled db and edge, h2 a
+    worker labelled app and edge, h3 a worker labelled app), bootstrap runs on every node again (h2
+    and h3 fresh), the test doubles are loaded on each (no registry: each node runs the images it
+    has), and one deploy forms the cluster. What h1 held before is in ``before``."""
     work = tmp_path_factory.mktemp("cluster")
     hosts = [lab.boot() for _ in range(3)]
+    h1 = hosts[0]
     passwords = {login: secrets.token_urlsafe(12) for login in lab_tools.MAINTAINERS}
     env = {f"KONO_MAINTAINER_PASSWORD_{login.upper()}": password for login, password in passwords.items()}
+    (work / "secrets" / "backup").mkdir(parents=True)
+    (work / "secrets" / "backup" / "repository_password").write_text(secrets.token_urlsafe(24) + "\n")
+    server = lab_tools.ResticServer(lab, "cluster-repository")
     shape = {hosts[0].address: ("manager", ["db", "edge"]), hosts[1].address: ("worker", ["app", "edge"]),
              hosts[2].address: ("worker", ["app"])}
-    inventory = write_cluster_inventory(lab, hosts, work / "inventory.py", shape, git_server, work)
-    lab_tools.bootstrap(inventory)
-    with ThreadPoolExecutor(len(hosts)) as pool:
-        list(pool.map(lab_tools.load_images, hosts))
+    data = {"api_repo": git_server.repo("api"), "app_repo": git_server.repo("app"),
+            "local_secrets_dir": str(work / "secrets"), "backup_repository": server.url, "pitr": True}
+    single = lab_tools.write_inventory(lab, [h1], work / "single.py", **data)
+    inventory = write_cluster_inventory(lab, hosts, work / "inventory.py", shape, data)
+    # h1 as a single host; meanwhile h2 and h3 get the cluster's bootstrap.
+    with ThreadPoolExecutor(2) as pool:
+        for done in [pool.submit(lab_tools.bootstrap, single),
+                     pool.submit(lab_tools.bootstrap, inventory, "--limit", hosts[1].address,
+                                 "--limit", hosts[2].address)]:
+            done.result()
+    lab_tools.load_images(h1)
+    with ThreadPoolExecutor(1) as pool:  # h2's and h3's images while h1 deploys alone
+        loaded = pool.submit(lambda: [lab_tools.load_images(host) for host in hosts[1:]])
+        lab_tools.deploy(single, env=env)
+        loaded.result()
+    lab_tools.add_greeting(h1, "written on the single host")
+    lab_tools.mysql(h1, "dev", lab_tools.host_secret(h1, "dev", "db_dev_password"),
+                    "CREATE TABLE IF NOT EXISTS drill (n INT PRIMARY KEY); INSERT INTO drill VALUES (1), (2);",
+                    server="db_dev", database="dev")
+    lab_tools.pin_maintainer_host_key(h1)
+    lab_tools.maintainer(h1, "echo 'from the single host' > /srv/static/drill.txt")
+    # A backup before the switch, as a careful operator takes one (a new host backs up at once only
+    # when its tables exist as its backup service first looks).
+    h1.ssh(f"docker exec {lab_tools.container('backup')} {SCRIPT} backup", user="kono")
+    # The operator runs bootstrap on every node after changing the membership (h2's and h3's ran as
+    # the cluster's already).
+    lab_tools.bootstrap(inventory, "--limit", h1.address)
+    # Docker restarted on h1 (live-restore off for swarm mode): its containers come back by themselves.
+    back = wait_for(lambda: status(single), lambda shown: shown.returncode == 0, 240)
+    assert back.returncode == 0, back.stdout + back.stderr
+    # What h1 holds once it is ready to switch (the backup service's own first backup, which the
+    # tables may have started beside the one above, long finished).
+    before = {"data": lab_tools.data_fingerprint(h1), "backup": last_success(h1),
+              "volumes": h1.ssh("docker volume ls -q | sort", user="kono").stdout.split(),
+              "host_key": h1.ssh(f"docker exec {lab_tools.container('maintainer')} "
+                                 "cat /var/lib/kono-ssh/etc/ssh/ssh_host_ed25519_key.pub", user="kono").stdout}
     first = lab_tools.deploy(inventory, "-vvv", env=env)  # every command, its output and every fact read
     yield {"hosts": hosts, "inventory": inventory, "first": first, "env": env, "work": work, "git": git_server,
-           "shape": shape}
+           "shape": shape, "before": before, "server": server, "data": data}
+    server.stop()
     with ThreadPoolExecutor(len(hosts)) as pool:  # each powers off in its own time: side by side
         list(pool.map(lambda host: host.stop(), hosts))
 
 
-def write_cluster_inventory(lab, hosts, path, shape, git_server, work):
+def last_success(host) -> str:
+    """The backup service's record of its last success on ``host`` ("" before the first)."""
+    return host.ssh(f"docker exec {lab_tools.container('backup')} cat /state/last-success 2>/dev/null || true",
+                    user="kono").stdout.strip()
+
+
+def write_cluster_inventory(lab, hosts, path, shape, data):
     """Like an operator's inventory of a cluster: each host's role and labels in its own data."""
     # The lab's kernel has no IPsec ESP: unencrypted overlays (encryption's refusal is tested below).
     lab_tools.write_inventory(lab, hosts, path, engine="swarm", swarm_address_pool=POOL, swarm_overlay_encryption=False,
-                              api_repo=git_server.repo("api"),
-                              app_repo=git_server.repo("app"), local_secrets_dir=str(work / "secrets"))
+                              **data)
     text = path.read_text()
     namespace: dict = {}
     exec(text, {}, namespace)
@@ -90,7 +137,7 @@ def reachable(address: str, port: int, timeout: float = 3) -> bool:
             return False
 
 
-def test_three_fresh_hosts_form_one_swarm_with_the_inventorys_labels_and_roles(cluster):
+def test_a_single_host_and_two_fresh_ones_form_one_swarm_with_the_inventorys_labels_and_roles(cluster):
     h1, h2, h3 = cluster["hosts"]
     members = nodes(h1)
     assert len(members) == 3, members
@@ -116,6 +163,78 @@ def test_three_fresh_hosts_form_one_swarm_with_the_inventorys_labels_and_roles(c
         assert host.ssh("docker info -f '{{.LiveRestoreEnabled}}'", user="kono").stdout.strip() == "false"
 
 
+def test_the_single_host_becomes_the_db_node_with_every_row_asset_volume_and_host_key(cluster):
+    """#27 item 8: the compose project stopped (said first), never its volumes; the stack's services
+    took them over; every row of both databases and every asset as the single host held them."""
+    h1, h2, _ = cluster["hosts"]
+    before = cluster["before"]
+    assert "the compose project kono stops here" in cluster["first"].output
+    # No container compose made is left (the swarm's tasks of the images compose built carry their
+    # compose labels too; compose marks its own containers with oneoff).
+    assert h1.ssh("docker ps -aq --filter label=com.docker.compose.project=kono "
+                  "--filter label=com.docker.compose.oneoff=False", user="kono").stdout.split() == []
+    assert set(before["volumes"]) <= set(h1.ssh("docker volume ls -q", user="kono").stdout.split())
+    assert lab_tools.data_fingerprint(h1) == before["data"]
+    # The maintainers' known_hosts stay true: the same host key, from the same volume.
+    assert h1.ssh(f"docker exec {lab_tools.container('maintainer')} "
+                  "cat /var/lib/kono-ssh/etc/ssh/ssh_host_ed25519_key.pub", user="kono").stdout == before["host_key"]
+    assert lab_tools.maintainer(h1, "cat /srv/static/drill.txt").stdout == "from the single host\n"
+    # The api's account reaches db_production over the stack's overlay network, with its row.
+    api_password = lab_tools.host_secret(h1, "production", "db_api_password")
+    assert lab_tools.mysql(h1, "api", api_password, "SELECT message FROM greetings;").stdout == \
+        "written on the single host\n"
+    # The backup service's record came along (its state volume): no backup is due, none was rerun.
+    assert before["backup"] and last_success(h1) == before["backup"]
+
+
+SCRIPT = f"sh {script('backup')}"
+
+
+def test_backups_binary_logs_and_a_point_in_time_restore_run_on_the_db_node(cluster):
+    """#27 items 4 and 6: the backup and binlog services run on the db node beside the volumes they
+    read, status says how they do there, and a restore to a second before a mistake, from the
+    repository alone, puts back every row of both databases and every asset."""
+    h1, h2, h3 = cluster["hosts"]
+    inventory = cluster["inventory"]
+    placed = tasks(h1)
+    assert placed["backup"] == [h1.address] and placed["binlog"] == [h1.address], placed
+    shown = status(inventory)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert re.search(rf"{re.escape(h1.address)}  last backup +last success .* ok", shown.stdout), shown.stdout
+    assert re.search(rf"{re.escape(h1.address)}  binary logs +shipped up to .* ok", shown.stdout), shown.stdout
+    assert not [line for line in shown.stdout.splitlines() if "backup" in line and h1.address not in line]
+
+    # A backup on the cluster (db_dev and the files; db_production's binary logs carry its base).
+    ran = h1.ssh(f"docker exec {lab_tools.container('backup')} {SCRIPT} backup", user="kono", check=False)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    at_backup = lab_tools.data_fingerprint(h1)
+    moment = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    time.sleep(1.5)
+    api_password = lab_tools.host_secret(h1, "production", "db_api_password")
+    assert lab_tools.mysql(h1, "api", api_password, "DELETE FROM greetings; INSERT INTO greetings (message) "
+                           "VALUES ('after the mistake');").returncode == 0
+    assert lab_tools.mysql(h1, "dev", lab_tools.host_secret(h1, "dev", "db_dev_password"),
+                           "DELETE FROM drill WHERE n = 1;", server="db_dev", database="dev").returncode == 0
+    lab_tools.maintainer(h1, "echo changed > /srv/static/drill.txt")
+    assert lab_tools.data_fingerprint(h1) != at_backup
+    lab_tools.wait_shipped_past(h1, moment + datetime.timedelta(seconds=1), 150)
+
+    restored = lab_tools.backup_tool("restore-repository", str(inventory), "--until", f"{moment:%Y-%m-%d %H:%M:%S}",
+                                     "--force")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert f"db_production is as of {moment:%Y-%m-%d %H:%M:%S} UTC" in restored.stdout, restored.stdout
+    assert f"{h1.address}: restored from its repository" in restored.stdout
+    assert h2.address not in restored.stdout and h3.address not in restored.stdout  # the data is on h1 alone
+    assert lab_tools.data_fingerprint(h1) == at_backup  # every row of both databases, every asset
+    # The maintainer's sshd re-read its (restored) host keys and still lets the team in.
+    assert lab_tools.maintainer(h1, "cat /srv/static/drill.txt").stdout == "from the single host\n"
+    # The comparison sees one missing row.
+    dev_password = lab_tools.host_secret(h1, "dev", "db_dev_password")
+    lab_tools.mysql(h1, "dev", dev_password, "DELETE FROM drill WHERE n = 2;", server="db_dev", database="dev")
+    assert lab_tools.data_fingerprint(h1)["db_dev"] != at_backup["db_dev"]
+    lab_tools.mysql(h1, "dev", dev_password, "INSERT INTO drill VALUES (2);", server="db_dev", database="dev")
+
+
 def tasks(host) -> dict[str, list[str]]:
     """{service: the addresses of the nodes its running tasks are on}, as the manager ``host`` sees them."""
     nodes_by_id = {n["id"]: host.address if n["self"] else n["manager"].split(":")[0] or n["address"]
@@ -129,11 +248,6 @@ def tasks(host) -> dict[str, list[str]]:
             name = next(name for short, name in names if task["ServiceID"].startswith(short))
             found.setdefault(name.removeprefix("kono_"), []).append(nodes_by_id[task["NodeID"]])
     return found
-
-
-def task_container(service: str) -> str:
-    """Shell, on a node: the id of its running container of the stack's service."""
-    return f"$(docker ps -q --filter label=com.docker.swarm.service.name=kono_{service} | head -n 1)"
 
 
 def get(address: str, path: str) -> subprocess.CompletedProcess:
@@ -156,12 +270,12 @@ def test_the_stack_runs_across_the_nodes_as_the_tables_place_it(cluster):
         assert answer.returncode == 0, (edge.address, answer.stderr)
     assert not reachable(h3.address, 80)  # not an edge: publishes nothing
     # The api reads its secrets (the swarm's, mode 0400 for root, copied for node by its entrypoint).
-    api = h3.ssh(f"docker exec {task_container('api')} sh -c 'stat -c %a /run/secrets/production_api_key; "
+    api = h3.ssh(f"docker exec {lab_tools.container('api')} sh -c 'stat -c %a /run/secrets/production_api_key; "
                  "grep NoNewPrivs /proc/1/status'", user="kono").stdout.split()
     assert api[0] == "400" and api[-1] == "1", api  # and the daemon's no-new-privileges holds on an app node
     # On the db node the daemon leaves new privileges to the services (a swarm ignores each one's
     # own setting): the maintainer's sudo works, as on a single host.
-    lab_tools.pin_maintainer_host_key_of(h1, task_container("maintainer"))
+    lab_tools.pin_maintainer_host_key_of(h1, lab_tools.container("maintainer"))
     password = cluster["env"]["KONO_MAINTAINER_PASSWORD_SYSOP"]
     sudo = lab_tools.maintainer(h1, "sudo -S -p '' id -un", input=password + "\n", check=False)
     assert sudo.stdout.strip() == "root", sudo.stderr
@@ -172,7 +286,7 @@ def test_the_stack_runs_across_the_nodes_as_the_tables_place_it(cluster):
         assert "docker.sock" not in mounts, (host.address, mounts)
 
 
-def test_the_join_token_is_never_shown(cluster):
+def test_the_join_token_and_the_repository_password_are_never_shown(cluster):
     h1 = cluster["hosts"][0]
     tokens = [h1.ssh(f"docker swarm join-token -q {role}", user="kono").stdout.strip() for role in ("worker", "manager")]
     assert all(token.startswith("SWMTKN-") for token in tokens)
@@ -182,6 +296,9 @@ def test_the_join_token_is_never_shown(cluster):
     assert "swarm" in output.lower()  # the output is the deploy's, which formed the swarm
     for token in tokens:
         assert token.rsplit("-", 1)[1] not in output
+    # Nor the backup repository's password (a swarm secret on the cluster, as any other).
+    password = (cluster["work"] / "secrets" / "backup" / "repository_password").read_text().strip()
+    assert password and password not in output
     # Nor left on a joined host's disk.
     for host in cluster["hosts"][1:]:
         assert host.ssh("ls /srv/kono/.kono/swarm/", user="kono").stdout.strip() == ""
@@ -194,7 +311,7 @@ def test_a_second_deploy_changes_nothing(cluster):
 
 def nginx_on(host) -> tuple[str, str, str]:
     """(container id, its nginx master's children, its live default.conf) of the edge node's nginx."""
-    out = host.ssh(f"c={task_container('nginx')}; echo $c; docker exec $c cat /proc/1/task/1/children; echo; "
+    out = host.ssh(f"c={lab_tools.container('nginx')}; echo $c; docker exec $c cat /proc/1/task/1/children; echo; "
                    "docker exec $c cat /etc/nginx/conf.d/default.conf", user="kono").stdout
     container, children, conf = out.split("\n", 2)
     return container, children, conf
@@ -239,9 +356,36 @@ def test_a_rotated_secret_is_a_new_swarm_secret_every_api_replica_reads_and_the_
     assert new.endswith(wanted[:12])
     for address in tasks(h1)["api"]:
         host = next(h for h in cluster["hosts"] if h.address == address)
-        seen = host.ssh(f"docker exec {task_container('api')} sha256sum /run/secrets/production_api_key",
+        seen = host.ssh(f"docker exec {lab_tools.container('api')} sha256sum /run/secrets/production_api_key",
                         user="kono").stdout.split()[0]
         assert seen == wanted, address
+    assert lab_tools.deploy(cluster["inventory"], "--json", env=cluster["env"]).changes == 0
+
+
+def test_a_rotated_database_password_reaches_the_database_and_every_api_replica(cluster):
+    """A database password on a cluster: ALTER USER in db_production on the db node, then a new swarm
+    secret, which db_production (it reads it only at its first start, but a swarm's secret is in
+    the spec) and the api replicas roll to; the plan says the database restarts before it does."""
+    h1, h2, h3 = cluster["hosts"]
+    # The API's code on every replica (a new node's replica serves a placeholder): its /api/greeting
+    # reads db_production with the password the replica was given.
+    deployed = lab_tools.maintainer(h1, "kono-deploy api")
+    assert set(replica_versions(cluster).values()) == {cluster["git"].api_version()}, deployed.stdout
+    old = lab_tools.host_secret(h1, "production", "db_api_password")
+    rotated = lab_tools.rotate(cluster["inventory"], "production/db_api_password", env=cluster["env"])
+    assert "db_production gets a new container (secret): RESTARTS" in rotated.output, rotated.output[-3000:]
+    assert rotated.output.index("db_production gets a new container") < rotated.output.index("Stack up")
+    new = lab_tools.host_secret(h1, "production", "db_api_password")
+    assert new != old
+    assert lab_tools.mysql(h1, "api", new, "SELECT 1;").returncode == 0
+    assert lab_tools.mysql(h1, "api", old, "SELECT 1;").returncode != 0
+    # Each replica, on each app node, reaches the database with the new one.
+    assert sorted(tasks(h1)["api"]) == sorted([h2.address, h3.address])
+    for edge in (h1, h2):
+        for _ in range(4):  # DNS round-robin: both replicas answer in a few requests
+            answer = get(edge.address, "/api/greeting")
+            assert answer.returncode == 0, (edge.address, answer.stderr)
+    assert old not in rotated.output and new not in rotated.output
     assert lab_tools.deploy(cluster["inventory"], "--json", env=cluster["env"]).changes == 0
 
 
@@ -252,7 +396,7 @@ def replica_versions(cluster) -> dict[str, str]:
     versions = {}
     for address in tasks(cluster["hosts"][0])["api"]:
         host = next(h for h in cluster["hosts"] if h.address == address)
-        versions[address] = host.ssh(f"docker exec {task_container('api')} {ask}", user="kono").stdout.strip()
+        versions[address] = host.ssh(f"docker exec {lab_tools.container('api')} {ask}", user="kono").stdout.strip()
     return versions
 
 
@@ -262,7 +406,7 @@ def test_kono_deploy_gets_new_code_to_every_api_replica_on_every_node_and_drops_
     replica serves it, or, for a release that fails its health check, once every one is back."""
     h1, h2, h3 = cluster["hosts"]
     git = cluster["git"]
-    lab_tools.pin_maintainer_host_key_of(h1, task_container("maintainer"))
+    lab_tools.pin_maintainer_host_key_of(h1, lab_tools.container("maintainer"))
     first = lab_tools.maintainer(h1, "kono-deploy api")
     v1 = git.api_version()
     assert set(replica_versions(cluster).values()) == {v1}, (first.stdout, first.stderr)
@@ -357,7 +501,7 @@ def three_managers(cluster):
     shape = {h1.address: ("manager", ["db", "edge", "app"]), h2.address: ("manager", ["edge"]),
              h3.address: ("manager", ["app"])}
     return write_cluster_inventory(h1.lab, cluster["hosts"], cluster["work"] / "three-managers.py", shape,
-                                   cluster["git"], cluster["work"]), shape
+                                   cluster["data"]), shape
 
 
 def status(inventory) -> subprocess.CompletedProcess:
@@ -470,7 +614,7 @@ def test_a_node_the_inventory_drops_is_named_then_drained_and_removed_when_the_o
     lab_tools.deploy(cluster["inventory"], env=cluster["env"])  # the module's first shape: h3 a worker
     without = write_cluster_inventory(h1.lab, [h1, h2], cluster["work"] / "without-h3.py",
                                       {h1.address: ("manager", ["db", "edge"]), h2.address: ("worker", ["app", "edge"])},
-                                      cluster["git"], cluster["work"])
+                                      cluster["data"])
     named = lab_tools.deploy(without, env=cluster["env"])
     assert f"({h3.address}) is in the swarm but not in the inventory" in named.output, named.output[-3000:]
     assert len(nodes(h1)) == 3  # named, not touched
