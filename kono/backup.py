@@ -390,17 +390,18 @@ def create(target: Target, to: Path, dev: bool, with_secrets: bool) -> Path:
     folder = to / target.name / stamp
     folder.mkdir(parents=True)
     settings = target.settings
+    project = settings.compose_project
     with connect(target) as client:
         directory = settings.project_dir
         for service in databases():
             env, name_knob = service.database
             if env == "dev" and not dev:
                 continue
-            dump = commands.mysqldump(settings.compose_project, service.name, root_password_file(service.name), getattr(settings, name_knob))
+            dump = commands.mysqldump(project, service.name, root_password_file(service.name), getattr(settings, name_knob))
             with _private_file(folder / f"{service.name}.sql") as out:
                 run(client, dump, directory, out)
         with _private_file(folder / "app_static.tar") as out:
-            run(client, commands.tar_out(settings.compose_project, *ASSETS), directory, out)
+            run(client, commands.tar_out(project, *ASSETS), directory, out)
         for secret in (stack_secrets(settings) if with_secrets else ()):
             with _private_file(folder / "secrets" / secret.env / secret.name) as out:
                 run(client, commands.read_file(secret.path), directory, out)
@@ -411,18 +412,19 @@ def restore(target: Target, source: Path, force: bool) -> None:
     """Load a backup's dumps and assets into a deployed host."""
     from kono.remote import connect, run
     settings = target.settings
+    project = settings.compose_project
     with connect(target) as client:
         directory = settings.project_dir
         production = next(s for s in databases() if s.database[0] == "production")
         database = getattr(settings, production.database[1])
-        tables = int(run(client, commands.table_count(settings.compose_project, production.name, root_password_file(production.name), database),
-                         directory) or 0)
+        tables = int(run(client, commands.table_count(project, production.name, root_password_file(production.name),
+                                                      database), directory) or 0)
         if tables and not force:
             raise SystemExit(f"{target.name}: refusing to restore: {production.name} already holds {tables} "
                              f"tables in {database} (use --force to load over them)")
         for service in databases():
             dump = source / f"{service.name}.sql"
             if dump.exists():
-                run(client, commands.mysql_root(settings.compose_project, service.name, root_password_file(service.name)),
-                    directory, stdin=dump)
-        run(client, commands.tar_in(settings.compose_project, *ASSETS, ASSETS_GROUP), directory, stdin=source / "app_static.tar")
+                run(client, commands.mysql_root(project, service.name, root_password_file(service.name)), directory,
+                    stdin=dump)
+        run(client, commands.tar_in(project, *ASSETS, ASSETS_GROUP), directory, stdin=source / "app_static.tar")

@@ -409,13 +409,13 @@ TLS_DIR_IN_NGINX = "/etc/nginx/tls"  # what nginx mounts: the certificates volum
 
 def served_certificate(project: str) -> str:
     """The certificate nginx serves (public: the key is never read); nothing when there is none."""
-    return f"{in_service(project, 'nginx', f'cat {TLS_DIR_IN_NGINX}/certificate')} 2>/dev/null || true"
+    return read_in_service(project, "nginx", f"cat {TLS_DIR_IN_NGINX}/certificate")
 
 
 def acme_certificate_state(project: str, acme_script: str) -> str:
     """"current" when the acme service's installed certificate is for its domains from its CA, "stale"
     when not, nothing without an acme service running."""
-    return f"{in_service(project, 'acme', f'sh {quote(acme_script)} current')} 2>/dev/null || true"
+    return read_in_service(project, "acme", f"sh {quote(acme_script)} current")
 
 
 def issue_certificate(project: str, acme_script: str, nginx_script: str) -> str:
@@ -431,7 +431,7 @@ def issue_certificate(project: str, acme_script: str, nginx_script: str) -> str:
 def last_backup(project: str, script: str) -> str:
     """The backup service's record of its last success to its repository now ("<UTC time> <bytes read> <bytes added>
     <snapshot ids>"), or nothing."""
-    return f"{in_service(project, 'backup', f'sh {quote(script)} last')} 2>/dev/null || true"
+    return read_in_service(project, "backup", f"sh {quote(script)} last")
 
 
 def repository_snapshots(project: str, script: str) -> str:
@@ -461,7 +461,7 @@ def restore_from_repository(project: str, snapshots: tuple[str, str, str], force
 def shipped_binlogs(project: str, script: str) -> str:
     """The binlog service's "<UTC time> <failing since|->": everything committed before that time is in
     the repository."""
-    return f"{in_service(project, 'binlog', f'sh {quote(script)} shipped')} 2>/dev/null || true"
+    return read_in_service(project, "binlog", f"sh {quote(script)} shipped")
 
 
 # -- secrets -----------------------------------------------------------------------------------
@@ -503,6 +503,12 @@ def in_service(project: str, service: str, script: str, env: tuple[str, ...] = (
     return (f"{{ container=$({{ {running_containers(project, service)}; }} | head -n 1); "
             f"if [ -n \"$container\" ]; then docker exec -i{flags} \"$container\" sh -c {quote(script)}; "
             f"else printf '%s\\n' {missing} >&2; false; fi; }}")
+
+
+def read_in_service(project: str, service: str, script: str) -> str:
+    """``in_service`` for a read that status and drift make: what it prints, or nothing (no error)
+    when the service does not run here."""
+    return f"{in_service(project, service, script)} 2>/dev/null || true"
 
 
 def mysql_root(project: str, service: str, root_password_file: str, args: str = "") -> str:
