@@ -19,12 +19,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from kono.services import script
 from tests import lab as lab_tools
-from tests.lab import ResticServer, container, host_secret, mysql
+from tests.lab import BACKUP_SCRIPT, ResticServer, container, host_secret, mysql
 from tests.testhost import Lab
 
-SCRIPT = f"sh {script('backup')}"
 ROW_BYTES = 1024  # one row: a 1024-character payload (eight SHA-512 hex digests of random numbers)
 PAYLOAD = "CONCAT(" + ", ".join(["SHA2(RAND(), 512)"] * 8) + ")"
 
@@ -116,18 +114,18 @@ def main() -> int:
                                                  "information_schema.tables WHERE table_name = 'bulk';").strip())
         for _ in range(args.runs):
             run: dict = {}
-            run["backup_s"], run["backup_peak_bytes"] = step(host, f"{SCRIPT} backup")
+            run["backup_s"], run["backup_peak_bytes"] = step(host, f"{BACKUP_SCRIPT} backup")
             run["added_bytes"] = added(host)
             run["read_bytes"] = read(host)
             sql(host, f"UPDATE bulk SET payload = {PAYLOAD} WHERE id % 100 = {len(result['runs'])};")
-            run["backup_1pct_s"], run["backup_1pct_peak_bytes"] = step(host, f"{SCRIPT} backup")
+            run["backup_1pct_s"], run["backup_1pct_peak_bytes"] = step(host, f"{BACKUP_SCRIPT} backup")
             run["added_1pct_bytes"] = added(host)
             # The same share, but the newest 1% of the rows (one stretch of the dump, as an app that
             # updates recent records): restic's chunks around it change, the rest deduplicates.
             sql(host, f"UPDATE bulk SET payload = {PAYLOAD} WHERE id > {result['rows'] * 99 // 100};")
-            run["backup_recent_1pct_s"], run["backup_recent_1pct_peak_bytes"] = step(host, f"{SCRIPT} backup")
+            run["backup_recent_1pct_s"], run["backup_recent_1pct_peak_bytes"] = step(host, f"{BACKUP_SCRIPT} backup")
             run["added_recent_1pct_bytes"] = added(host)
-            run["restore_s"], run["restore_peak_bytes"] = step(host, f"env KONO_RESTORE_FORCE=yes {SCRIPT} restore")
+            run["restore_s"], run["restore_peak_bytes"] = step(host, f"env KONO_RESTORE_FORCE=yes {BACKUP_SCRIPT} restore")
             result["runs"].append(run)
             print(json.dumps(run), flush=True)
         result["repository_bytes"] = du_bytes(server.root)

@@ -26,7 +26,8 @@ from pathlib import Path
 from bench.backup import machine
 from bench.run import interleaved, noop_deploy, timed
 from tests import lab as lab_tools
-from tests.test_cluster import status, tasks, wait_for, write_cluster_inventory
+from tests.lab import status
+from tests.test_cluster import tasks, wait_for, write_cluster_inventory
 from tests.testhost import Lab
 
 # Issue #27: a no-op deploy of the cluster within 1.5x a single host's.

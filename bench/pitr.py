@@ -28,12 +28,10 @@ import time
 from pathlib import Path
 
 from bench.backup import PAYLOAD, ROW_BYTES, du_bytes, fill, machine, sql
-from kono.services import script
 from tests import lab as lab_tools
-from tests.lab import ResticServer, Writer, container, root_sql, wait_shipped_past
+from tests.lab import BACKUP_SCRIPT, ResticServer, Writer, container, last_backup_record, root_sql, wait_shipped_past
 from tests.testhost import Lab
 
-SCRIPT = f"sh {script('backup')}"
 LIMIT = lab_tools.DEFAULTS["pitr_max_lag_seconds"]
 
 
@@ -54,19 +52,14 @@ def provision(lab: Lab, git, server: ResticServer, name: str):
 def base(host) -> None:
     """A base now: the backup service may have taken one as the table began (a new host backs up as
     soon as a table exists), which the backup would otherwise keep for `pitr_full_backup_days`."""
-    host.ssh(f"docker exec {container('backup')} sh -c 'rm -f /state/last-base && {SCRIPT} backup'",
+    host.ssh(f"docker exec {container('backup')} sh -c 'rm -f /state/last-base && {BACKUP_SCRIPT} backup'",
              user="kono", timeout=3600)
-
-
-def last_success(host) -> str:
-    return host.ssh(f"docker exec {container('backup')} cat /state/last-success 2>/dev/null || true",
-                    user="kono").stdout.strip()
 
 
 def restore(host, inventory: Path, *args: str) -> float:
     """Seconds of the restore; then waits out the backup of the restored state it starts (up to 20
     minutes), so that the next trial does not share the host with it."""
-    before = last_success(host)
+    before = last_backup_record(host)
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "kono.cli.backup", "restore-repository", str(inventory), *args],
                           cwd=lab_tools.REPO, capture_output=True, text=True, timeout=3600, stdin=subprocess.DEVNULL)
@@ -74,7 +67,7 @@ def restore(host, inventory: Path, *args: str) -> float:
         raise RuntimeError(done.stdout + done.stderr)
     seconds = time.monotonic() - started
     deadline = time.monotonic() + 1200
-    while last_success(host) == before and time.monotonic() < deadline:
+    while last_backup_record(host) == before and time.monotonic() < deadline:
         time.sleep(5)
     return seconds
 

@@ -161,6 +161,21 @@ def drift(inventory: Path, timeout: float = 300) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def status(inventory: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The status check (kono/cli/status.py) on an inventory, with no standard input."""
+    return subprocess.run([sys.executable, "-m", "kono.cli.status", str(inventory)], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+BACKUP_SCRIPT = f"sh {script('backup')}"  # the backup service's script, run in its container
+
+
+def last_backup_record(host: TestHost) -> str:
+    """The backup service's record of its last success on ``host`` ("" before the first)."""
+    return host.ssh(f"docker exec {container('backup')} cat /state/last-success 2>/dev/null || true",
+                    user=DEPLOY_USER).stdout.strip()
+
+
 def backup_tool(*args: str) -> subprocess.CompletedProcess:
     """The operator's backup command (kono/cli/backup.py), from the repository root."""
     return subprocess.run([sys.executable, "-m", "kono.cli.backup", *args], cwd=REPO, capture_output=True,

@@ -5,30 +5,17 @@ command. Ends with the shared host back on the defaults (no backups), as the oth
 import json
 import secrets as random_values
 import subprocess
-import sys
 import time
 import urllib.request
 
 import pytest
 
-from kono.services import script
 from tests import lab as lab_tools
-from tests.lab import ResticServer, container, host_secret, mysql
+from tests.lab import BACKUP_SCRIPT, ResticServer, container, host_secret, last_backup_record, mysql
 
 pytestmark = pytest.mark.e2e
 
-SCRIPT = f"sh {script('backup')}"
 SEEN: list[tuple[str, str]] = []  # (what ran, what it showed): the leak check reads them
-
-
-def status(inventory) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kono.cli.status", str(inventory)], cwd=lab_tools.REPO,
-                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-
-
-def last_success(host) -> str:
-    return host.ssh(f"docker exec {container('backup')} cat /state/last-success 2>/dev/null || true",
-                    user="kono").stdout.strip()
 
 
 def set_last_success(host, record: str) -> None:
@@ -38,7 +25,7 @@ def set_last_success(host, record: str) -> None:
 def wait_for_backup(host, other_than: str = "", seconds: float = 180) -> str:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        last = last_success(host)
+        last = last_backup_record(host)
         if last and last != other_than:
             return last
         time.sleep(2)
@@ -97,7 +84,7 @@ def test_a_deploy_with_a_repository_backs_up_at_once_and_status_says_so(backed_u
     SEEN.append(("deploy -vvv", lab_tools.deploy(inventory, "-vvv").output))
     first = wait_for_backup(provisioned.host)
     assert len(first.split()) == 6  # time, bytes read, bytes added, three snapshots (db_production, db_dev, files)
-    shown = status(inventory)
+    shown = lab_tools.status(inventory, timeout=120)
     SEEN.append(("status", shown.stdout + shown.stderr))
     assert shown.returncode == 0, shown.stdout + shown.stderr
     line = next(line for line in shown.stdout.splitlines() if " last backup " in line)
@@ -107,10 +94,10 @@ def test_a_deploy_with_a_repository_backs_up_at_once_and_status_says_so(backed_u
 
 def test_an_unreachable_repository_fails_the_backup_loudly_and_the_next_run_succeeds(backed_up):
     provisioned, server, inventory = backed_up
-    before = last_success(provisioned.host)
+    before = last_backup_record(provisioned.host)
     server.stop()
     try:
-        failed = provisioned.host.ssh(f"docker exec {container('backup')} {SCRIPT} backup", user="kono", check=False)
+        failed = provisioned.host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono", check=False)
     finally:
         server.start()
     SEEN.append(("failed backup", failed.stdout + failed.stderr))
@@ -120,21 +107,21 @@ def test_an_unreachable_repository_fails_the_backup_loudly_and_the_next_run_succ
     assert '"backup": "backup failed"' in audit
     logs = provisioned.host.ssh(f"docker logs --tail 20 {container('backup')} 2>&1", user="kono")
     assert "backup FAILED" in logs.stdout
-    assert last_success(provisioned.host) == before  # nothing recorded as a success, nothing lost
-    provisioned.host.ssh(f"docker exec {container('backup')} {SCRIPT} backup", user="kono")
+    assert last_backup_record(provisioned.host) == before  # nothing recorded as a success, nothing lost
+    provisioned.host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono")
     assert wait_for_backup(provisioned.host, other_than=before) != before
-    checked = provisioned.host.ssh(f"docker exec {container('backup')} {SCRIPT} check", user="kono")
+    checked = provisioned.host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} check", user="kono")
     assert checked.returncode == 0, logs.stdout
 
 
 def test_drift_exits_non_zero_when_the_last_success_is_older_than_twice_the_schedule(backed_up):
     provisioned, server, inventory = backed_up
-    last = last_success(provisioned.host)
+    last = last_backup_record(provisioned.host)
     set_last_success(provisioned.host, "2026-01-01T03:00:00Z " + last.split(" ", 1)[1])  # long ago
     try:
         drift = lab_tools.drift(inventory)
         assert drift.returncode == 1 and "the last successful backup is" in drift.stdout, drift.stdout + drift.stderr
-        assert "NOT OK" in status(inventory).stdout
+        assert "NOT OK" in lab_tools.status(inventory, timeout=120).stdout
     finally:
         set_last_success(provisioned.host, last)
 
@@ -153,12 +140,12 @@ def test_a_brand_new_host_gets_any_backup_back_from_the_repository_with_one_comm
     provisioned.maintainer("echo 'first asset' > /srv/static/drill.txt")
     # Not the first backup of the day (as when the tests before ran): restic keeps a group's oldest
     # snapshot beyond the policy, which would shelter the newer backup below from retention.
-    a.ssh(f"docker exec {container('backup')} {SCRIPT} backup", user="kono")
-    a.ssh(f"docker exec {container('backup')} {SCRIPT} backup", user="kono")
-    older = last_success(a).split()[3:]  # db_production, db_dev, files
+    a.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono")
+    a.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono")
+    older = last_backup_record(a).split()[3:]  # db_production, db_dev, files
     # Retention keeps the newest backup of a day: the operator pins this one to restore it later.
-    a.ssh(f"docker exec {container('backup')} {SCRIPT} keep {' '.join(older)}", user="kono")
-    listed = json.loads(a.ssh(f"docker exec {container('backup')} {SCRIPT} snapshots", user="kono").stdout)
+    a.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} keep {' '.join(older)}", user="kono")
+    listed = json.loads(a.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} snapshots", user="kono").stdout)
     pinned = [next(s["short_id"] for s in listed if "keep" in s["tags"] and part in s["tags"])
               for part in ("db_production", "db_dev", "files")]  # retagged: new ids
     at_older = lab_tools.data_fingerprint(a)
@@ -167,8 +154,8 @@ def test_a_brand_new_host_gets_any_backup_back_from_the_repository_with_one_comm
     assert mysql(a, "dev", dev_password, "INSERT INTO drill VALUES (3);", server="db_dev",
                  database="dev").returncode == 0
     provisioned.maintainer("echo 'second asset' > /srv/static/drill.txt && echo new > /srv/static/drill-2.txt")
-    a.ssh(f"docker exec {container('backup')} {SCRIPT} backup", user="kono")
-    newer = last_success(a).split()[3:]
+    a.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono")
+    newer = last_backup_record(a).split()[3:]
     at_newer = lab_tools.data_fingerprint(a)
     assert at_newer != at_older and all("drill" in at_older[part] for part in at_older)
     key_a = host_key(a)
@@ -226,9 +213,9 @@ def test_the_repository_password_and_storage_credentials_appear_in_no_output_log
     # repository at -vvv and --debug --diff, its status, and a backup run by hand.
     SEEN.append(("deploy -vvv", lab_tools.deploy(inventory, "-vvv").output))
     SEEN.append(("deploy --debug --diff", lab_tools.deploy(inventory, "--debug", "--diff").output))
-    shown = status(inventory)
+    shown = lab_tools.status(inventory, timeout=120)
     SEEN.append(("status", shown.stdout + shown.stderr))
-    ran = provisioned.host.ssh(f"docker exec {container('backup')} {SCRIPT} backup", user="kono", check=False)
+    ran = provisioned.host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono", check=False)
     SEEN.append(("backup by hand", ran.stdout + ran.stderr))
     on_host = provisioned.host.ssh("cat /srv/kono/config/backup/storage_credentials", user="kono").stdout
     assert values[1] in on_host  # placed on the host, where the backup service reads it

@@ -12,13 +12,11 @@ import re
 import secrets
 import socket
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from kono.services import script
 from tests import lab as lab_tools
 
 pytestmark = pytest.mark.e2e
@@ -57,11 +55,9 @@ def cluster(lab, git_server, tmp_path_factory):
                      pool.submit(lab_tools.bootstrap, inventory, "--limit", hosts[1].address,
                                  "--limit", hosts[2].address)]:
             done.result()
-    lab_tools.load_images(h1)
-    with ThreadPoolExecutor(1) as pool:  # h2's and h3's images while h1 deploys alone
-        loaded = pool.submit(lambda: [lab_tools.load_images(host) for host in hosts[1:]])
-        lab_tools.deploy(single, env=env)
-        loaded.result()
+    with ThreadPoolExecutor(len(hosts)) as pool:
+        list(pool.map(lab_tools.load_images, hosts))
+    lab_tools.deploy(single, env=env)
     lab_tools.add_greeting(h1, "written on the single host")
     lab_tools.mysql(h1, "dev", lab_tools.host_secret(h1, "dev", "db_dev_password"),
                     "CREATE TABLE IF NOT EXISTS drill (n INT PRIMARY KEY); INSERT INTO drill VALUES (1), (2);",
@@ -70,16 +66,16 @@ def cluster(lab, git_server, tmp_path_factory):
     lab_tools.maintainer(h1, "echo 'from the single host' > /srv/static/drill.txt")
     # A backup before the switch, as a careful operator takes one (a new host backs up at once only
     # when its tables exist as its backup service first looks).
-    h1.ssh(f"docker exec {lab_tools.container('backup')} {SCRIPT} backup", user="kono")
+    h1.ssh(f"docker exec {lab_tools.container('backup')} {lab_tools.BACKUP_SCRIPT} backup", user="kono")
     # The operator runs bootstrap on every node after changing the membership (h2's and h3's ran as
     # the cluster's already).
     lab_tools.bootstrap(inventory, "--limit", h1.address)
     # Docker restarted on h1 (live-restore off for swarm mode): its containers come back by themselves.
-    back = wait_for(lambda: status(single), lambda shown: shown.returncode == 0, 240)
+    back = wait_for(lambda: lab_tools.status(single), lambda shown: shown.returncode == 0, 240)
     assert back.returncode == 0, back.stdout + back.stderr
     # What h1 holds once it is ready to switch (the backup service's own first backup, which the
     # tables may have started beside the one above, long finished).
-    before = {"data": lab_tools.data_fingerprint(h1), "backup": last_success(h1),
+    before = {"data": lab_tools.data_fingerprint(h1), "backup": lab_tools.last_backup_record(h1),
               "volumes": h1.ssh("docker volume ls -q | sort", user="kono").stdout.split(),
               "host_key": h1.ssh(f"docker exec {lab_tools.container('maintainer')} "
                                  "cat /var/lib/kono-ssh/etc/ssh/ssh_host_ed25519_key.pub", user="kono").stdout}
@@ -89,12 +85,6 @@ def cluster(lab, git_server, tmp_path_factory):
     server.stop()
     with ThreadPoolExecutor(len(hosts)) as pool:  # each powers off in its own time: side by side
         list(pool.map(lambda host: host.stop(), hosts))
-
-
-def last_success(host) -> str:
-    """The backup service's record of its last success on ``host`` ("" before the first)."""
-    return host.ssh(f"docker exec {lab_tools.container('backup')} cat /state/last-success 2>/dev/null || true",
-                    user="kono").stdout.strip()
 
 
 def write_cluster_inventory(lab, hosts, path, shape, data):
@@ -184,10 +174,7 @@ def test_the_single_host_becomes_the_db_node_with_every_row_asset_volume_and_hos
     assert lab_tools.mysql(h1, "api", api_password, "SELECT message FROM greetings;").stdout == \
         "written on the single host\n"
     # The backup service's record came along (its state volume): no backup is due, none was rerun.
-    assert before["backup"] and last_success(h1) == before["backup"]
-
-
-SCRIPT = f"sh {script('backup')}"
+    assert before["backup"] and lab_tools.last_backup_record(h1) == before["backup"]
 
 
 def test_backups_binary_logs_and_a_point_in_time_restore_run_on_the_db_node(cluster):
@@ -198,14 +185,14 @@ def test_backups_binary_logs_and_a_point_in_time_restore_run_on_the_db_node(clus
     inventory = cluster["inventory"]
     placed = tasks(h1)
     assert placed["backup"] == [h1.address] and placed["binlog"] == [h1.address], placed
-    shown = status(inventory)
+    shown = lab_tools.status(inventory)
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert re.search(rf"{re.escape(h1.address)}  last backup +last success .* ok", shown.stdout), shown.stdout
     assert re.search(rf"{re.escape(h1.address)}  binary logs +shipped up to .* ok", shown.stdout), shown.stdout
     assert not [line for line in shown.stdout.splitlines() if "backup" in line and h1.address not in line]
 
     # A backup on the cluster (db_dev and the files; db_production's binary logs carry its base).
-    ran = h1.ssh(f"docker exec {lab_tools.container('backup')} {SCRIPT} backup", user="kono", check=False)
+    ran = h1.ssh(f"docker exec {lab_tools.container('backup')} {lab_tools.BACKUP_SCRIPT} backup", user="kono", check=False)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     at_backup = lab_tools.data_fingerprint(h1)
     moment = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
@@ -490,7 +477,7 @@ def test_a_missing_replica_is_drift_and_the_next_deploy_brings_it_back(cluster):
     assert found.returncode == 1, found.stdout + found.stderr
     assert "service maintainer runs 0 of 1 tasks" in found.stdout, found.stdout
     lab_tools.deploy(inventory, env=cluster["env"])
-    assert status(inventory).returncode == 0
+    assert lab_tools.status(inventory).returncode == 0
     assert lab_tools.deploy(inventory, "--json", env=cluster["env"]).changes == 0
 
 
@@ -502,11 +489,6 @@ def three_managers(cluster):
              h3.address: ("manager", ["app"])}
     return write_cluster_inventory(h1.lab, cluster["hosts"], cluster["work"] / "three-managers.py", shape,
                                    cluster["data"]), shape
-
-
-def status(inventory) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kono.cli.status", str(inventory)], cwd=lab_tools.REPO,
-                          capture_output=True, text=True, timeout=300)
 
 
 def test_labels_and_roles_follow_the_inventory_in_one_deploy_then_stay(cluster):
@@ -534,7 +516,7 @@ def wait_for(what, done, seconds: float):
 
 
 def wait_for_status(inventory, done, seconds: float) -> subprocess.CompletedProcess:
-    return wait_for(lambda: status(inventory), done, seconds)
+    return wait_for(lambda: lab_tools.status(inventory), done, seconds)
 
 
 def api_line(host, running: int, desired: int) -> str:
@@ -553,7 +535,7 @@ def test_an_app_node_dies_under_load_the_service_stays_and_the_node_rejoins_by_i
     # The app label left h2 for h1: the swarm moves h2's replica (a constraint no longer met).
     placed = wait_for(lambda: tasks(h1), lambda p: sorted(p.get("api", [])) == sorted([h1.address, h3.address]), 60)
     assert sorted(placed["api"]) == sorted([h1.address, h3.address]), placed
-    before = status(inventory)
+    before = lab_tools.status(inventory)
     assert before.returncode == 0, before.stdout + before.stderr
     for host in (h1, h2, h3):
         assert f"node {host.address:<20} ready active manager" in before.stdout, before.stdout

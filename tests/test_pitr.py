@@ -13,13 +13,12 @@ import time
 
 import pytest
 
-from kono.services import BINLOG_USER, script
+from kono.services import BINLOG_USER
 from tests import lab as lab_tools
-from tests.lab import ResticServer, Writer, container, host_secret, root_sql, wait_shipped_past
+from tests.lab import BACKUP_SCRIPT, ResticServer, Writer, container, host_secret, root_sql, wait_shipped_past
 
 pytestmark = pytest.mark.e2e
 
-SCRIPT = f"sh {script('backup')}"
 LIMIT = lab_tools.DEFAULTS["pitr_max_lag_seconds"]
 CUSTOMERS = 50
 SEEN: list[tuple[str, str]] = []  # (what ran, what it showed): the leak check reads them
@@ -49,7 +48,7 @@ def pitr(provisioned, lab, tmp_path_factory):
             lab_tools.pin_maintainer_host_key(a)
             lab_tools.maintainer(a, "echo 'asset as of the base' > /srv/static/pitr.txt")
             # The base: the first backup (a new host's empty database was skipped).
-            based = a.ssh(f"docker exec {container('backup')} {SCRIPT} backup", user="kono", check=False)
+            based = a.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono", check=False)
             assert based.returncode == 0, based.stdout + based.stderr + a.ssh(
                 f"docker logs {container('backup')} 2>&1; docker logs {container('binlog')} 2>&1", user="kono").stdout
             state = {"a": a, "inventory": inventory, "server": server, "work": work, "hosts": hosts,
@@ -62,7 +61,7 @@ def pitr(provisioned, lab, tmp_path_factory):
 
 def test_binary_logs_reach_the_repository_within_the_limit_and_status_says_so(pitr):
     a, inventory = pitr["a"], pitr["inventory"]
-    listed = json.loads(a.ssh(f"docker exec {container('backup')} {SCRIPT} snapshots", user="kono").stdout)
+    listed = json.loads(a.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} snapshots", user="kono").stdout)
     assert [s for s in listed if "db_production" in s["tags"] and any(t.startswith("timeline-") for t in s["tags"])]
 
     root_sql(a, "INSERT INTO orders VALUES (0, NOW(6), 0);")
@@ -70,7 +69,7 @@ def test_binary_logs_reach_the_repository_within_the_limit_and_status_says_so(pi
     took = wait_shipped_past(a, committed, 2 * LIMIT)
     print(f"\na commit was in the repository within {took:.1f} s (limit {LIMIT} s)")
     assert took <= LIMIT
-    logs = [s for s in json.loads(a.ssh(f"docker exec {container('backup')} {SCRIPT} snapshots",
+    logs = [s for s in json.loads(a.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} snapshots",
                                         user="kono").stdout) if "binlog" in s["tags"]]
     assert logs, "shipped, but no binary log snapshot in the repository"
 
