@@ -25,10 +25,9 @@ provided = provided_tls(settings)
 backup = backup_secrets(settings)
 
 # With the deploy lock, one command reads what the steps below compare (kono/host_state.py).
-secret_state_reads = [*secret_reads(settings), *password_reads(settings), *tls_reads(settings),
-                      *backup_reads(settings)] if stack else []
-begin_deploy(settings, reads=[*cluster_reads(settings), *secret_state_reads, *stack_reads(settings),
-                              *firewall_reads(settings)])
+secret_state_reads = [*secret_reads(settings), *password_reads(settings), *backup_reads(settings)] if stack else []
+begin_deploy(settings, reads=[*cluster_reads(settings), *secret_state_reads, *tls_reads(settings),
+                              *stack_reads(settings), *firewall_reads(settings)])
 if stack:
     check_supplied(settings, supplied, passwords, provided, backup)
 check_firewall(settings, cluster)  # ports only bootstrap can open: said before anything changes
@@ -41,6 +40,7 @@ if stack:
 push_project(settings)
 if stack:
     bring_up(settings)
-    certificates(settings)
+certificates(settings)  # the single host's, or a cluster's: issued on the db node, then on every edge
+if stack:
     backups(settings)
 finish_deploy(settings)

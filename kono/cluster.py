@@ -527,6 +527,11 @@ def holds_stack(settings: Settings) -> bool:
     return not settings.swarm or "db" in settings.swarm_labels
 
 
+def is_edge(settings: Settings) -> bool:
+    """Whether this host's nginx serves the users: the single host, or a cluster's edge node."""
+    return not settings.swarm or "edge" in settings.swarm_labels
+
+
 @deploy("Cluster")
 def form_cluster(settings: Settings, cluster: Cluster | None, name: str) -> None:
     if cluster is None or not settings.swarm:

@@ -170,12 +170,14 @@ def swarm_services(project: str) -> str:
 STACK_NAMESPACE_LABEL = "com.docker.stack.namespace"  # what `docker stack deploy` labels its objects with
 
 
-def overlay_network(project: str, encrypted: bool) -> str:
-    """The stack's overlay network. Docker cannot change a network's options, and `docker stack
-    deploy` leaves an existing one as it is: so its name says whether it is encrypted, and turning
-    encryption on or off makes a new network every service moves to. Unencrypted, the name `docker
-    stack deploy` gives its default network."""
-    return f"{project}_{'encrypted' if encrypted else 'default'}"
+def overlay_network(project: str, encrypted: bool, network: str = "default") -> str:
+    """One of the stack's overlay networks ("default", or another the services table names). Docker
+    cannot change a network's options, and `docker stack deploy` leaves an existing one as it is: so
+    its name says whether it is encrypted, and turning encryption on or off makes a new network every
+    service moves to. Unencrypted, the name `docker stack deploy` gives it."""
+    if network == "default":
+        return f"{project}_{'encrypted' if encrypted else 'default'}"
+    return f"{project}_{network}{'_encrypted' if encrypted else ''}"
 
 
 def secrets_digest(paths: list[str]) -> str:
@@ -282,12 +284,12 @@ def secret_version_name(project: str, compose_name: str) -> str:
 
 
 def stack_up(directory: str, project: str, stack_file: str, wait_timeout: int, service_secrets: dict[str, list[str]],
-             secret_versions: dict[str, str], network: str, reloaded: tuple[str, ...] = ()) -> str:
+             secret_versions: dict[str, str], networks: tuple[str, ...], reloaded: tuple[str, ...] = ()) -> str:
     """Bring the stack up on the swarm from this manager: each secret's version ({name: its file})
     taken from its content; a compose project of the same name here stopped first (its containers,
     not its volumes, which the stack's services take over: same names); the images the project
     builds built here; `docker stack deploy`, waiting until every service has converged (a failed
-    update rolls back); then the secret versions and networks (but ``network``) no service uses any
+    update rolls back); then the secret versions and networks (but ``networks``) no service uses any
     more removed, and the project's digest recorded, as ``compose_up`` does. Docker's registry is
     never asked (``--resolve-image never``): each node runs the image it has or pulls by name."""
     versions = " ".join(f"{secret_version_env(name)}=$(sha256sum < {quote(path)} | cut -c1-{SECRET_VERSION_CHARS})"
@@ -308,7 +310,7 @@ def stack_up(directory: str, project: str, stack_file: str, wait_timeout: int, s
         f"docker secret ls --filter label={STACK_NAMESPACE_LABEL}={quote(project)} --format '{{{{.Name}}}}' | "
         f"grep -vxF \"$(printf '%s\\n' {kept})\" | xargs -r docker secret rm >/dev/null 2>&1; "
         f"docker network ls --filter label={STACK_NAMESPACE_LABEL}={quote(project)} --format '{{{{.Name}}}}' | "
-        f"grep -vxF {quote(network)} | xargs -r docker network rm >/dev/null 2>&1; true; }}"
+        f"grep -vxF \"$(printf '%s\\n' {' '.join(quote(n) for n in networks)})\" | xargs -r docker network rm >/dev/null 2>&1; true; }}"
     ))
 
 
@@ -407,9 +409,10 @@ def switch_staged_folders(markers: dict[str, str]) -> str:
 TLS_DIR_IN_NGINX = "/etc/nginx/tls"  # what nginx mounts: the certificates volume, or config/tls
 
 
-def served_certificate(project: str) -> str:
-    """The certificate nginx serves (public: the key is never read); nothing when there is none."""
-    return read_in_service(project, "nginx", f"cat {TLS_DIR_IN_NGINX}/certificate")
+def served_certificate(project: str, service: str = "nginx") -> str:
+    """The certificate nginx serves, or on a cluster's db node the one the origin service hands the
+    edges (public: the key is never read); nothing when there is none."""
+    return read_in_service(project, service, f"cat {TLS_DIR_IN_NGINX}/certificate")
 
 
 def acme_certificate_state(project: str, acme_script: str) -> str:
@@ -418,12 +421,19 @@ def acme_certificate_state(project: str, acme_script: str) -> str:
     return read_in_service(project, "acme", f"sh {quote(acme_script)} current")
 
 
-def issue_certificate(project: str, acme_script: str, nginx_script: str) -> str:
+def issue_certificate(project: str, acme_script: str, holder: str, holder_script: str, holder_step: str) -> str:
     """The acme service's first issuance (lego's own messages, the CA's reason among them, on failure),
-    then nginx checked and reloaded at once, returning when the reload took effect (its watcher would
-    reload within seconds, but the deploy ends with HTTPS served)."""
+    then the service that holds it takes it at once: nginx checked and reloaded (``reload``, returning
+    when the reload took effect), or on a cluster the origin's copy for the edges (``copy``). Their
+    watchers would within seconds, but the deploy goes on with it in place."""
     return (f"{in_service(project, 'acme', f'sh {quote(acme_script)} issue')} && "
-            f"{in_service(project, 'nginx', f'sh {quote(nginx_script)} reload')}")
+            f"{in_service(project, holder, f'sh {quote(holder_script)} {holder_step}')}")
+
+
+def fetch_certificate(project: str, nginx_script: str) -> str:
+    """On a cluster's edge: nginx copies the certificate and key from the origin service now, checked
+    and reloaded (it would within seconds by itself)."""
+    return in_service(project, "nginx", f"sh {quote(nginx_script)} fetch")
 
 
 # -- backups (the backup service, files/backup/kono-backup.sh) ---------------------------------

@@ -67,6 +67,9 @@ class Service:
     # knob that says.
     runs_on: str = "db"
     replicas: str | None = None
+    # On a cluster: the stack's overlay networks it joins. "default" is every service's; "edge" only
+    # the edges' nginx and the origin, which hands them the certificate's key.
+    networks: tuple[str, ...] = ("default",)
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,17 @@ SERVICES: tuple[Service, ...] = (
     Service("nginx", inputs=("nginx-entrypoint",), nginx_confd="nginx", image="nginx_image", script="/kono/kono-nginx.sh",
             impact="every HTTP request fails until nginx is back (about a second)",
             capabilities=("CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID"),
-            read_only_tmpfs=("/var/cache/nginx", "/run", "/tmp:mode=1777"), runs_on="edge", replicas="global"),
+            read_only_tmpfs=("/var/cache/nginx", "/run", "/tmp:mode=1777"), runs_on="edge", replicas="global",
+            networks=("default", "edge")),
+    # What a cluster's edges take from the db node (files/origin/): the web app, the uploaded assets and
+    # the ACME challenges (proxied to it), and the certificate and its key (each edge's nginx copies them,
+    # files/nginx-entrypoint/kono-nginx.sh). The official nginx image; its entrypoint copies the pair
+    # where its workers can read it (CHOWN, DAC_OVERRIDE), its master starts them (SETUID, SETGID).
+    # Only the edges' nginx reaches it: it is on the edge network alone.
+    Service("origin", inputs=("origin",), image="nginx_image", only_when="swarm", script="/kono/kono-origin.sh",
+            impact="the web app and assets fail on every edge until it is back (about a second); the API does not",
+            capabilities=("CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID"),
+            read_only_tmpfs=("/var/cache/nginx", "/run", "/tmp:mode=1777"), networks=("edge",)),
     # A cluster's api replicas copy releases from it (files/api/releases.js): the db node's api_build
     # volume, where kono-deploy publishes them, read-only; as node, with no capability at all.
     Service("releases", inputs=("api",), image="node_image", only_when="swarm", script="/opt/kono/releases.js",
@@ -196,6 +209,12 @@ def api_status_port(api_port: int) -> int:
 
 
 RELEASES_PORT = 8000  # the releases service's, on the stack's network only
+
+# The origin service (a cluster only) as the edges' nginx reach it (the edge network, port 80), where
+# it serves the certificate and key, and where its entrypoint keeps the copy it serves them from.
+ORIGIN_URL = "http://origin"
+ORIGIN_TLS_PATH = "/tls/"
+ORIGIN_TLS_COPY = "/run/kono-tls"
 
 
 def releases_url(settings) -> str:
@@ -272,6 +291,8 @@ VOLUMES: tuple[Volume, ...] = (
     Volume("acme_state", "the ACME account and lego's certificates", "acme_on"),
     Volume("certificates", "the certificate and key nginx serves, installed by acme", "acme_on"),
     Volume("acme_webroot", "the ACME HTTP-01 challenge files nginx serves", "acme_on"),
+    Volume("edge_tls", "on a cluster's edge node: the certificate and key its nginx copied from the origin",
+           "tls_from_origin"),
     Volume("backup_state", "the last backup's outcome, and restic's cache", "backups_on"),
     Volume("binlog_state", "binary logs on their way to the repository, and what was shipped", "pitr_on"),
 )

@@ -293,6 +293,11 @@ class Settings:
     def swarm(self) -> bool:
         return self.engine == "swarm"
 
+    @property
+    def tls_from_origin(self) -> bool:
+        """HTTPS on a cluster: each edge's nginx copies the certificate from the db node's origin service."""
+        return self.swarm and self.https_on
+
 
 # The Python type group_data gives a knob in, by its annotation's type (a tuple comes as a list).
 _KINDS = {str: str, int: int, bool: bool, tuple: (list, tuple)}
@@ -340,12 +345,9 @@ def load(data: Any) -> Settings:
 
 
 def _check_swarm(settings: Settings) -> None:
-    """What a cluster does not run yet (issue #27): refused rather than half done."""
+    """What only a cluster asks of the knobs."""
     if not settings.swarm:
         return
-    if settings.https_on:
-        raise SettingsError(f"https: expected \"off\" with engine = \"swarm\" (the certificate does not reach "
-                            f"every edge node yet), got {settings.https!r}")
     # A swarm secret's name is "<project>_<secret>_<version>" (kono/commands.py), 64 characters at most.
     longest = max(len(s.compose_name) for s in SECRETS) + len("__") + SECRET_VERSION_CHARS
     if len(settings.compose_project) + longest > SWARM_NAME_MAX:

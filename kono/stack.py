@@ -30,7 +30,7 @@ from pyinfra.api.exceptions import OperationError
 from kono import commands
 from kono.host_state import Read, read
 from kono.plan import drift
-from kono.services import (DB_SECRETS_DIR, RELEASES_PORT, api_environment, releases_url, SECRETS, SECRETS_DIR, SERVICES, VOLUMES, enabled, reloaded_folders,
+from kono.services import (DB_SECRETS_DIR, ORIGIN_TLS_COPY, ORIGIN_TLS_PATH, ORIGIN_URL, RELEASES_PORT, api_environment, releases_url, SECRETS, SECRETS_DIR, SERVICES, VOLUMES, enabled, reloaded_folders,
                            replacement_note, restarting_secrets, secret, secret_file, secrets_of, service,
                            BINLOG_SERVER_OPTIONS, BINLOG_USER, TIMELINE_TAG,
                            unready)
@@ -92,8 +92,9 @@ def tls_source(settings: Settings) -> str | None:
 
 def tls_check_mounts(settings: Settings) -> tuple[tuple[str, str], ...]:
     """The same, as (host side, target) for the throwaway nginx that checks a configuration before
-    it goes live: a folder ("./...") or the volume's full name."""
-    source = tls_source(settings)
+    it goes live: a folder ("./...") or the volume's full name; on a cluster's edge, the copy its
+    nginx keeps."""
+    source = "edge_tls" if settings.tls_from_origin else tls_source(settings)
     if source is None:
         return ()
     return ((source if source.startswith("./") else f"{settings.compose_project}_{source}", "/etc/nginx/tls"),)
@@ -113,6 +114,7 @@ def compose_file(settings: Settings, files: dict[str, str]) -> str:
         s.name: _render(f"services/{s.name}.yaml.j2", s=settings, tls_source=tls_source(settings),
                         api_environment=api_environment(settings.api_port, releases_url(settings), settings.releases_kept),
                         releases_port=RELEASES_PORT, script=s.script,
+                        tls_origin=ORIGIN_URL + ORIGIN_TLS_PATH, origin_tls_copy=ORIGIN_TLS_COPY,
                         script_dir=posixpath.dirname(s.script) if s.script else None,
                         sshd_policy=maintainer_sshd_policy(), binlog_options=BINLOG_SERVER_OPTIONS,
                         binlog_user=BINLOG_USER, timeline_tag=TIMELINE_TAG,
@@ -186,16 +188,26 @@ def stack_file(settings: Settings, compose_text: str) -> str:
         if "mem_limit" in block:
             deploy["resources"] = {"limits": {"memory": block.pop("mem_limit")}}
         block["deploy"] = deploy
+        if entry.networks != ("default",):
+            block["networks"] = list(entry.networks)
     for name, entry in compose.get("secrets", {}).items():
         entry["name"] = commands.secret_version_name(settings.compose_project, name)
     encrypted = settings.swarm_overlay_encryption
-    compose["networks"] = {"default": {"name": commands.overlay_network(settings.compose_project, encrypted),
-                                       "driver": "overlay", **({"driver_opts": {"encrypted": ""}} if encrypted else {})}}
+    compose["networks"] = {network: {"name": name, "driver": "overlay",
+                                     **({"driver_opts": {"encrypted": ""}} if encrypted else {})}
+                           for network, name in overlay_networks(settings).items()}
     for extension in [key for key in compose if key.startswith("x-")]:  # merged where used already
         del compose[extension]
     return ("# Rendered by kono-infra from compose.yaml and the tables in kono/services.py (kono/stack.py,\n"
             "# stack_file), for `docker stack deploy`: edit those, not this file.\n"
             + yaml.dump(compose, Dumper=_PlainDumper, sort_keys=False, width=120))
+
+
+def overlay_networks(settings: Settings) -> dict[str, str]:
+    """{network as the tables name it: its overlay network's name} for the stack's services."""
+    wanted = dict.fromkeys(network for s in enabled(SERVICES, settings) for network in s.networks)
+    return {network: commands.overlay_network(settings.compose_project, settings.swarm_overlay_encryption, network)
+            for network in wanted}
 
 
 class _PlainDumper(yaml.SafeDumper):
@@ -209,8 +221,11 @@ class _PlainDumper(yaml.SafeDumper):
 def project_files(settings: Settings) -> dict[str, str]:
     """Every file of the compose project: {path relative to project_dir: content}. Holds no secret."""
     nginx = ["default.conf", "site.locations", *(["https.server"] if settings.https_on else [])]
-    files = {f"nginx/{name}": _render(f"nginx/{name}.j2", s=settings, resolver_valid=commands.RESOLVER_VALID_SECONDS)
+    files = {f"nginx/{name}": _render(f"nginx/{name}.j2", s=settings, resolver_valid=commands.RESOLVER_VALID_SECONDS,
+                                      origin=ORIGIN_URL)
              for name in nginx}
+    if settings.swarm:  # the origin service's site, beside its entrypoint (files/origin/)
+        files["origin/origin.conf"] = _render("nginx/origin.conf.j2", tls_path=ORIGIN_TLS_PATH, tls_copy=ORIGIN_TLS_COPY)
     for folder in (*FIRST_START_FOLDERS, *(f for s in enabled(SERVICES, settings) for f in s.inputs)):
         files.update(_static(folder))
     if settings.acme_on and settings.acme_ca_bundle:
@@ -567,7 +582,7 @@ def bring_up(settings: Settings) -> None:
                  wait_timeout=settings.compose_wait_timeout,
                  services=tuple(s.name for s in enabled(SERVICES, settings)),
                  secret_versions={s.compose_name: s.path for s in compose_secrets(settings)},
-                 network=commands.overlay_network(settings.compose_project, settings.swarm_overlay_encryption))
+                 networks=tuple(overlay_networks(settings).values()))
         return
     compose_up(name="Validate the project and bring the stack up if it changed or is not healthy",
                directory=settings.project_dir, project=settings.compose_project,
@@ -584,7 +599,7 @@ def not_converged(swarm_services: dict[str, tuple[int, int]], wanted: tuple[str,
 
 @operation()
 def stack_up(directory: str, project: str, wait_timeout: int, services: tuple[str, ...],
-             secret_versions: dict[str, str], network: str):
+             secret_versions: dict[str, str], networks: tuple[str, ...]):
     """
     ``docker stack deploy`` (``commands.stack_up``) from this manager only when the project changed
     since the last successful one, or a service of the stack has not converged (fewer tasks running
@@ -597,8 +612,8 @@ def stack_up(directory: str, project: str, wait_timeout: int, services: tuple[st
     + wait_timeout: seconds to wait for every service to converge
     + services: the stack's services, as these settings enable them
     + secret_versions: {secret's compose name: its file}, each made a swarm secret per version
-    + network: the stack's overlay network (``commands.overlay_network``); a stack on another one
-      moves to it, every service restarting, said in the plan
+    + networks: the stack's overlay networks (``overlay_networks``); a stack on others moves to
+      them, every service restarting, said in the plan
 
     **Example:**
 
@@ -606,7 +621,7 @@ def stack_up(directory: str, project: str, wait_timeout: int, services: tuple[st
 
         stack_up(name="Stack on the swarm", directory="/srv/kono", project="kono", wait_timeout=300,
                  services=("db_production", "api", "nginx"), secret_versions={"production_api_key": "config/production/api_key"},
-                 network="kono_default")
+                 networks=("kono_default", "kono_edge"))
     """
     state = read(StackState, directory=directory, project=project, swarm=True)
     lagging = not_converged(state["swarm_services"], services)
@@ -617,13 +632,14 @@ def stack_up(directory: str, project: str, wait_timeout: int, services: tuple[st
         drift(f"service {name} runs {running} of {desired} tasks" if desired else f"service {name} is not on the swarm")
     if state["digest"] != state["applied"]:
         drift("the project changed since the stack was last deployed")
-    moved = [name for name in state["swarm_networks"] if name != network]
+    moved = [name for name in state["swarm_networks"] if name not in networks]
     if moved and state["swarm_services"]:
-        logger.warning(f"{host.print_prefix}the stack moves from the network {', '.join(moved)} to {network} "
+        logger.warning(f"{host.print_prefix}the stack moves from the network {', '.join(moved)} to "
+                       f"{', '.join(n for n in networks if n not in state['swarm_networks'])} "
                        "(swarm_overlay_encryption): every service restarts on it, the api start-first, the others "
                        "stopping first")
     if state["services"]:  # the compose project's containers (commands.services_state)
         logger.warning(f"{host.print_prefix}the compose project {project} stops here, then the swarm starts its "
                        "services: everything is down meanwhile (its volumes stay, and the stack takes them over)")
     yield commands.stack_up(directory, project, STACK_FILE, wait_timeout, service_secret_paths(), secret_versions,
-                            network, reloaded_folders())
+                            networks, reloaded_folders())

@@ -27,6 +27,7 @@ from pyinfra import host
 from pyinfra.api import FactBase, deploy, operation
 
 from kono import commands
+from kono.cluster import holds_stack, is_edge
 from kono.host_state import Read, read
 from kono.plan import drift
 from kono.operator_input import from_operator, secret_sources
@@ -146,15 +147,16 @@ def place_tls(settings: Settings, provided: dict[str, str]) -> None:
 
 
 class ServedCertificate(FactBase):
-    """What nginx serves now: {names, issuer, not_after} of its certificate, or None. Reads only the
-    certificate (public), never the key."""
+    """What nginx serves now (or, with ``service="origin"``, what a cluster's origin hands the edges):
+    {names, issuer, not_after} of its certificate, or None. Reads only the certificate (public), never
+    the key."""
 
     @staticmethod
     def default():
         return None
 
-    def command(self, project: str) -> str:
-        return commands.served_certificate(project)
+    def command(self, project: str, service: str = "nginx") -> str:
+        return commands.served_certificate(project, service)
 
     def process(self, output: list[str]):
         return certificate_summary("\n".join(output))
@@ -175,17 +177,34 @@ class AcmeCertificate(FactBase):
         return output[0].strip() if output else ""
 
 
+def _expiry(served: dict | None) -> None:
+    if served and days_left(served) < EXPIRY_WARNING_DAYS:
+        drift(f"the certificate for {' '.join(served['names'])} expires in {days_left(served):.0f} days "
+              f"({served['not_after']:%Y-%m-%d %H:%M} UTC)")
+
+
+# The service that holds the certificate users get, and how it takes a new one at once: nginx on the
+# single host (a checked reload); on a cluster the origin service of the db node, whose copy every edge
+# fetches (files/origin/kono-origin.sh).
+HOLDERS = {"nginx": "reload", "origin": "copy"}
+
+
+def holder(settings: Settings) -> str:
+    return "origin" if settings.swarm else "nginx"
+
+
 @operation()
-def served_certificate(project: str, domains: tuple[str, ...], issue: bool):
+def served_certificate(project: str, domains: tuple[str, ...], issue: bool, service: str = "nginx"):
     """
-    Say in the plan (and so in drift) when the certificate nginx serves expires within
-    EXPIRY_WARNING_DAYS; with ``issue``, run the acme service's issuance when nginx serves no
-    certificate for exactly ``domains``, or the acme service's is another CA's (``acme_directory_url``
-    changed, as from a staging CA to production). A failed issuance fails the deploy with the CA's reason.
+    Say in the plan (and so in drift) when the certificate ``service`` holds expires within
+    EXPIRY_WARNING_DAYS; with ``issue``, run the acme service's issuance when it holds no certificate
+    for exactly ``domains``, or the acme service's is another CA's (``acme_directory_url`` changed, as
+    from a staging CA to production). A failed issuance fails the deploy with the CA's reason.
 
     + project: the compose project (the stack's name on a cluster)
     + domains: the names the certificate must carry
     + issue: whether the acme service gets the certificate
+    + service: the service holding it (``HOLDERS``): nginx, or a cluster's origin
 
     **Example:**
 
@@ -193,30 +212,70 @@ def served_certificate(project: str, domains: tuple[str, ...], issue: bool):
 
         served_certificate(name="Certificate", project="kono", domains=("kono.example.com",), issue=True)
     """
-    served = read(ServedCertificate, project=project)
-    if served and days_left(served) < EXPIRY_WARNING_DAYS:
-        drift(f"the certificate for {' '.join(served['names'])} expires in {days_left(served):.0f} days "
-              f"({served['not_after']:%Y-%m-%d %H:%M} UTC)")
+    served = read(ServedCertificate, project=project, service=service)
+    _expiry(served)
+    issuance = commands.issue_certificate(project, script("acme"), service, script(service), HOLDERS[service])
     if issue and (served is None or served["names"] != sorted(domains)):
-        drift(f"nginx serves no certificate for {' '.join(domains)} yet")
-        yield commands.issue_certificate(project, script("acme"), script("nginx"))
+        drift(f"{service} holds no certificate for {' '.join(domains)} yet")
+        yield issuance
         return
     if issue and read(AcmeCertificate, project=project) == "stale":
         drift(f"the certificate for {' '.join(domains)} is another ACME CA's than acme_directory_url's")
-        yield commands.issue_certificate(project, script("acme"), script("nginx"))
+        yield issuance
         return
-    host.noop("nginx serves a certificate for these domains")
+    host.noop(f"{service} holds a certificate for these domains")
+
+
+@operation()
+def edge_certificate(project: str, domains: tuple[str, ...]):
+    """
+    On a cluster's edge node: say when the certificate its nginx serves expires soon; when it serves
+    none for exactly ``domains`` (a new edge, new domains, a first certificate), have it copy the
+    origin's now, checked and reloaded (its entrypoint does every few seconds by itself; the deploy
+    returns with every edge serving it). Fails, with nginx's or curl's reason, when it cannot.
+
+    + project: the stack's name
+    + domains: the names the certificate must carry
+
+    **Example:**
+
+    .. code:: python
+
+        edge_certificate(name="Certificate this edge serves", project="kono", domains=("kono.example.com",))
+    """
+    served = read(ServedCertificate, project=project, service="nginx")
+    _expiry(served)
+    if served is None or served["names"] != sorted(domains):
+        drift(f"this edge serves no certificate for {' '.join(domains)} yet")
+        yield commands.fetch_certificate(project, script("nginx"))
+        return
+    host.noop("this edge serves a certificate for these domains")
 
 
 def tls_reads(settings: Settings) -> list[Read]:
     """What ``certificates`` reads from the host (kono/host_state.py reads it with the others)."""
-    return ([(ServedCertificate, {"project": settings.compose_project})] if settings.https_on else []) + \
-        ([(AcmeCertificate, {"project": settings.compose_project})] if settings.acme_on else [])
+    if not settings.https_on:
+        return []
+    project = settings.compose_project
+    reads: list[Read] = []
+    if holds_stack(settings):
+        reads.append((ServedCertificate, {"project": project, "service": holder(settings)}))
+        if settings.acme_on:
+            reads.append((AcmeCertificate, {"project": project}))
+    if settings.swarm and is_edge(settings):
+        reads.append((ServedCertificate, {"project": project, "service": "nginx"}))
+    return reads
 
 
 @deploy("Certificates")
 def certificates(settings: Settings) -> None:
-    if settings.https_on:
-        served_certificate(name="Certificate nginx serves (the acme service issues it when there is none)",
-                           project=settings.compose_project, domains=settings.domains, issue=settings.acme_on)
+    if not settings.https_on:
+        return
+    if holds_stack(settings):
+        served_certificate(name=f"Certificate {holder(settings)} holds (the acme service issues it when there is none)",
+                           project=settings.compose_project, domains=settings.domains, issue=settings.acme_on,
+                           service=holder(settings))
+    if settings.swarm and is_edge(settings):
+        edge_certificate(name="Certificate this edge serves (copied from the origin service)",
+                         project=settings.compose_project, domains=settings.domains)
 

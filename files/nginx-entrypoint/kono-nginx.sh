@@ -1,6 +1,7 @@
 #!/bin/sh
-# The nginx service's entrypoint (mounted read-only at /kono), ending in the image's own; and, as
-# `kono-nginx.sh reload`, a checked reload that returns once it took effect.
+# The nginx service's entrypoint (mounted read-only at /kono), ending in the image's own; as
+# `kono-nginx.sh reload`, a checked reload that returns once it took effect; and on a cluster's edge,
+# as `kono-nginx.sh fetch`, the certificate and key copied from the origin service now and reloaded.
 set -eu
 
 workers() {  # the PIDs of the workers taking new connections (not those finishing after a reload)
@@ -32,10 +33,32 @@ reload() {
     return 1
 }
 
-if [ "${1:-}" = "reload" ]; then
-    reload
-    exit
-fi
+# On a cluster's edge, $KONO_TLS_ORIGIN is where the db node's origin service hands out the certificate
+# and key: copied into /etc/nginx/tls (this node's edge_tls volume) when they differ from what is
+# there, where the watcher below notices them; tls/https.conf turns the HTTPS server on once there is
+# a pair. Nothing changes when the origin does not answer (the node keeps serving what it has).
+fetch_tls() {
+    tls=/etc/nginx/tls
+    for name in certificate private_key; do
+        (umask 077 && curl -fsS --max-time 5 -o "$tls/.$name.fetched" "$KONO_TLS_ORIGIN$name") || return 1
+    done
+    for name in private_key certificate; do
+        if cmp -s "$tls/.$name.fetched" "$tls/$name"; then
+            rm -f "$tls/.$name.fetched"
+        else
+            mv -f "$tls/.$name.fetched" "$tls/$name"
+        fi
+    done
+    if [ ! -e "$tls/https.conf" ]; then
+        echo "include conf.d/https.server;" > "$tls/.https.conf.new"
+        mv -f "$tls/.https.conf.new" "$tls/https.conf"
+    fi
+}
+
+case "${1:-}" in
+    reload) reload; exit ;;
+    fetch) fetch_tls && reload; exit ;;
+esac
 
 # The official image's /var/log/nginx/access.log and error.log are symlinks to its stdout and stderr,
 # and a new nginx_log volume is filled with them: put plain files in their place (the maintainer
@@ -51,10 +74,14 @@ done
 tls_state() {
     cat /etc/nginx/tls/certificate /etc/nginx/tls/private_key /etc/nginx/tls/*.conf 2>/dev/null | cksum
 }
+if [ -n "${KONO_TLS_ORIGIN:-}" ]; then
+    fetch_tls || echo "kono-nginx: no certificate from the origin service yet; asking again every few seconds" >&2
+fi
 if [ -d /etc/nginx/tls ]; then
     (
         applied=$(tls_state)
         while sleep "${KONO_TLS_POLL_SECONDS:-5}"; do
+            if [ -n "${KONO_TLS_ORIGIN:-}" ]; then fetch_tls 2>/dev/null || true; fi
             now=$(tls_state)
             if [ "$now" != "$applied" ] && reload; then
                 applied=$now

@@ -3,8 +3,8 @@
     python -m kono.cli.status inventory.py
 
 One line per service of every host: state, health, and whether it is ready (running and its
-healthcheck passing); with HTTPS, one line for the certificate nginx serves: its names, issuer and
-expiry ("NOT OK" within 14 days); with backups, one for the last successful backup: its age, size
+healthcheck passing); with HTTPS, one line for the certificate nginx serves (on a cluster, on each
+edge node): its names, issuer and expiry ("NOT OK" within 14 days); with backups, one for the last successful backup: its age, size
 and snapshots ("NOT OK" when there is none or it is older than two days); with pitr, how far
 db_production's binary logs are shipped ("NOT OK" past twice pitr_max_lag_seconds). Exit 0 when every service
 of every host is ready and nothing is NOT OK, 1 otherwise.
@@ -25,11 +25,22 @@ import sys
 from pyinfra.api.exceptions import ConnectError, OperationError
 
 from kono import commands
-from kono.cluster import cluster_of, holds_stack, node_report, parse_swarm_state, swarm_state_command
+from kono.cluster import cluster_of, holds_stack, is_edge, node_report, parse_swarm_state, swarm_state_command
 from kono.services import SERVICES, enabled, ready, script
 from kono.stack import not_converged, parse_services, parse_swarm_services
 from kono.backup import MAX_AGE, backup_age, parse_last_backup, parse_shipped, shipping_ok, shipping_summary
 from kono.tls import EXPIRY_WARNING_DAYS, certificate_summary, days_left
+
+
+def certificate_line(name: str, served: bytes) -> bool:
+    """Print the line of the certificate a host's nginx serves; whether it is ok."""
+    summary = certificate_summary(served.decode())
+    ok = summary is not None and days_left(summary) >= EXPIRY_WARNING_DAYS
+    about = (f"{','.join(summary['names'])} issuer {summary['issuer']!r} expires "
+             f"{summary['not_after']:%Y-%m-%d %H:%M} UTC ({days_left(summary):.0f} days)"
+             if summary else "none served")
+    print(f"{name}  certificate    {about} {'ok' if ok else 'NOT OK'}")
+    return ok
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 listed = (run(client, commands.swarm_services(project)).decode().splitlines()
                           if swarm and swarm["manager"] else [])
                 served = (run(client, commands.served_certificate(project))
-                          if target.settings.https_on else b"")
+                          if target.settings.https_on and is_edge(target.settings) else b"")
                 last = (parse_last_backup(run(client, commands.last_backup(project, script("backup"))).decode())
                         if target.settings.backups_on else None)
                 shipped = (parse_shipped(run(client, commands.shipped_binlogs(project, script("binlog"))).decode())
@@ -82,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                 all_ready &= ok
                 print(f"{target.name}  {service.name:<14} tasks {running}/{desired:<14} {'ok' if ok else 'NOT OK'}")
         if not stack:
+            if target.settings.https_on and is_edge(target.settings):
+                all_ready &= certificate_line(target.name, served)
             continue
         if not target.settings.swarm:
             try:
@@ -95,14 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                 ok = ready(state, health)
                 all_ready &= ok
                 print(f"{target.name}  {service.name:<14} {state:<10} {health or '-':<10} {'ok' if ok else 'NOT OK'}")
-        if target.settings.https_on:
-            summary = certificate_summary(served.decode())
-            ok = summary is not None and days_left(summary) >= EXPIRY_WARNING_DAYS
-            all_ready &= ok
-            about = (f"{','.join(summary['names'])} issuer {summary['issuer']!r} expires "
-                     f"{summary['not_after']:%Y-%m-%d %H:%M} UTC ({days_left(summary):.0f} days)"
-                     if summary else "none served")
-            print(f"{target.name}  certificate    {about} {'ok' if ok else 'NOT OK'}")
+        if target.settings.https_on and is_edge(target.settings):
+            all_ready &= certificate_line(target.name, served)
         if target.settings.backups_on:
             ok = last is not None and backup_age(last) <= MAX_AGE
             all_ready &= ok

@@ -171,9 +171,18 @@ EXPECTED = {
     "served_certificate": (
         commands.served_certificate("kono"),
         exec_in("nginx", "'cat /etc/nginx/tls/certificate'") + " 2>/dev/null || true"),
+    "served_certificate at a cluster's origin": (
+        commands.served_certificate("kono", "origin"),
+        exec_in("origin", "'cat /etc/nginx/tls/certificate'") + " 2>/dev/null || true"),
     "issue_certificate": (
-        commands.issue_certificate("kono", "/kono/kono-acme.sh", "/kono/kono-nginx.sh"),
+        commands.issue_certificate("kono", "/kono/kono-acme.sh", "nginx", "/kono/kono-nginx.sh", "reload"),
         exec_in("acme", "'sh /kono/kono-acme.sh issue'") + " && " + exec_in("nginx", "'sh /kono/kono-nginx.sh reload'")),
+    "issue_certificate on a cluster": (
+        commands.issue_certificate("kono", "/kono/kono-acme.sh", "origin", "/kono/kono-origin.sh", "copy"),
+        exec_in("acme", "'sh /kono/kono-acme.sh issue'") + " && " + exec_in("origin", "'sh /kono/kono-origin.sh copy'")),
+    "fetch_certificate": (
+        commands.fetch_certificate("kono", "/kono/kono-nginx.sh"),
+        exec_in("nginx", "'sh /kono/kono-nginx.sh fetch'")),
     "last_backup": (
         commands.last_backup("kono", "/usr/local/lib/kono-backup.sh"),
         exec_in("backup", "'sh /usr/local/lib/kono-backup.sh last'") + " 2>/dev/null || true"),
@@ -476,7 +485,8 @@ TAKES_VALUES = {
     "apply_folder": lambda v: commands.apply_folder(v, v, "d", v),
     "switch_staged_folders": lambda v: commands.switch_staged_folders({v: "d"}),
     "served_certificate": lambda v: commands.served_certificate(v),
-    "issue_certificate": lambda v: commands.issue_certificate(v, v, v),
+    "issue_certificate": lambda v: commands.issue_certificate(v, v, v, v, v),
+    "fetch_certificate": lambda v: commands.fetch_certificate(v, v),
     "acme_certificate_state": lambda v: commands.acme_certificate_state(v, v),
     "last_backup": lambda v: commands.last_backup(v, v),
     "restore_from_repository": lambda v: commands.restore_from_repository(v, (v, v, v), True, v),

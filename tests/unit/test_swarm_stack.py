@@ -91,7 +91,8 @@ def test_a_single_host_has_no_stack_file():
 
 def test_the_stack_deploy_command():
     command = commands.stack_up("/srv/kono", "kono", "stack.yaml", 300, {"api": ["config/production/api_key"]},
-                                {"production_api_key": "config/production/api_key"}, "kono_encrypted", ("nginx",))
+                                {"production_api_key": "config/production/api_key"}, ("kono_encrypted", "kono_edge_encrypted"),
+                                ("nginx",))
     assert syntax_ok(command)
     assert "KONO_SECRET_PRODUCTION_API_KEY=$(sha256sum < config/production/api_key | cut -c1-12)" in command
     assert "docker compose down;" in command and "down -v" not in command and "--volumes" not in command
@@ -100,10 +101,10 @@ def test_the_stack_deploy_command():
     # Old versions go after a successful deploy; the current ones stay.
     assert command.index("docker secret rm") > deploy
     assert "grep -vxF \"$(printf '%s\\n' \"kono_production_api_key_${KONO_SECRET_PRODUCTION_API_KEY}\")\"" in command
-    # So do the stack's networks but the one it is on now (an encryption turned on or off).
+    # So do the stack's networks but those it is on now (an encryption turned on or off).
     assert command.index("docker network rm") > deploy
-    assert "--filter label=com.docker.stack.namespace=kono --format '{{.Name}}' | grep -vxF kono_encrypted | " \
-           "xargs -r docker network rm" in command
+    assert "--filter label=com.docker.stack.namespace=kono --format '{{.Name}}' | grep -vxF \"$(printf '%s\\n' " \
+           "kono_encrypted kono_edge_encrypted)\" | xargs -r docker network rm" in command
 
 
 FAKE_DOCKER = """#!/bin/sh
@@ -124,7 +125,7 @@ def test_a_failed_stack_deploy_fails_the_command_and_records_or_removes_nothing(
     (tmp_path / "config" / "api_key").write_text("x\n")
     log = tmp_path / "log"
     command = commands.stack_up(str(tmp_path), "kono", "stack.yaml", 300, {"api": ["config/api_key"]},
-                                {"production_api_key": "config/api_key"}, "kono_default")
+                                {"production_api_key": "config/api_key"}, ("kono_default", "kono_edge"))
     run = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
                          env={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "FAKE_LOG": str(log),
                               "FAKE_DEPLOY": "0" if deployed else "1"})
@@ -139,11 +140,17 @@ def test_the_overlay_network_is_encrypted_as_the_knob_says_and_named_for_it():
     """Docker cannot change a network's options, and `docker stack deploy` keeps an existing one: a
     network per setting, which every service moves to when it changes."""
     on = stack(swarm_overlay_encryption=True)["networks"]
-    assert on == {"default": {"name": "kono_encrypted", "driver": "overlay", "driver_opts": {"encrypted": ""}}}
+    assert on == {"default": {"name": "kono_encrypted", "driver": "overlay", "driver_opts": {"encrypted": ""}},
+                  "edge": {"name": "kono_edge_encrypted", "driver": "overlay", "driver_opts": {"encrypted": ""}}}
     off = stack(swarm_overlay_encryption=False)["networks"]
-    # Off: the name `docker stack deploy` gives the default network, so a stack deployed before keeps it.
-    assert off == {"default": {"name": "kono_default", "driver": "overlay"}}
-    assert "networks" not in stack()["services"]["api"]  # every service on the default network
+    # Off: the names `docker stack deploy` gives them, so a stack deployed before keeps its default one.
+    assert off == {"default": {"name": "kono_default", "driver": "overlay"},
+                   "edge": {"name": "kono_edge", "driver": "overlay"}}
+    services = stack()["services"]
+    assert "networks" not in services["api"]  # the default network
+    # The edge network: the edges' nginx and the origin, which hands them the certificate's key, alone.
+    assert services["nginx"]["networks"] == ["default", "edge"] and services["origin"]["networks"] == ["edge"]
+    assert [name for name, block in services.items() if "edge" in block.get("networks", [])] == ["nginx", "origin"]
 
 
 def test_the_stack_moving_to_another_network_is_said_before_it_happens(monkeypatch):
@@ -156,9 +163,10 @@ def test_the_stack_moving_to_another_network_is_said_before_it_happens(monkeypat
     monkeypatch.setattr(stack_module, "drift", lambda finding: None)
     monkeypatch.setattr(stack_module, "host", type("Host", (), {"print_prefix": "[h1] ", "noop": print})())
     list(stack_module.stack_up._inner(directory="/srv/kono", project="kono", wait_timeout=300, services=("api",),
-                                      secret_versions={}, network="kono_encrypted"))
-    assert warned == ["[h1] the stack moves from the network kono_default to kono_encrypted (swarm_overlay_encryption): "
-                      "every service restarts on it, the api start-first, the others stopping first"]
+                                      secret_versions={}, networks=("kono_encrypted", "kono_edge_encrypted")))
+    assert warned == ["[h1] the stack moves from the network kono_default to kono_encrypted, kono_edge_encrypted "
+                      "(swarm_overlay_encryption): every service restarts on it, the api start-first, the others "
+                      "stopping first"]
 
 
 def test_the_swarms_services_and_its_tasks_containers_are_read():
@@ -187,9 +195,32 @@ def test_the_swarms_services_and_its_tasks_containers_are_read():
     assert "swarm_services" not in commands.services_state("kono")
 
 
-def test_what_a_cluster_does_not_run_yet_is_refused():
-    with pytest.raises(SettingsError, match=r"https: expected \"off\" with engine = \"swarm\""):
-        swarm_settings(https="provided", domains=["example.com"])
+@pytest.mark.parametrize("https", ["acme", "provided"])
+def test_with_https_every_edge_copies_the_pair_from_the_origin_which_alone_mounts_it(https):
+    """A cluster's edges: the certificate and key come from the db node's origin service (over the edge
+    network) into each edge's own volume; the app and the challenges are proxied to it."""
+    acme = {"acme_email": "ops@example.com"} if https == "acme" else {}
+    settings = swarm_settings(https=https, domains=["example.com"], **acme)
+    files = project_files(settings)
+    services = yaml.safe_load(files["stack.yaml"])["services"]
+    nginx, origin = services["nginx"], services["origin"]
+    assert "edge_tls:/etc/nginx/tls" in nginx["volumes"]  # read-write: its entrypoint copies the pair there
+    assert nginx["environment"] == {"KONO_TLS_ORIGIN": "http://origin/tls/"}
+    source = "certificates" if https == "acme" else "./config/tls"
+    assert f"{source}:/etc/nginx/tls:ro" in origin["volumes"] and \
+        not any(v.startswith(source) for v in nginx["volumes"] if isinstance(v, str))
+    assert origin["deploy"]["placement"]["constraints"] == ["node.labels.kono.db == true"]
+    assert origin["environment"] == {"KONO_TLS_COPY": "/run/kono-tls"}
+    assert "alias /run/kono-tls/;" in files["origin/origin.conf"] and "location ^~ /tls/ {" in files["origin/origin.conf"]
+    # HTTPS turns on at each edge once it has the pair, as with acme on a single host.
+    assert "include tls/*.conf;" in files["nginx/default.conf"]
+    assert "proxy_pass $origin_upstream;" in files["nginx/site.locations"]
+    if https == "acme":
+        assert "set $origin_upstream http://origin;" in files["nginx/https.server"]
+        assert "/srv/acme" not in files["nginx/default.conf"] + files["nginx/https.server"]
+    # No app volume on an edge (it would be an empty one on every node but the db node's).
+    assert not any(v.startswith(("app_build", "app_static", "acme_webroot")) for v in nginx["volumes"]
+                   if isinstance(v, str))
 
 
 def test_a_project_name_too_long_for_swarm_secret_names_is_refused():
