@@ -8,15 +8,18 @@ hosts for the module."""
 import datetime
 import ipaddress
 import json
+import random
 import re
 import secrets
 import socket
+import ssl
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from kono.services import script
 from tests import lab as lab_tools
 
 pytestmark = pytest.mark.e2e
@@ -605,3 +608,205 @@ def test_a_node_the_inventory_drops_is_named_then_drained_and_removed_when_the_o
     members = nodes(h1)
     assert len(members) == 2 and h3.address not in {n["address"] for n in members}, members
     assert lab_tools.deploy(without, "--json", env=cluster["env"]).changes == 0
+
+
+# -- The db node lost, then HTTPS and the web app at every edge (the cluster as the tests above leave it) --
+
+DOMAIN = "kono.test"
+
+
+def edges_only(cluster, path, **data):
+    """The cluster as it stands after the tests above (h1 a manager labelled db and edge, h2 a worker
+    labelled app and edge; h3 a worker labelled app while still a member, as when run alone); with
+    ``data`` over the module's knobs."""
+    h1, h2, h3 = cluster["hosts"]
+    shape = {h1.address: ("manager", ["db", "edge"]), h2.address: ("worker", ["app", "edge"])}
+    members = [h1, h2]
+    if any(n["address"] == h3.address for n in nodes(h1)):
+        shape[h3.address] = ("worker", ["app"])
+        members.append(h3)
+    return write_cluster_inventory(h1.lab, members, cluster["work"] / path, shape, {**cluster["data"], **data})
+
+
+def edge_nginx(edge) -> str:
+    """The id of the nginx task's container on an edge node."""
+    return edge.ssh(f"echo {lab_tools.container('nginx')}", user="kono").stdout.strip()
+
+
+def https_loads(edges, context) -> list:
+    return [lab_tools.Load(edge.address, paths=("/healthz", "/api/health"), clients=4, seconds=300, port=443,
+                           tls=(context, DOMAIN)) for edge in edges]
+
+
+def stopped(loads, edges) -> list:
+    results = [load.stop() for load in loads]
+    for edge, result in zip(edges, results):
+        assert result.requests > 100 and result.stopped_early == 0, (edge.address, str(result))
+        assert not result.failures, (edge.address, str(result))
+    return results
+
+
+def test_the_db_node_killed_hard_loses_at_most_the_pitr_limit_restored_on_a_brand_new_host(cluster):
+    """Point-in-time recovery on a cluster: db_production takes a commit every 100 ms on the db node
+    until its power is cut (its init killed: no shutdown); a brand-new host restores the cluster's
+    repository to its latest point. Lost are at most the commits of the last pitr_max_lag_seconds;
+    every row from before the writes is back, in both databases. Then the db node is powered on, and
+    the cluster is whole again for the tests after this one."""
+    h1 = cluster["hosts"][0]
+    limit = lab_tools.DEFAULTS["pitr_max_lag_seconds"]
+    lab = h1.lab
+    # The replacement, booted and bootstrapped first, so nothing else runs while the node takes writes.
+    b = lab.boot()
+    try:
+        replacement = lab_tools.write_inventory(lab, [b], cluster["work"] / "replacement.py", **cluster["data"])
+        lab_tools.bootstrap(replacement)
+        lab_tools.load_images(b)
+        lab_tools.root_sql(h1, "CREATE TABLE IF NOT EXISTS orders (id INT PRIMARY KEY, at DATETIME(6) NOT NULL, "
+                               "client_at DOUBLE NOT NULL);")
+        # The base: a backup now (db_dev comes back as of it; db_production, as of its binary logs).
+        h1.ssh(f"docker exec {lab_tools.container('backup')} {lab_tools.BACKUP_SCRIPT} backup", user="kono")
+        kept = {"greetings": lab_tools.root_sql(h1, "SELECT id, message FROM greetings ORDER BY id;"),
+                "drill": lab_tools.root_sql(h1, "SELECT n FROM drill ORDER BY n;", server="db_dev", database="dev")}
+        assert kept["greetings"].strip() and kept["drill"].strip(), kept
+        earlier = set(map(int, lab_tools.root_sql(h1, "SELECT id FROM orders;").split()))
+        writer = lab_tools.Writer(h1)
+        started = time.time()
+        # A random moment late enough that the base alone would lose more than the limit.
+        time.sleep(limit + 15 + random.uniform(0, 20))
+        killed_at = time.time()
+        h1.power_cut()
+        acked = writer.stop(host_alive=False)
+
+        lab_tools.deploy(replacement, env=cluster["env"])
+        restored = lab_tools.backup_tool("restore-repository", str(replacement))
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        rows = set(map(int, lab_tools.root_sql(b, "SELECT id FROM orders;").split()))
+        assert acked and earlier <= rows, "rows from before the writes are missing"
+        lost = [(n, at) for n, at in acked if n not in rows]
+        assert all(n > max(rows) for n, _ in lost), "a row before the newest restored one is missing"
+        loss = killed_at - min(at for _, at in lost) if lost else 0.0
+        print(f"\ndb node killed {killed_at - started:.0f} s into the writes: {len(lost)} of {len(acked)} "
+              f"acknowledged rows lost, {loss:.1f} s of commits (limit {limit} s)")
+        assert loss <= limit
+        assert lab_tools.root_sql(b, "SELECT id, message FROM greetings ORDER BY id;") == kept["greetings"]
+        assert lab_tools.root_sql(b, "SELECT n FROM drill ORDER BY n;", server="db_dev", database="dev") == kept["drill"]
+    finally:
+        b.stop()  # before the db node is back: one host ships to the repository at a time
+        h1.power_on()
+    back = wait_for_status(edges_only(cluster, "after-the-drill.py"), lambda s: s.returncode == 0, 180)
+    assert back.returncode == 0, back.stdout + back.stderr
+
+
+def test_https_from_acme_reaches_every_edge_and_renews_under_load_with_no_restart(cluster):
+    """The CA's HTTP-01 check asks h2, an edge that is not the db node: its nginx passes the challenge
+    to the db node's origin service, where the acme service wrote it. One deploy: both edges serve the
+    certificate (its key crossed only the edge network, which no other service joins; it appears in no
+    output). A forced renewal on the db node reaches both edges under HTTPS load: no failed request,
+    no nginx restarted."""
+    from tests.test_https import handshake, tls_context, wait_for_serial
+    h1, h2, _ = cluster["hosts"]
+    edges = (h1, h2)
+    with lab_tools.AcmeServer(h1.lab, points_to=h2.address) as pebble:
+        inventory = edges_only(cluster, "https-acme.py", https="acme", domains=[DOMAIN], acme_email="ops@kono.test",
+                               acme_directory_url=pebble.directory_url, acme_ca_bundle=str(pebble.ca_bundle))
+        first = lab_tools.deploy(inventory, "-vvv", env=cluster["env"])
+        context = tls_context(pebble.root())
+        served = {edge.address: handshake(edge.address, context)["serial"] for edge in edges}
+        assert len(set(served.values())) == 1, served  # the one certificate, at each edge
+        # The CA asked h2, which passed the challenge to the origin on h1.
+        logs = h2.ssh(f"docker logs {edge_nginx(h2)} 2>&1", user="kono").stdout
+        assert re.search(r'"GET /.well-known/acme-challenge/\S+ HTTP/1.1" 200', logs), logs[-2000:]
+        key = h1.ssh(f"docker exec {lab_tools.container('origin')} cat /etc/nginx/tls/private_key",
+                     user="kono").stdout
+        body = [line for line in key.splitlines() if line and not line.startswith("-----")]
+        assert body and not [line for line in body if line in first.output]
+        # Only the edges' nginx reach the origin: an api replica cannot even resolve its name.
+        api = next(edge for edge in edges if edge.ssh(f"echo {lab_tools.container('api')}", user="kono").stdout.strip())
+        assert api.ssh(f"docker exec {lab_tools.container('api')} getent hosts origin", user="kono",
+                       check=False).returncode != 0
+        assert h2.ssh(f"docker exec {edge_nginx(h2)} getent hosts origin", user="kono", check=False).returncode == 0
+        assert lab_tools.deploy(inventory, "--json", env=cluster["env"]).changes == 0
+        shown = lab_tools.status(inventory)
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        for edge in edges:
+            assert re.search(rf"^{re.escape(edge.address)}  certificate +{DOMAIN} issuer .*Pebble.* ok$",
+                             shown.stdout, re.MULTILINE), shown.stdout
+
+        containers = {edge.address: edge_nginx(edge) for edge in edges}
+        before = served[h1.address]
+        loads = https_loads(edges, context)
+        time.sleep(2)
+        h1.ssh(f"docker exec {lab_tools.container('acme')} sh {script('acme')} renew 100000", user="kono")
+        renewed = {edge.address: wait_for_serial(edge.address, context, before) for edge in edges}
+        time.sleep(2)
+        results = stopped(loads, edges)
+        print("renewal on a cluster: " + "; ".join(f"through {e.address}: {r}" for e, r in zip(edges, results)))
+        assert len(set(renewed.values())) == 1, renewed
+        assert {edge.address: edge_nginx(edge) for edge in edges} == containers  # reloaded, never restarted
+
+
+def test_a_provided_certificate_reaches_every_edge_and_a_new_one_too_with_no_restart(cluster, tmp_path):
+    """The operator's pair goes to the db node only; each edge copies it from the origin. A new pair
+    deployed under HTTPS load reaches both edges: no failed request, no nginx restarted."""
+    from tests.test_https import handshake, tls_context, wait_for_serial
+    h1, h2, _ = cluster["hosts"]
+    edges = (h1, h2)
+    folder = cluster["work"] / "secrets" / "tls"
+    folder.mkdir(parents=True, exist_ok=True)
+    ca = lab_tools.make_certificate(tmp_path / "ca", [], days=365, ca=True)
+    context = tls_context((tmp_path / "ca.pem").read_text())
+
+    def provide(name: str) -> str:
+        lab_tools.make_certificate(tmp_path / name, [DOMAIN], issuer=ca, days=90)
+        (folder / "certificate").write_bytes((tmp_path / f"{name}.pem").read_bytes())
+        (folder / "private_key").write_bytes((tmp_path / f"{name}.key").read_bytes())
+        return (tmp_path / f"{name}.key").read_text()
+
+    def verified(edge) -> str:  # the serial, once the edge serves a certificate of ``ca`` (a few seconds)
+        try:
+            return handshake(edge.address, context)["serial"]
+        except ssl.SSLError:
+            return ""
+
+    keys = [provide("first")]
+    inventory = edges_only(cluster, "https-provided.py", https="provided", domains=[DOMAIN])
+    outputs = [lab_tools.deploy(inventory, "-vvv", env=cluster["env"]).output]
+    # An edge that served the module's ACME certificate copies the new pair within seconds (a first
+    # one, the deploy waits for).
+    served = {edge.address: wait_for(lambda: verified(edge), bool, 30) for edge in edges}
+    assert len(set(served.values())) == 1, served
+    containers = {edge.address: edge_nginx(edge) for edge in edges}
+    keys.append(provide("second"))
+    loads = https_loads(edges, context)
+    time.sleep(2)
+    outputs.append(lab_tools.deploy(inventory, "-vvv", env=cluster["env"]).output)
+    renewed = {edge.address: wait_for_serial(edge.address, context, served[h1.address]) for edge in edges}
+    time.sleep(2)
+    stopped(loads, edges)
+    assert len(set(renewed.values())) == 1, renewed
+    assert {edge.address: edge_nginx(edge) for edge in edges} == containers
+    lines = {line for key in keys for line in key.splitlines() if line and not line.startswith("-----")}
+    assert lines and not [line for line in lines for output in outputs if line in output]
+
+
+def test_the_web_app_is_served_at_every_edge_and_a_new_release_reaches_each_at_once(cluster):
+    """The app lives on the db node (the maintainer's kono-deploy builds it there); every edge serves
+    it through the origin, so a new release is served by each as soon as kono-deploy returns."""
+    h1, h2, _ = cluster["hosts"]
+    edges = (h1, h2)
+    lab_tools.deploy(edges_only(cluster, "app.py"), env=cluster["env"])  # plain HTTP again
+    version = f"edge release {secrets.token_hex(4)}"
+    # The sample app is the session's (test_code_updates expects its v1 text): a line added, then taken out.
+    cluster["git"].commit("app", version, edit=("index.html", "</body>", f"<p>{version}</p></body>"), push=True)
+    try:
+        lab_tools.maintainer(h1, "kono-deploy app")
+    finally:
+        cluster["git"].commit("app", "as before", edit=("index.html", f"<p>{version}</p></body>", "</body>"), push=True)
+    for edge in edges:
+        answer = get(edge.address, "/")
+        assert answer.returncode == 0 and version in answer.stdout, (edge.address, answer.stdout, answer.stderr)
+    # And the uploaded assets.
+    lab_tools.maintainer(h1, f"echo '{version}' > /srv/static/edge.txt")
+    for edge in edges:
+        assert get(edge.address, "/static/edge.txt").stdout.strip() == version, edge.address
+
