@@ -468,9 +468,11 @@ class Lab:
                       capture_output=True).returncode == 0:
                 pass
 
-    def claim_address(self) -> str:
+    def claim_address(self, wanted: str | None = None) -> str:
+        """The lowest free address of the lab's /24 (or ``wanted``), claimed for this process."""
         LOCK_DIR.mkdir(parents=True, exist_ok=True)
-        for n in range(10, 250):
+        numbers = [int(wanted.rsplit(".", 1)[1])] if wanted else range(10, 250)
+        for n in numbers:
             lock = LOCK_DIR / f"{self.subnet}.{n}"
             with contextlib.suppress(FileNotFoundError, ValueError):
                 if _alive(int(lock.read_text())):
@@ -483,15 +485,15 @@ class Lab:
             os.write(fd, str(os.getpid()).encode())
             os.close(fd)
             return f"{self.subnet}.{n}"
-        raise RuntimeError(f"no free address left in {self.subnet}.0/24")
+        raise RuntimeError(f"{wanted} is in use" if wanted else f"no free address left in {self.subnet}.0/24")
 
     def release_address(self, address: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             (LOCK_DIR / address).unlink()
 
     # -- hosts -------------------------------------------------------------------------------
-    def boot(self, name: str | None = None) -> TestHost:
-        address = self.claim_address()
+    def boot(self, name: str | None = None, address: str | None = None) -> TestHost:
+        address = self.claim_address(address)
         name = name or f"kono-{address.rsplit('.', 1)[1]}"
         root = self.workdir / name
         root.mkdir()
