@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import testinfra
 
-from kono.services import unready
+from kono.services import SECRETS, VOLUMES, enabled, environments, unready
 from tests.testhost import ADMIN_USER, Lab, TestHost
 from tests import lab as lab_tools
 
@@ -76,10 +76,22 @@ class Provisioned:
         lab_tools.write_inventory(self.lab, [host], inventory, api_repo=self.git.repo("api"),
                                   app_repo=self.git.repo("app"), **data)
         lab_tools.bootstrap(inventory)
-        lab_tools.load_images(host)
+        lab_tools.load_images(host, monitoring=data.get("monitoring", False))
         lab_tools.deploy(inventory, env={f"KONO_MAINTAINER_PASSWORD_{login.upper()}": password
                                          for login, password in self.passwords.items()})
         return inventory
+
+    def reset(self) -> None:
+        """Back to what a first deploy with the defaults leaves, for the modules after this one (each
+        worker runs the modules in its own order): the defaults deployed, and the volumes and secret
+        folders of what they turn off (a certificate, backup secrets) removed, as on a fresh host."""
+        self.deploy()
+        defaults = lab_tools.settings_of()
+        volumes = " ".join(f"{defaults.compose_project}_{v.name}" for v in VOLUMES if v not in enabled(VOLUMES, defaults))
+        folders = " ".join(f"config/{env}" for env in environments(SECRETS)
+                           if env not in environments(enabled(SECRETS, defaults)))
+        self.host.ssh(f"docker volume rm --force {volumes}; cd {lab_tools.PROJECT_DIR} && rm -rf {folders}", user="kono")
+        self.wait_healthy()
 
     def snapshot(self) -> str:
         """Everything a deploy could change: project files (path, mode, owner, digest), containers.

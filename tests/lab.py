@@ -7,6 +7,8 @@ against the lab's own known_hosts file.
 from __future__ import annotations
 
 import datetime
+import fcntl
+import hashlib
 import http.client
 import json
 import os
@@ -31,7 +33,7 @@ from kono.commands import running_containers
 from kono.deploy_run import deploy_commit
 from kono.services import SERVICES, enabled, root_password_file, script, secret
 from kono.settings import Settings, load
-from tests.testhost import Lab, TestHost, cached_rootfs, die_with_parent
+from tests.testhost import CACHE_DIR, Lab, TestHost, cached_rootfs, die_with_parent
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = Path(__file__).resolve().parent / "images"
@@ -42,6 +44,9 @@ BASE_IMAGE = "kono-testdouble/debian:trixie"
 # Stand-in directory -> the group_data knob whose default (official) tag it is built under.
 STANDINS = {"mysql": "mysql_image", "node": "node_image", "nginx": "nginx_image",
             "ubuntu": "maintainer_base_image", "lego": "acme_image", "restic": "restic_image"}
+# Those only a host with monitoring = True runs: built on the hosts that ask for them.
+MONITORING_STANDINS = {"prometheus": "prometheus_image", "alertmanager": "alertmanager_image",
+                       "node-exporter": "node_exporter_image"}
 
 
 # A well-formed public key, for settings that need one (deploy_authorized_keys) and never log in.
@@ -74,6 +79,13 @@ def container(service: str) -> str:
     """Shell, for commands run on the host: the id of the service's running container there, compose's
     or a swarm task's (on a cluster's node)."""
     return f"$({{ {running_containers(DEFAULTS['compose_project'], service)}; }} | head -n 1)"
+
+
+# SQL on stdin as the api's database account, its password read from the host's secret file (a
+# database container's own copy is the one it started with: a rotation since leaves it behind), and
+# handed to the client by environment, never on a command line.
+API_SQL = (f"MYSQL_PWD=$(cat {PROJECT_DIR}/{secret('production/db_api_password').path}) "
+           f"docker exec -i -e MYSQL_PWD {container('db_production')} mysql -uapi -N kono")
 
 
 def sdk_container(client, service: str):
@@ -201,10 +213,12 @@ class ImageUnavailable(RuntimeError):
     """An official image could not be pulled: the run stops; it never falls back to a double."""
 
 
-def load_images(host: TestHost, user: str = DEPLOY_USER) -> None:
+def load_images(host: TestHost, user: str = DEPLOY_USER, monitoring: bool = False) -> None:
     """The images the stack pins, in the host's Docker: test doubles built here (images/README.md),
-    or, with KONO_TEST_IMAGES=official, the official images pulled from their registry."""
-    tags = [DEFAULTS[knob] for knob in STANDINS.values()]
+    or, with KONO_TEST_IMAGES=official, the official images pulled from their registry; with
+    ``monitoring``, those of the monitoring services too."""
+    standins = {**STANDINS, **(MONITORING_STANDINS if monitoring else {})}
+    tags = [DEFAULTS[knob] for knob in standins.values()]
     if image_mode() == "official":
         for tag in tags:
             pulled = host.ssh(f"docker pull --quiet {tag}", user=user, check=False, timeout=900)
@@ -213,6 +227,21 @@ def load_images(host: TestHost, user: str = DEPLOY_USER) -> None:
                 raise ImageUnavailable(f"KONO_TEST_IMAGES=official: cannot pull {tag} on the test host: {reason}")
         return
     base = cached_rootfs("image-base", ["--variant=minbase"])
+    cache = doubles_cache(base, standins)
+    with open(cache.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another run building the same doubles: wait, then load them
+        if not cache.exists():
+            _build_doubles(host, user, base, standins, cache)
+            return
+    with open(cache, "rb") as tar:
+        loaded = subprocess.run([*host.ssh_args(user), "docker load --quiet"], stdin=tar, capture_output=True,
+                                timeout=600)
+    if loaded.returncode != 0:
+        raise RuntimeError(f"docker load of {cache} failed: {loaded.stderr.decode()[-2000:]}")
+
+
+def _build_doubles(host: TestHost, user: str, base: Path, standins: dict[str, str], cache: Path) -> None:
+    """Build the doubles on ``host`` from its Debian base, then keep them in ``cache``."""
     with open(base, "rb") as tar:
         subprocess.run([*host.ssh_args(user), f"docker import - {BASE_IMAGE}"], stdin=tar,
                        check=True, capture_output=True, timeout=300)
@@ -220,14 +249,31 @@ def load_images(host: TestHost, user: str = DEPLOY_USER) -> None:
     def build(folder: str) -> None:
         context = subprocess.run(["tar", "-C", IMAGES / folder, "-c", "."], capture_output=True,
                                  check=True).stdout
-        proc = host.ssh(f"docker build --quiet --tag {DEFAULTS[STANDINS[folder]]} -", user=user,
+        proc = host.ssh(f"docker build --quiet --tag {DEFAULTS[standins[folder]]} -", user=user,
                         input=context, check=False, timeout=600)
         if proc.returncode != 0:
             raise RuntimeError(f"building the {folder} stand-in failed (exit {proc.returncode}):\n"
                                f"{proc.stderr.decode()[-3000:]}{proc.stdout.decode()[-1000:]}")
 
-    with ThreadPoolExecutor(len(STANDINS)) as pool:
-        list(pool.map(build, STANDINS))
+    with ThreadPoolExecutor(len(standins)) as pool:
+        list(pool.map(build, standins))
+    partial = cache.with_suffix(".partial")
+    with open(partial, "wb") as out:
+        subprocess.run([*host.ssh_args(user), f"docker save {BASE_IMAGE} "
+                        f"{' '.join(DEFAULTS[knob] for knob in standins.values())}"], stdout=out, check=True, timeout=600)
+    partial.rename(cache)
+
+
+def doubles_cache(base: Path, standins: dict[str, str]) -> Path:
+    """Where the doubles of ``standins`` are kept once built (one `docker save` tar, loaded into each
+    next host): named by a digest of the base image's tar and of every file of their folders, so a
+    changed Dockerfile or base builds them anew."""
+    digest = hashlib.sha256(base.name.encode())
+    for folder in sorted(standins):
+        for path in sorted((IMAGES / folder).rglob("*")):
+            if path.is_file():
+                digest.update(path.relative_to(IMAGES).as_posix().encode() + b"\0" + path.read_bytes())
+    return CACHE_DIR / f"doubles-{digest.hexdigest()[:16]}.tar"
 
 
 def containers_and_git(host: TestHost) -> list[tuple[str, str]]:
@@ -570,6 +616,54 @@ class ResticServer:
 def _git(work: Path, *args) -> None:
     subprocess.run(["git", "-C", str(work), "-c", "user.name=kono tests", "-c", "user.email=tests@kono.invalid",
                     *[str(a) for a in args]], check=True, capture_output=True)
+
+
+class WebhookReceiver:
+    """The team's chat and dead man's switch in the lab: an HTTP server on the lab's bridge that keeps
+    every POST (its path and JSON body, with when it came). Alertmanager is given its URLs, each with a
+    random token in the path, as a real webhook URL carries one."""
+
+    def __init__(self, lab: Lab) -> None:
+        import http.server
+        import secrets as random_values
+        self.address, self.port = lab.gateway, _free_port(lab.gateway)
+        self.token = random_values.token_urlsafe(18)
+        self.received: list[tuple[float, str, dict]] = []
+        received, lock = self.received, threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                try:
+                    payload = json.loads(body)
+                except ValueError:
+                    payload = {"not json": body.decode(errors="replace")}
+                with lock:
+                    received.append((time.time(), self.path, payload))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer((self.address, self.port), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def url(self, name: str) -> str:
+        return f"http://{self.address}:{self.port}/{name}/{self.token}"
+
+    def posts(self, name: str) -> list[tuple[float, dict]]:
+        """What came to ``url(name)``, in order: (when, JSON body)."""
+        return [(at, body) for at, path, body in list(self.received) if path == f"/{name}/{self.token}"]
+
+    def __enter__(self) -> WebhookReceiver:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 def _free_port(address: str) -> int:

@@ -52,7 +52,7 @@ def backed_up(provisioned):
             provisioned.lab, [provisioned.host], provisioned.lab.workdir / "backup-inventory.py",
             api_repo=provisioned.git.repo("api"), app_repo=provisioned.git.repo("app"), backup_repository=server.url)
         yield provisioned, server, inventory
-    provisioned.deploy()  # back to the defaults: no backup service
+    provisioned.reset()  # back to the defaults: no backup service
     provisioned.wait_healthy()
 
 

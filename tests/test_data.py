@@ -5,14 +5,11 @@ import urllib.request
 
 import pytest
 
-from kono.services import secret_file
-from tests.lab import container
+from tests.lab import API_SQL
 
 pytestmark = pytest.mark.e2e
 
-# The password stays on the host: read from the secret inside the container, passed by environment.
-MYSQL_AS_API = (f"docker exec -i {container('db_production')} sh -c "
-                f"'MYSQL_PWD=$(cat {secret_file('production/db_api_password', 'db_production')}) mysql -uapi -N kono'")
+MYSQL_AS_API = API_SQL
 
 
 def rows(provisioned) -> list[str]:

@@ -114,7 +114,7 @@ def https(provisioned):
     provisioned.wait_healthy()
     with AcmeServer(provisioned.lab, points_to=provisioned.lab.gateway) as pebble:  # DNS not pointed yet
         yield Https(provisioned, pebble)
-    provisioned.deploy()  # back to plain HTTP for the modules after this one
+    provisioned.reset()  # back to plain HTTP for the modules after this one
     provisioned.wait_healthy()
 
 

@@ -21,8 +21,8 @@ def secret_values(provisioned) -> set[str]:
     values = set()
     for line in text.splitlines():
         line = line.strip()
-        if line.startswith("-----"):
-            continue  # a PEM armour line ("-----BEGIN PRIVATE KEY-----"): not secret
+        if line.startswith(("-----", "#")):
+            continue  # a PEM armour line ("-----BEGIN PRIVATE KEY-----") or a comment: not secret
         if ":" in line and line.split(":", 1)[1].startswith("$6$"):
             values.add(line.split(":", 1)[1])  # a password hash
         elif line:

@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from kono.services import secret_file
 from tests import lab as lab_tools
 from tests.lab import container
 
@@ -112,8 +111,7 @@ KILL_POINTS = ["Take the host's deploy lock", "Compose project files", "Validate
 @pytest.mark.parametrize("operation", KILL_POINTS)
 def test_a_deploy_killed_in_the_middle_of_an_operation_is_finished_by_the_next(provisioned, operation):
     provisioned.wait_healthy()
-    count = (f"docker exec {container('db_production')} sh -c "
-             f"'MYSQL_PWD=$(cat {secret_file('production/db_api_password', 'db_production')}) mysql -N -uapi kono' ")
+    count = lab_tools.API_SQL
     provisioned.host.ssh(count, user="kono", input="CREATE TABLE IF NOT EXISTS kept (n INT); INSERT INTO kept VALUES (1);")
     rows = provisioned.host.ssh(count, user="kono", input="SELECT COUNT(*) FROM kept;").stdout.strip()
     # A new server_name (nginx checked and reloaded) and a maintainer recreated: work all along the deploy.

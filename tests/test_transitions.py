@@ -105,7 +105,7 @@ def walk(provisioned, tmp_path_factory):
         for name, failed, window in walk.windows:
             print(f"transition {name:32} {failed:4d} failed, window {window:5.2f} s")
         lab_tools.bootstrap(provisioned.inventory)  # the firewall back on the default ports
-        provisioned.deploy()  # back to the defaults for the modules after this one
+        provisioned.reset()  # back to the defaults for the modules after this one
         provisioned.wait_healthy()
 
 

@@ -57,3 +57,19 @@ def test_the_alone_sample_takes_the_last_test_of_each_module():
     collected = ["tests/test_a.py::test_one", "tests/test_a.py::test_two[x]", "tests/test_b.py::test_only",
                  "", "3 tests collected"]
     assert last_of_each_module(collected) == ["tests/test_a.py::test_two[x]", "tests/test_b.py::test_only"]
+
+
+def test_the_doubles_cache_is_named_by_everything_they_are_built_from(tmp_path, monkeypatch):
+    from tests import lab
+    images = tmp_path / "images"
+    for folder in ("mysql", "prometheus"):
+        (images / folder).mkdir(parents=True)
+        (images / folder / "Dockerfile").write_text(f"FROM base\n# {folder}\n")
+    monkeypatch.setattr(lab, "IMAGES", images)
+    base = tmp_path / "image-base-trixie-0123.tar"
+    first = lab.doubles_cache(base, {"mysql": "mysql_image"})
+    assert first == lab.doubles_cache(base, {"mysql": "mysql_image"})
+    assert first != lab.doubles_cache(base, {"mysql": "mysql_image", "prometheus": "prometheus_image"})
+    assert first != lab.doubles_cache(tmp_path / "image-base-trixie-4567.tar", {"mysql": "mysql_image"})
+    (images / "mysql" / "entrypoint.sh").write_text("#!/bin/sh\n")
+    assert first != lab.doubles_cache(base, {"mysql": "mysql_image"})
