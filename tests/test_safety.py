@@ -5,6 +5,7 @@ import json
 import shutil
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -80,7 +81,9 @@ def test_each_deploy_appends_one_audit_line(provisioned):
 
 def test_concurrent_deploys_never_interleave(provisioned):
     provisioned.wait_healthy()
-    provisioned.host.ssh(f"docker stop --time 1 {container('nginx')}", user="kono")  # gives the first deploy work
+    # Work for the first deploy (two services to start again), so that it still holds the lock when the
+    # other two, started at once side by side, ask for it (a loaded machine starts pyinfra slowly).
+    provisioned.host.ssh(f"docker stop --time 1 {container('nginx')} {container('maintainer')}", user="kono")
     lines_before = len(audit_log(provisioned))
     first = lab_tools.pyinfra_background(provisioned.inventory, "deploy.py")
     try:
@@ -89,10 +92,12 @@ def test_concurrent_deploys_never_interleave(provisioned):
                                    check=False).returncode != 0:
             assert time.monotonic() < deadline and first.poll() is None, "first deploy never took the lock"
             time.sleep(0.2)
-        impatient = provisioned.deploy("--data", "deploy_lock_wait=0", check=False)
+        with ThreadPoolExecutor(2) as pool:
+            impatient = pool.submit(provisioned.deploy, "--data", "deploy_lock_wait=0", check=False)
+            patient = pool.submit(provisioned.deploy)  # waits, says so, then runs
+            impatient, patient = impatient.result(), patient.result()
         assert impatient.returncode != 0
         assert "another deploy is running on this host, started as {" in impatient.output
-        patient = provisioned.deploy()  # waits, says so, then runs
         assert "waiting up to 600s for it to finish" in patient.output
     finally:
         output, _ = first.communicate(timeout=600)
