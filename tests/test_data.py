@@ -9,11 +9,9 @@ from tests.lab import API_SQL
 
 pytestmark = pytest.mark.e2e
 
-MYSQL_AS_API = API_SQL
-
 
 def rows(provisioned) -> list[str]:
-    return provisioned.host.ssh(MYSQL_AS_API, user="kono", input="SELECT note FROM survivors ORDER BY note;"
+    return provisioned.host.ssh(API_SQL, user="kono", input="SELECT note FROM survivors ORDER BY note;"
                                 ).stdout.split("\n")[:-1]
 
 
@@ -25,7 +23,7 @@ def asset(provisioned) -> bytes:
 @pytest.fixture(scope="module")
 def written(provisioned):
     provisioned.wait_healthy()
-    provisioned.host.ssh(MYSQL_AS_API, user="kono",
+    provisioned.host.ssh(API_SQL, user="kono",
                          input="CREATE TABLE IF NOT EXISTS survivors (note VARCHAR(64));"
                                "INSERT INTO survivors VALUES ('first row'), ('second row');")
     provisioned.maintainer("echo 'uploaded asset' > /srv/static/survivor.txt")

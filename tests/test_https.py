@@ -115,7 +115,6 @@ def https(provisioned):
     with AcmeServer(provisioned.lab, points_to=provisioned.lab.gateway) as pebble:  # DNS not pointed yet
         yield Https(provisioned, pebble)
     provisioned.reset()  # back to plain HTTP for the modules after this one
-    provisioned.wait_healthy()
 
 
 def test_a_failed_issuance_fails_the_deploy_with_the_reason_and_http_keeps_serving(https):

@@ -106,7 +106,6 @@ def walk(provisioned, tmp_path_factory):
             print(f"transition {name:32} {failed:4d} failed, window {window:5.2f} s")
         lab_tools.bootstrap(provisioned.inventory)  # the firewall back on the default ports
         provisioned.reset()  # back to the defaults for the modules after this one
-        provisioned.wait_healthy()
 
 
 def test_https_off_to_provided_serves_the_certificate_in_one_deploy(walk):
