@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -578,11 +579,11 @@ class AcmeServer:
 class ResticServer:
     """A restic repository served over the network by a second process on the lab's bridge: rclone's
     REST server (`rclone serve restic`, Debian's rclone), the real protocol restic's rest: backend
-    speaks. ``stop``/``start`` make it unreachable and back, on the same address and data."""
+    speaks. ``stop``/``start`` make it unreachable and back, on the same address and data. Each
+    server has a folder of its own: two of one lab are two repositories, never one seen twice."""
 
     def __init__(self, lab: Lab, name: str = "restic-repository") -> None:
-        self.address, self.root = lab.gateway, lab.workdir / name
-        self.root.mkdir(exist_ok=True)
+        self.address, self.root = lab.gateway, Path(tempfile.mkdtemp(prefix=f"{name}-", dir=lab.workdir))
         self.port = _free_port(self.address)
         self.url = f"rest:http://{self.address}:{self.port}/"
         self._proc: subprocess.Popen | None = None

@@ -16,6 +16,7 @@ from tests.lab import BACKUP_SCRIPT, ResticServer, container, host_secret, last_
 pytestmark = pytest.mark.e2e
 
 SEEN: list[tuple[str, str]] = []  # (what ran, what it showed): the leak check reads them
+BACKUPS_TABLE = "CREATE TABLE IF NOT EXISTS backups_kept (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(64));"
 
 
 def set_last_success(host, record: str) -> None:
@@ -74,10 +75,10 @@ def test_without_the_repository_password_the_deploy_stops_before_changing_anythi
 
 def test_a_deploy_with_a_repository_backs_up_at_once_and_status_says_so(backed_up):
     provisioned, server, inventory = backed_up
-    # A table of its own: the sample API's /api/greeting reads the newest greeting, which other modules set.
+    # A table of its own (the sample API's /api/greeting reads the newest greeting, which other modules
+    # set; test_safety has a `kept`): the host is shared, so it may be there from an earlier run.
     made = mysql(provisioned.host, "api", host_secret(provisioned.host, "production", "db_api_password"),
-                 "CREATE TABLE kept (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(64)); "
-                 "INSERT INTO kept (note) VALUES ('row to keep');")
+                 f"{BACKUPS_TABLE} INSERT INTO backups_kept (note) VALUES ('row to keep');")
     assert made.returncode == 0, made.stderr
     provisioned.maintainer("echo 'asset to keep' > /srv/static/kept.txt")
     SEEN.append(("deploy -vvv", lab_tools.deploy(inventory, "-vvv").output))
@@ -117,7 +118,7 @@ def test_drift_exits_non_zero_when_the_last_success_is_older_than_twice_the_sche
     provisioned, server, inventory = backed_up
     lab_tools.deploy(inventory)  # with the repository (no change after the tests before it; alone, its first)
     if not last_backup_record(provisioned.host):  # alone: no backup yet (and an empty database is not backed up)
-        provisioned.host.ssh(lab_tools.API_SQL, user="kono", input="CREATE TABLE IF NOT EXISTS kept (n INT);")
+        provisioned.host.ssh(lab_tools.API_SQL, user="kono", input=BACKUPS_TABLE)
         provisioned.host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono")
     last = last_backup_record(provisioned.host)
     set_last_success(provisioned.host, "2026-01-01T03:00:00Z " + last.split(" ", 1)[1])  # long ago
