@@ -280,11 +280,10 @@ def doubles_cache(base: Path, standins: dict[str, str]) -> Path:
 def containers_and_git(host: TestHost) -> list[tuple[str, str]]:
     """(where, text) for what every user of the host or the repository can read: `docker inspect` of
     each container on the host (its env, labels, command), and each file git tracks here."""
-    client = docker_client(host)
-    try:
-        seen = [(f"docker inspect {c.name}", json.dumps(c.attrs)) for c in client.containers.list(all=True)]
-    finally:
-        client.close()
+    # One `docker inspect` over one SSH session (the SDK's request per container over paramiko once lost
+    # its transport half-way on a loaded lab: seen).
+    inspected = host.ssh("ids=$(docker ps -aq); [ -z \"$ids\" ] && echo [] || docker inspect $ids", user="kono").stdout
+    seen = [(f"docker inspect {c['Name']}", json.dumps(c)) for c in json.loads(inspected)]
     tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, text=True,
                              check=True).stdout.split("\0")
     seen.extend((f"git: {path}", (REPO / path).read_text(errors="replace")) for path in tracked
