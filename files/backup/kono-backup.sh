@@ -294,7 +294,10 @@ backup() {
             && [ -n "$timeline" ] || return 1
         position=$(position_option)
     fi
-    ids="" bytes=0 added=0 out=/state/restic.json
+    # Files of this run's own: the loop's backup and one run by hand (`docker exec ... backup`) may
+    # overlap, and a shared summary file summed both runs' lines (seen: "bytes + 4961\n4961").
+    ids="" bytes=0 added=0 out=/state/restic.$$.json
+    trap 'rm -f "$out" /state/last-success.$$' EXIT
     for target in "db_production $DB_PRODUCTION_PASSWORD_FILE $DB_PRODUCTION_NAME" \
                   "db_dev $DB_DEV_PASSWORD_FILE $DB_DEV_NAME"; do
         set -- $target
@@ -320,9 +323,9 @@ backup() {
     restic forget --prune --host "$BACKUP_HOST" --tag db_production --tag db_dev --tag files --group-by host,tags \
         --keep-daily "$KEEP_DAILY" --keep-weekly "$KEEP_WEEKLY" --keep-monthly "$KEEP_MONTHLY" --keep-tag keep > /dev/null \
         || return 1
-    echo "$started $bytes $added$ids" > /state/last-success.new
+    echo "$started $bytes $added$ids" > /state/last-success.$$
     echo "$RESTIC_REPOSITORY" > /state/last-repository
-    mv /state/last-success.new /state/last-success
+    mv /state/last-success.$$ /state/last-success
     say "backup done: $bytes bytes read, $added bytes added to the repository, snapshots$ids"
 }
 
