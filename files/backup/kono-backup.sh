@@ -258,7 +258,11 @@ probe_or_init() {
     rc=0
     timeout "$PROBE_SECONDS" restic cat config > /dev/null 2> /state/probe.err || rc=$?
     case "$rc" in
-        0) ;;
+        0)  # A run killed mid-operation left its lock; an exclusive one (forget, prune, check, tag)
+            # stops every backup until restic deems it stale, 30 minutes on. One of this service's
+            # own (this hostname, templates/services/) whose process is gone is stale now: unlock
+            # removes only such locks (and those 30 minutes old); a live run's lock stays.
+            restic unlock || echo "kono-backup: restic unlock failed: a lock left behind stays up to 30 minutes" >&2 ;;
         10) if [ "${1:-}" = no-init ]; then
                 echo "no repository at $RESTIC_REPOSITORY yet (the backup service makes it)" >&2
                 return 1

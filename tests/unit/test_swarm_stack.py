@@ -55,6 +55,13 @@ def test_backups_and_binary_log_shipping_run_on_the_db_node_beside_the_volumes_t
         assert services[name]["deploy"]["replicas"] == 1
     assert {"repository_password", "storage_credentials"} <= {s["source"].split("_", 1)[1]
                                                               for s in services["backup"]["secrets"]}
+    # restic's locks carry the hostname: each service's is its own and the same in every container
+    # (kono-backup.sh takes away a lock its dead container left); the other service's are not its own.
+    compose = yaml.safe_load(project_files(settings_of(backup_repository="sftp:backup@example.com:/kono",
+                                                       pitr=True))["compose.yaml"])["services"]
+    for engine in (services, compose):
+        assert {name: engine[name]["hostname"] for name in ("backup", "binlog")} == \
+            {"backup": "kono-backup", "binlog": "kono-binlog"}
 
 
 def test_what_a_swarm_ignores_is_given_in_its_own_syntax():
