@@ -131,6 +131,34 @@ def test_two_backups_at_once_both_succeed_and_one_of_them_is_the_record(backed_u
     assert any(line.endswith("snapshots " + " ".join(record[3:])) for line in done), (record, done)
 
 
+def test_the_lock_of_a_killed_run_is_taken_away_by_the_services_next_container(backed_up):
+    """A backup container killed mid-run (a stop that outran its grace period, a power cut) leaves its
+    restic lock in the repository, and every backup's last step (forget --prune) needs the repository
+    to itself: restic deems the lock stale only 30 minutes on (seen in CI: a cluster's backups failed
+    that long after a deploy stopped the old container mid-forget). The service's next container
+    takes its own dead run's lock away: the next backup succeeds, and no lock is left."""
+    provisioned, server, inventory = backed_up
+    host = provisioned.host
+    lab_tools.deploy(inventory)
+    provisioned.host.ssh(lab_tools.API_SQL, user="kono", input=BACKUPS_TABLE)  # not an empty database
+    host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono")  # the repository, made
+    locks = server.root / "locks"
+    # A run that holds its lock until it is killed: restic reading a dump that never ends.
+    host.ssh(f"docker exec -d {container('backup')} restic --no-cache backup --host held --stdin-filename held "
+             "--stdin-from-command -- sleep 900", user="kono")
+    deadline = time.monotonic() + 60
+    while not list(locks.glob("*")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    held = sorted(p.name for p in locks.glob("*"))
+    assert held, "the held run never took its lock"
+    host.ssh(f"docker rm -f {container('backup')}", user="kono")  # killed: no cleanup
+    assert sorted(p.name for p in locks.glob("*")) == held  # the dead run's lock is still there
+    lab_tools.deploy(inventory)  # the service is missing: a new container
+    ran = host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono", check=False)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert not [name for name in held if (locks / name).exists()]
+
+
 def test_drift_exits_non_zero_when_the_last_success_is_older_than_twice_the_schedule(backed_up):
     provisioned, server, inventory = backed_up
     lab_tools.deploy(inventory)  # with the repository (no change after the tests before it; alone, its first)
