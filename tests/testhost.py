@@ -343,6 +343,11 @@ class TestHost:
         run("ip", "link", "del", f"vb-{self.name}", check=False, capture_output=True)
 
     def power_on(self) -> None:
+        # A second nspawn on a running host's root cannot start ("Directory tree ... is currently
+        # busy") and would take the first one's place in _proc: stop() then missed the running
+        # machine, which outlived its deleted root and broke the next host booted under its name (CI).
+        if self._proc is not None and self._proc.poll() is None:
+            raise RuntimeError(f"{self.name} is on: power_on is for a host whose power was cut")
         self._stopping.clear()
         self._start()
         self.wait_for_ssh()
