@@ -1,0 +1,57 @@
+"""The metrics contract: what the host exposes for Prometheus, and what the alert rules read.
+
+kono's own metrics are named once here (the collector writes them, files/monitoring/alerts.yml
+reads them, README's table lists them); the node_exporter metrics the rules read are named here too,
+so a rule that reads anything else fails the unit suite (tests/unit/test_alerts.py) rather than
+never firing. Thresholds a rule compares with (a backup's maximum age, the shipping lag) are
+exported as metrics from the operator's settings: the rules stay one static file, testable by
+``promtool test rules`` without a host.
+
+Example::
+
+    METRICS["kono_backup_last_success_timestamp_seconds"].help
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    help: str
+    labels: tuple[str, ...] = ()
+    kind: str = "gauge"
+
+
+METRICS = {m_name: metric for m_name, metric in {
+    "kono_service_healthy": Metric(
+        "1 when every container of the service runs (and passes its health check, where it has one)",
+        ("service",)),
+    "kono_service_restarts_total": Metric("restarts of the service's containers", ("service",), "counter"),
+    "kono_backup_last_success_timestamp_seconds": Metric("when the last successful backup finished (Unix time)"),
+    "kono_backup_last_size_bytes": Metric("bytes the last successful backup read"),
+    "kono_backup_failing": Metric("1 while the last backup run failed"),
+    "kono_backup_max_age_seconds": Metric("a backup older than this is overdue: twice backup's schedule"),
+    "kono_binlog_shipped_up_to_timestamp_seconds": Metric(
+        "every commit before this time is in the repository (Unix time; point-in-time recovery)"),
+    "kono_binlog_max_lag_seconds": Metric("pitr_max_lag_seconds: what shipping promises"),
+    "kono_certificate_expiry_timestamp_seconds": Metric("when the served certificate expires (Unix time)",
+                                                        ("name",)),
+    "kono_certificate_renewal_failing": Metric("1 while the last ACME renewal check failed"),
+    "kono_deploy_last_timestamp_seconds": Metric("when the last deploy ended (Unix time)"),
+    "kono_deploy_last_success": Metric("1 when the last deploy succeeded"),
+    "kono_docker_disk_bytes": Metric("Docker's disk use, by kind (images, containers, volumes, build_cache)",
+                                     ("kind",)),
+    "kono_swarm_node_ready": Metric("1 when the swarm node is ready (a cluster's managers report it)", ("node",)),
+    "kono_swarm_service_replicas_running": Metric("a swarm service's running tasks", ("service",)),
+    "kono_swarm_service_replicas_desired": Metric("a swarm service's declared tasks", ("service",)),
+}.items()}
+
+# node_exporter's metrics the rules read (its filesystem, memory and pressure collectors).
+NODE_METRICS = (
+    "node_filesystem_avail_bytes", "node_filesystem_size_bytes",
+    "node_memory_MemAvailable_bytes", "node_memory_MemTotal_bytes",
+)
+# Prometheus's own series the rules read.
+PROMETHEUS_SERIES = ("up",)

@@ -1,0 +1,73 @@
+"""The alert rules (files/monitoring/alerts.yml): valid, each one fired and kept quiet by its
+fixtures (promtool test rules), and reading only metrics the contract names (kono/monitoring.py)."""
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kono.monitoring import METRICS, NODE_METRICS, PROMETHEUS_SERIES
+
+ROOT = Path(__file__).resolve().parents[2]
+FOLDER = ROOT / "files" / "monitoring"
+RULES = yaml.safe_load((FOLDER / "alerts.yml").read_text())["groups"][0]["rules"]
+FIXTURES = yaml.safe_load((FOLDER / "alerts-test.yml").read_text())["tests"]
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    found = os.environ.get("PROMTOOL") or next(
+        (str(p) for p in (ROOT / ".venv/prometheus/usr/bin/promtool",) if p.exists()), None) or shutil.which("promtool")
+    assert found, "no promtool: `bash .ci/setup` unpacks Debian's into .venv/prometheus (or set PROMTOOL)"
+    return found
+
+
+def test_the_rules_are_valid(promtool):
+    checked = subprocess.run([promtool, "check", "rules", "alerts.yml"], cwd=FOLDER, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"SUCCESS: {len(RULES)} rules found" in checked.stdout
+
+
+def test_each_alert_fires_and_stays_quiet_as_its_fixtures_say(promtool):
+    tested = subprocess.run([promtool, "test", "rules", "alerts-test.yml"], cwd=FOLDER, capture_output=True, text=True)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_every_alert_has_a_case_where_it_fires_and_one_where_it_does_not():
+    fired = {case["alertname"] for test in FIXTURES for case in test["alert_rule_test"] if case["exp_alerts"]}
+    quiet = {case["alertname"] for test in FIXTURES for case in test["alert_rule_test"] if not case["exp_alerts"]}
+    alerts = {rule["alert"] for rule in RULES}
+    assert fired == alerts
+    assert quiet == alerts - {"Watchdog"}  # the dead man's switch is never quiet
+
+
+def metric_names(expr: str) -> set[str]:
+    """The series an expression reads: its identifiers, less functions, keywords, label matchers,
+    grouping clauses, ranges and strings."""
+    expr = re.sub(r'"[^"]*"', "", expr)
+    expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
+    words = re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*(?!\s*\()\b", expr)
+    return {w for w in words if w not in {"and", "or", "unless", "bool", "offset"}
+            and not re.fullmatch(r"\d+[smhdwy]", w)}
+
+
+def test_the_rules_read_only_metrics_the_contract_names():
+    named = set(METRICS) | set(NODE_METRICS) | set(PROMETHEUS_SERIES)
+    read = {rule["alert"]: metric_names(rule["expr"]) for rule in RULES}
+    assert read["BackupOverdue"] == {"kono_backup_last_success_timestamp_seconds", "kono_backup_max_age_seconds"}
+    assert read["Watchdog"] == set()
+    assert {alert: names - named for alert, names in read.items() if names - named} == {}
+
+
+def test_every_summary_names_the_instance_and_no_value_a_secret_could_be_in():
+    for rule in RULES:
+        summary = rule["annotations"]["summary"]
+        if rule["alert"] != "Watchdog":
+            assert "{{ $labels.instance }}" in summary, rule["alert"]
+        # Only labels the contract declares, the instance, and numbers: never a free-form text.
+        assert set(re.findall(r"\$labels\.(\w+)", summary)) <= {"instance", "job", "name", "service", "node", "mountpoint"}
