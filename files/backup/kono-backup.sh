@@ -262,7 +262,7 @@ probe_or_init() {
             # stops every backup until restic deems it stale, 30 minutes on. One of this service's
             # own (this hostname, templates/services/) whose process is gone is stale now: unlock
             # removes only such locks (and those 30 minutes old); a live run's lock stays.
-            restic unlock || echo "kono-backup: restic unlock failed: a lock left behind stays up to 30 minutes" >&2 ;;
+            restic unlock >&2 || echo "kono-backup: restic unlock failed: a lock left behind stays up to 30 minutes" >&2 ;;
         10) if [ "${1:-}" = no-init ]; then
                 echo "no repository at $RESTIC_REPOSITORY yet (the backup service makes it)" >&2
                 return 1
@@ -357,6 +357,8 @@ restore() {
         say "refusing to restore: db_production already holds $tables tables in $DB_PRODUCTION_NAME (--force loads over them)"
         return 3
     fi
+    # A restore is the disaster path: a lock the lost host's run left must not hold it for 30 minutes.
+    open_repository no-init || return 1
     # The newest snapshots from before the restore (the caller names them) are pinned before anything
     # changes: the restored state's own backup would otherwise displace them as the day's newest.
     if [ -n "${KONO_RESTORE_KEEP:-}" ]; then
@@ -421,7 +423,7 @@ case "${1:-}" in
     backup|check) run "$1" ;;
     last) last ;;
     restore) shift; restore "$@" ;;
-    snapshots) restic snapshots --json --host "$BACKUP_HOST" --tag kono ;;
+    snapshots) open_repository no-init && restic snapshots --json --host "$BACKUP_HOST" --tag kono ;;
     shipped) echo "$(cat /state/shipped-up-to 2>/dev/null || echo none) $(cat /state/failed.ship 2>/dev/null || echo -)" ;;
     ship-loop)
         mkdir -p /state
