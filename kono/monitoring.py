@@ -24,7 +24,7 @@ class Metric:
     kind: str = "gauge"
 
 
-METRICS = {m_name: metric for m_name, metric in {
+METRICS = {
     "kono_service_healthy": Metric(
         "1 when every container of the service runs (and passes its health check, where it has one)",
         ("service",)),
@@ -46,9 +46,9 @@ METRICS = {m_name: metric for m_name, metric in {
     "kono_swarm_node_ready": Metric("1 when the swarm node is ready (a cluster's managers report it)", ("node",)),
     "kono_swarm_service_replicas_running": Metric("a swarm service's running tasks", ("service",)),
     "kono_swarm_service_replicas_desired": Metric("a swarm service's declared tasks", ("service",)),
-}.items()}
+}
 
-# node_exporter's metrics the rules read (its filesystem, memory and pressure collectors).
+# node_exporter's metrics the rules read (its filesystem and memory collectors).
 NODE_METRICS = (
     "node_filesystem_avail_bytes", "node_filesystem_size_bytes",
     "node_memory_MemAvailable_bytes", "node_memory_MemTotal_bytes",

@@ -20,8 +20,8 @@ FIXTURES = yaml.safe_load((FOLDER / "alerts-test.yml").read_text())["tests"]
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    found = os.environ.get("PROMTOOL") or next(
-        (str(p) for p in (ROOT / ".venv/prometheus/usr/bin/promtool",) if p.exists()), None) or shutil.which("promtool")
+    unpacked = ROOT / ".venv/prometheus/usr/bin/promtool"
+    found = os.environ.get("PROMTOOL") or (str(unpacked) if unpacked.exists() else shutil.which("promtool"))
     assert found, "no promtool: `bash .ci/setup` unpacks Debian's into .venv/prometheus (or set PROMTOOL)"
     return found
 
