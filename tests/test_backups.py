@@ -140,7 +140,7 @@ def test_the_lock_of_a_killed_run_is_taken_away_by_the_services_next_container(b
     provisioned, server, inventory = backed_up
     host = provisioned.host
     lab_tools.deploy(inventory)
-    provisioned.host.ssh(lab_tools.API_SQL, user="kono", input=BACKUPS_TABLE)  # not an empty database
+    host.ssh(lab_tools.API_SQL, user="kono", input=BACKUPS_TABLE)  # not an empty database
     host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono")  # the repository, made
     locks = server.root / "locks"
     # A run that holds its lock until it is killed: restic reading a dump that never ends.
