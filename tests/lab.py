@@ -784,7 +784,11 @@ def root_sql(host, sql: str, server: str = "db_production", database: str = "kon
     """SQL as root inside the database's own container (the password stays in the container)."""
     done = host.ssh(f"docker exec -i {container(server)} sh -c 'MYSQL_PWD=$(cat {root_password_file(server)}) "
                     f"exec mysql -uroot -N {database}'", user="kono", input=sql + "\n", check=False)
-    assert done.returncode == 0, done.stderr
+    if done.returncode != 0:  # what the container was doing, for a failure that says nothing itself (rc 255, 137)
+        seen = host.ssh(f"docker ps -a --format '{{{{.Names}}}} {{{{.Status}}}}' | grep {server}; uptime", user="kono",
+                        check=False)
+        raise AssertionError(f"{server} on {host.name}: rc {done.returncode}, {done.stderr.strip()!r}; "
+                             f"{seen.stdout.strip()!r} {seen.stderr.strip()!r}")
     return done.stdout
 
 

@@ -54,8 +54,11 @@ def mysql_first_start(provisioned):
                     f"-e MYSQL_DATABASE=probe -v {workdir}/root_only:/run/secrets/root_only:ro "
                     f"-v {workdir}/init:/docker-entrypoint-initdb.d:ro {MYSQL} mysqld {' '.join(BINLOG_SERVER_OPTIONS)}")
     try:
+        # "init process done" is logged before the entrypoint execs the real server; a ping that answers
+        # after it is that server's (the temporary one is gone by then).
+        ping = f"docker exec -e MYSQL_PWD=Root-Pa55-word-for-the-test {name} mysqladmin -uroot ping --silent"
         waited = sh(provisioned, f"for i in $(seq 180); do docker logs {name} 2>&1 | grep -q 'init process done' "
-                                 "&& exit 0; sleep 1; done; exit 1", check=False)
+                                 f"&& {ping} >/dev/null 2>&1 && exit 0; sleep 1; done; exit 1", check=False)
         assert waited.returncode == 0, sh(provisioned, f"docker logs {name} 2>&1 | tail -30").stdout
         yield lambda command: sh(provisioned, f"docker exec {name} sh -c {quote(command)}", check=False)
     finally:
