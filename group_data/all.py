@@ -69,6 +69,11 @@ pitr_max_lag_seconds = 60          # a commit reaches the repository within this
 pitr_full_backup_days = 7          # with pitr: db_production's full dump (the base) every this many days; the rest daily
 pitr_days = 7                      # with pitr: restore to any second of the last this many days
 
+# --- Monitoring (in progress, issue #28: nothing deploys these yet; README.md, "Layout") ----------
+prometheus_image = "prom/prometheus:v2.53.3"        # collects the metrics and evaluates files/monitoring/alerts.yml
+alertmanager_image = "prom/alertmanager:v0.28.1"    # routes the alerts (a busybox image: its healthcheck uses wget)
+node_exporter_image = "prom/node-exporter:v1.9.0"   # the host's own metrics (disk, memory)
+
 # --- Host hardening (bootstrap; README.md, "Hardening") ---------------------------------------
 host_ssh_allowed_cidrs = ["0.0.0.0/0", "::/0"]     # sources that may reach the host's SSH (port 22)
 maintainer_allowed_cidrs = ["0.0.0.0/0", "::/0"]   # sources that may reach the maintainer's SSH (maintainer_ssh_port)

@@ -243,6 +243,10 @@ class Settings:
     pitr_max_lag_seconds: int = knob("seconds, a whole number from 10 to 3600", lambda v: 10 <= v <= 3600)
     pitr_full_backup_days: int = knob("days, a whole number from 1 to 31", lambda v: 1 <= v <= 31)
     pitr_days: int = knob("days, a whole number >= 1", lambda v: v >= 1)
+    # Monitoring
+    prometheus_image: str = knob(*IMAGE)
+    alertmanager_image: str = knob(*IMAGE)
+    node_exporter_image: str = knob(*IMAGE)
     # Host hardening
     host_ssh_allowed_cidrs: tuple[str, ...] = knob("a non-empty list of networks like \"203.0.113.0/24\"",
                                               lambda v: len(v) > 0, _cidrs)

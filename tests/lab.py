@@ -218,27 +218,27 @@ def load_images(host: TestHost, user: str = DEPLOY_USER, monitoring: bool = Fals
     """The images the stack pins, in the host's Docker: test doubles built here (images/README.md),
     or, with KONO_TEST_IMAGES=official, the official images pulled from their registry; with
     ``monitoring``, those of the monitoring services too."""
-    standins = {**STANDINS, **(MONITORING_STANDINS if monitoring else {})}
-    tags = [DEFAULTS[knob] for knob in standins.values()]
+    groups = [STANDINS, *([MONITORING_STANDINS] if monitoring else [])]
     if image_mode() == "official":
-        for tag in tags:
+        for tag in [DEFAULTS[knob] for standins in groups for knob in standins.values()]:
             pulled = host.ssh(f"docker pull --quiet {tag}", user=user, check=False, timeout=900)
             if pulled.returncode != 0:
                 reason = (pulled.stderr.strip().splitlines() or ["no output"])[-1]
                 raise ImageUnavailable(f"KONO_TEST_IMAGES=official: cannot pull {tag} on the test host: {reason}")
         return
     base = cached_rootfs("image-base", ["--variant=minbase"])
-    cache = doubles_cache(base, standins)
-    with open(cache.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another run building the same doubles: wait, then load them
-        if not cache.exists():
-            _build_doubles(host, user, base, standins, cache)
-            return
-    with open(cache, "rb") as tar:
-        loaded = subprocess.run([*host.ssh_args(user), "docker load --quiet"], stdin=tar, capture_output=True,
-                                timeout=600)
-    if loaded.returncode != 0:
-        raise RuntimeError(f"docker load of {cache} failed: {loaded.stderr.decode()[-2000:]}")
+    for standins in groups:  # each group its own cache: asking for monitoring rebuilds no other double
+        cache = doubles_cache(base, standins)
+        with open(cache.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another run building the same doubles: wait, then load them
+            if not cache.exists():
+                _build_doubles(host, user, base, standins, cache)
+                continue
+        with open(cache, "rb") as tar:
+            loaded = subprocess.run([*host.ssh_args(user), "docker load --quiet"], stdin=tar, capture_output=True,
+                                    timeout=600)
+        if loaded.returncode != 0:
+            raise RuntimeError(f"docker load of {cache} failed: {loaded.stderr.decode()[-2000:]}")
 
 
 def _build_doubles(host: TestHost, user: str, base: Path, standins: dict[str, str], cache: Path) -> None:

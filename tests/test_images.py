@@ -7,6 +7,7 @@ from shlex import quote
 
 import pytest
 
+from kono.monitoring import NODE_METRICS
 from kono.services import BINLOG_SERVER_OPTIONS
 from tests import lab as lab_tools
 from tests.lab import DEFAULTS
@@ -153,3 +154,89 @@ def test_restic_is_usr_bin_restic_of_the_pinned_version_with_stdin_from_command(
     found = run_in(provisioned, RESTIC, "/usr/bin/restic version; /usr/bin/restic backup --help")
     assert found.startswith(f"restic {RESTIC.split(':')[1]} ")
     assert "--stdin-from-command" in found
+
+
+# -- the monitoring images (prometheus, alertmanager, node-exporter) -----------------------------
+
+PROMETHEUS, ALERTMANAGER, NODE_EXPORTER = (DEFAULTS[k] for k in (
+    "prometheus_image", "alertmanager_image", "node_exporter_image"))
+NOBODY = "65534"  # busybox's and Debian's nobody (and nogroup)
+
+
+@pytest.fixture(scope="module")
+def monitoring_images(provisioned):
+    lab_tools.load_images(provisioned.host, monitoring=True)
+    return provisioned
+
+
+def started(provisioned, name: str, options: str, image: str, port: int, path: str = "/-/ready",
+            args: str = "") -> bool:
+    """A container of ``image`` run with its own entrypoint (and command, or ``args``), and whether it answered
+    ``path`` on ``port`` within 60 s (asked by the image's own wget: it has no curl)."""
+    sh(provisioned, f"docker rm -f {name} >/dev/null 2>&1; docker run -d --name {name} {options} {image} {args}")
+    waited = sh(provisioned, f"for i in $(seq 60); do docker exec {name} wget -q -O /dev/null "
+                             f"http://127.0.0.1:{port}{path} && exit 0; "
+                             f"[ \"$(docker inspect -f '{{{{.State.Running}}}}' {name})\" = true ] || exit 1; "
+                             "sleep 1; done; exit 1", check=False)
+    return waited.returncode == 0
+
+
+def image_config(provisioned, image: str) -> dict:
+    import json
+    return json.loads(sh(provisioned, f"docker image inspect --format '{{{{json .Config}}}}' {image}").stdout)
+
+
+@pytest.mark.parametrize("image, port, volume, tool", [
+    (PROMETHEUS, 9090, "/prometheus", "/bin/promtool"), (ALERTMANAGER, 9093, "/alertmanager", "/bin/amtool")])
+def test_prometheus_and_alertmanager_run_as_nobody_from_their_volume_with_their_checker_and_wget(
+        monitoring_images, image, port, volume, tool):
+    config = image_config(monitoring_images, image)
+    binary = f"/bin/{image.split('/')[1].split(':')[0]}"
+    assert (config["User"], config["WorkingDir"], config["Entrypoint"]) == ("nobody", volume, [binary])
+    assert volume in config["Volumes"] and config["Cmd"][0].startswith("--config.file=")
+    name = "kono-image-test-" + binary[5:]
+    try:
+        assert started(monitoring_images, name, "", image, port), sh(
+            monitoring_images, f"docker logs {name} 2>&1 | tail -20").stdout
+        found = sh(monitoring_images, f"docker exec {name} sh -c 'id -u; stat -c %u {volume}; "
+                                      f"{tool} --version >/dev/null && echo checker; command -v curl || echo no-curl'")
+        assert found.stdout.split() == [NOBODY, NOBODY, "checker", "no-curl"]
+    finally:
+        sh(monitoring_images, f"docker rm -f {name}", check=False)
+
+
+@pytest.mark.parametrize("image, port", [(PROMETHEUS, 9090), (ALERTMANAGER, 9093)])
+def test_a_config_only_its_owner_can_read_stops_prometheus_and_alertmanager(monitoring_images, image, port):
+    """nobody cannot read a 0600 file of the deploy user: the stack must hand their configs over readable."""
+    workdir = "/srv/kono/.kono/image-test-config"
+    name = "kono-image-test-private-config"
+    default = image_config(monitoring_images, image)["Cmd"][0].split("=", 1)[1]
+    sh(monitoring_images, f"rm -rf {workdir} && mkdir -p {workdir} && docker run --rm --entrypoint cat {image} "
+                          f"{default} > {workdir}/config.yml && chmod 0600 {workdir}/config.yml")
+    try:
+        assert not started(monitoring_images, name, f"-v {workdir}/config.yml:{default}:ro", image, port)
+        logs = sh(monitoring_images, f"docker logs {name} 2>&1").stdout
+        assert "permission denied" in logs, logs[-2000:]
+    finally:
+        sh(monitoring_images, f"docker rm -f {name}; rm -rf {workdir}", check=False)
+
+
+def test_node_exporter_runs_as_nobody_and_reports_the_hosts_filesystems_under_run(monitoring_images):
+    """Upstream's filesystem defaults exclude /dev, /proc, /sys, /run/credentials and Docker's own
+    mounts, but not /run: the disk alert must leave tmpfs out itself."""
+    config = image_config(monitoring_images, NODE_EXPORTER)
+    assert (config["User"], config["Entrypoint"], config["Cmd"]) == ("nobody", ["/bin/node_exporter"], None)
+    name = "kono-image-test-node-exporter"
+    try:
+        assert started(monitoring_images, name, "-v /:/host:ro,rslave", NODE_EXPORTER, 9100, "/metrics",
+                       "--path.rootfs=/host")
+        metrics = sh(monitoring_images, f"docker exec {name} wget -q -O - http://127.0.0.1:9100/metrics").stdout
+        assert sh(monitoring_images, f"docker exec {name} id -u").stdout.strip() == NOBODY
+        mounts = {line.split('mountpoint="')[1].split('"')[0] for line in metrics.splitlines()
+                  if line.startswith("node_filesystem_avail_bytes{")}
+        assert "/" in mounts and "/run" in mounts, mounts
+        assert not any(m.startswith(("/proc", "/sys", "/dev", "/var/lib/docker/")) for m in mounts), mounts
+        for metric in NODE_METRICS:  # what the alert rules read
+            assert f"\n{metric}" in metrics, metric
+    finally:
+        sh(monitoring_images, f"docker rm -f {name}", check=False)
