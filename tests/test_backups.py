@@ -2,6 +2,7 @@
 lab's bridge), and the restore drill: a brand-new host, the repository URL and its password, one
 command. Ends with the shared host back on the defaults (no backups), as the other modules expect."""
 
+import datetime
 import json
 import secrets as random_values
 import subprocess
@@ -157,6 +158,32 @@ def test_the_lock_of_a_killed_run_is_taken_away_by_the_services_next_container(b
     ran = host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono", check=False)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert not [name for name in held if (locks / name).exists()]
+
+
+def test_a_scheduled_backup_missed_while_the_service_was_down_runs_once_when_it_is_back(backed_up):
+    """backup_schedule names a minute of the day (UTC). The service is stopped over that minute (a
+    deploy, a reboot, a maintenance): when it is back, the day's backup runs at once, and once."""
+    provisioned, server, _ = backed_up
+    host = provisioned.host
+    minute = datetime.datetime.now(datetime.timezone.utc).replace(second=0, microsecond=0) + datetime.timedelta(minutes=3)
+    inventory = lab_tools.write_inventory(
+        provisioned.lab, [host], provisioned.lab.workdir / "schedule-inventory.py", api_repo=provisioned.git.repo("api"),
+        app_repo=provisioned.git.repo("app"), backup_repository=server.url, backup_schedule=f"{minute:%H:%M}")
+    lab_tools.deploy(inventory)
+    host.ssh(lab_tools.API_SQL, user="kono", input=BACKUPS_TABLE)  # not an empty database
+    host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono")
+    before = last_backup_record(host)
+    left = (minute - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    assert left > 15, f"the deploy took until {left:.0f} s before the scheduled minute: too late to stop the service"
+    host.ssh(f"docker stop {container('backup')}", user="kono")
+    time.sleep(left + 60)  # the whole minute passes while it is down
+    host.ssh("docker start $(docker ps -aq --filter label=com.docker.compose.service=backup)", user="kono")
+    after = wait_for_backup(host, other_than=before, seconds=150)
+    time.sleep(70)  # two more rounds of the loop: nothing runs again
+    assert last_backup_record(host) == after
+    runs = host.ssh(f"docker logs --since {minute:%Y-%m-%dT%H:%M:%S}Z {container('backup')} 2>&1 | grep -c 'backup done'",
+                    user="kono", check=False)
+    assert runs.stdout.strip() == "1", runs.stdout + runs.stderr
 
 
 def test_drift_exits_non_zero_when_the_last_success_is_older_than_twice_the_schedule(backed_up):

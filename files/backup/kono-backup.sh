@@ -415,8 +415,21 @@ run() {  # run STEP: the step, its failure said in the log and the audit log (an
     fi
 }
 
-due() {  # due SCHEDULE DATE_FORMAT NAME: it is the schedule's minute, and NAME did not run today
-    [ "$(date -u +"$2" | tr 'A-Z' 'a-z')" = "$1" ] && [ "$(cat "/state/ran.$3" 2>/dev/null)" != "$(date -u +%F)" ]
+scheduled_at() {  # scheduled_at SCHEDULE NOW: the latest time at or before NOW that SCHEDULE ("03:00"
+    # daily, "sun 04:30" weekly; UTC) names, as Unix time
+    day=${1% *} time=${1##* }
+    at=$(date -u -d "$(date -u -d "@$2" +%F) $time" +%s)
+    [ "$at" -le "$2" ] || at=$((at - 86400))
+    while [ "$day" != "$1" ] && [ "$(date -u -d "@$at" +%a | tr 'A-Z' 'a-z')" != "$day" ]; do at=$((at - 86400)); done
+    echo "$at"
+}
+
+due() {  # due SCHEDULE NAME NOW: SCHEDULE's latest time has come since NAME last ran (/state/ran.NAME,
+    # which the loop's first start writes), whether or not the service was up at that minute: one
+    # missed while it was down runs when it is back, once
+    ran=$(cat "/state/ran.$2" 2>/dev/null || echo "$3")
+    case "$ran" in *-*) ran=$(date -u -d "$ran 23:59:59" +%s) ;; esac  # an older script's marker: the day it ran
+    [ "$ran" -lt "$(scheduled_at "$1" "$3")" ]
 }
 
 case "${1:-}" in
@@ -446,6 +459,8 @@ case "${1:-}" in
     loop)
         mkdir -p /state
         echo $$ > /state/loop.pid
+        # The service's first start counts as a run of each (a new host's first backup runs at once below).
+        for name in backup check; do [ -e "/state/ran.$name" ] || date -u +%s > "/state/ran.$name"; done
         trap 'exit 0' TERM INT
         # A host without a successful backup yet (new, just restored, or given another repository)
         # gets one at once, and one whose last backup failed gets another; then every hour until one succeeds (a new host's
@@ -472,12 +487,13 @@ case "${1:-}" in
             ticks=$((ticks + 1))
             sleep 30 &
             wait $!
-            if due "$BACKUP_SCHEDULE" %H:%M backup; then
-                date -u +%F > /state/ran.backup
+            now=$(date -u +%s)
+            if due "$BACKUP_SCHEDULE" backup "$now"; then
+                echo "$now" > /state/ran.backup
                 run backup || true
             fi
-            if due "$BACKUP_CHECK_SCHEDULE" "%a %H:%M" check; then
-                date -u +%F > /state/ran.check
+            if due "$BACKUP_CHECK_SCHEDULE" check "$now"; then
+                echo "$now" > /state/ran.check
                 run check || true
             fi
         done
