@@ -69,10 +69,14 @@ pitr_max_lag_seconds = 60          # a commit reaches the repository within this
 pitr_full_backup_days = 7          # with pitr: db_production's full dump (the base) every this many days; the rest daily
 pitr_days = 7                      # with pitr: restore to any second of the last this many days
 
-# --- Monitoring (in progress, issue #28: nothing deploys these yet; README.md, "Layout") ----------
+# --- Monitoring (README.md, "Monitoring") -----------------------------------------------------------
+monitoring = False                 # the host's metrics and the stack's own, in Prometheus's format, on metrics_port
+metrics_port = 9100                # where they are served (node_exporter's /metrics)
+metrics_allowed_cidrs = []         # sources that may scrape metrics_port (needs firewall); []: only through an SSH tunnel
+node_exporter_image = "prom/node-exporter:v1.9.0"   # serves the host's metrics (disk, memory) and the stack's
+# Alerts are in progress (issue #28): nothing deploys these two yet.
 prometheus_image = "prom/prometheus:v2.53.3"        # collects the metrics and evaluates files/monitoring/alerts.yml
 alertmanager_image = "prom/alertmanager:v0.28.1"    # routes the alerts (a busybox image: its healthcheck uses wget)
-node_exporter_image = "prom/node-exporter:v1.9.0"   # the host's own metrics (disk, memory)
 
 # --- Host hardening (bootstrap; README.md, "Hardening") ---------------------------------------
 host_ssh_allowed_cidrs = ["0.0.0.0/0", "::/0"]     # sources that may reach the host's SSH (port 22)

@@ -176,6 +176,7 @@ def firewall_ruleset(settings: Settings, cluster: Cluster | None = None) -> str:
     swarm_sets, swarm_rules = _swarm_rules(cluster)
     ssh4, ssh6 = _split(settings.host_ssh_allowed_cidrs)
     maint4, maint6 = _split(settings.maintainer_allowed_cidrs)
+    metrics4, metrics6 = _split(settings.metrics_allowed_cidrs)
     # HTTPS is a deploy setting: its port is open whatever it is now (nothing is published there
     # while it is off), so turning it on needs no bootstrap.
     web_ports = f"{settings.http_port}, {settings.https_port}"
@@ -191,6 +192,8 @@ def firewall_ruleset(settings: Settings, cluster: Cluster | None = None) -> str:
         _set("ssh_sources_v6", "ipv6", ssh6),
         _set("maintainer_sources_v4", "ipv4", maint4),
         _set("maintainer_sources_v6", "ipv6", maint6),
+        _set("metrics_sources_v4", "ipv4", metrics4),
+        _set("metrics_sources_v6", "ipv6", metrics6),
         "    set maintainer_flood_v4 { type ipv4_addr; flags dynamic; timeout 5m; }",
         "    set maintainer_flood_v6 { type ipv6_addr; flags dynamic; timeout 5m; }",
         *swarm_sets,
@@ -219,6 +222,10 @@ def firewall_ruleset(settings: Settings, cluster: Cluster | None = None) -> str:
         f"        ct status dnat meta l4proto tcp ct original proto-dst {{ {web_ports} }} accept",
         f"        ct status dnat meta l4proto tcp ct original proto-dst {mport} ip saddr @maintainer_sources_v4 accept",
         f"        ct status dnat meta l4proto tcp ct original proto-dst {mport} ip6 saddr @maintainer_sources_v6 accept",
+        f"        ct status dnat meta l4proto tcp ct original proto-dst {settings.metrics_port} ip saddr @metrics_sources_v4 "
+        "accept comment \"metrics, from metrics_allowed_cidrs\"",
+        f"        ct status dnat meta l4proto tcp ct original proto-dst {settings.metrics_port} ip6 saddr @metrics_sources_v6 "
+        "accept comment \"metrics, from metrics_allowed_cidrs\"",
         "        ct status dnat drop comment \"a published port kono-infra does not open\"",
         "    }",
         "}",
@@ -229,12 +236,19 @@ def firewall_ruleset(settings: Settings, cluster: Cluster | None = None) -> str:
 # The lines of ``firewall_ruleset`` that let published ports in (the deploy reads them back).
 OPEN_WEB_PORTS = re.compile(r"ct original proto-dst \{ ([0-9, ]+) \} accept$")
 OPEN_MAINTAINER_PORT = re.compile(r"ct original proto-dst ([0-9]+) ip saddr @maintainer_sources_v4 accept$")
+# The metrics port is open when its sources are some: the set's line names them.
+OPEN_METRICS_PORT = re.compile(r"ct original proto-dst ([0-9]+) ip6? saddr @metrics_sources_v[46] accept ")
+METRICS_SOURCES = re.compile(r"set metrics_sources_v[46] \{ [^}]*elements = ")
 
 
 def firewall_open_ports(ruleset: str) -> set[int] | None:
     """The published ports a ruleset written by ``firewall_ruleset`` lets in; None for no ruleset."""
     ports: set[int] = set()
+    metrics_open = bool(METRICS_SOURCES.search(ruleset))
     for line in ruleset.splitlines():
+        opened = OPEN_METRICS_PORT.search(line.strip())
+        if opened and metrics_open:
+            ports.add(int(opened.group(1)))
         web, maintainer = OPEN_WEB_PORTS.search(line.strip()), OPEN_MAINTAINER_PORT.search(line.strip())
         if web:
             ports.update(int(port) for port in web.group(1).split(","))
@@ -246,7 +260,8 @@ def firewall_open_ports(ruleset: str) -> set[int] | None:
 def published_ports(settings: Settings) -> dict[str, int]:
     """{knob: port} of what the stack publishes on every address of the host with these settings."""
     return {"http_port": settings.http_port, "maintainer_ssh_port": settings.maintainer_ssh_port,
-            **({"https_port": settings.https_port} if settings.https_on else {})}
+            **({"https_port": settings.https_port} if settings.https_on else {}),
+            **({"metrics_port": settings.metrics_port} if settings.monitoring and settings.metrics_allowed_cidrs else {})}
 
 
 class FirewallRules(FactBase):

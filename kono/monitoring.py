@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 
@@ -55,3 +56,22 @@ NODE_METRICS = (
 )
 # Prometheus's own series the rules read.
 PROMETHEUS_SERIES = ("up",)
+
+# The stack's metrics reach node_exporter as a file (its textfile collector) in the metrics volume,
+# which the metrics service (files/monitoring/kono-metrics.js) writes and node_exporter reads.
+METRICS_DIR = "/metrics"
+METRICS_FILE = f"{METRICS_DIR}/kono.prom"
+METRICS_INTERVAL_SECONDS = 15  # how often kono-metrics.js reads the engine (a scrape sees values this old at most)
+NODE_EXPORTER_PORT = 9100  # node_exporter's own, inside its container; metrics_port publishes it
+
+
+def contract_json() -> str:
+    """The contract, for kono-metrics.js (by environment): {name: {help, labels, kind}}."""
+    return json.dumps({name: {"help": m.help, "labels": list(m.labels), "kind": m.kind} for name, m in METRICS.items()},
+                      separators=(",", ":"))
+
+
+def monitoring_context() -> dict:
+    """What the node_exporter and metrics templates read."""
+    return {"dir": METRICS_DIR, "file": METRICS_FILE, "interval": METRICS_INTERVAL_SECONDS,
+            "port": NODE_EXPORTER_PORT, "contract": contract_json()}

@@ -188,6 +188,18 @@ SERVICES: tuple[Service, ...] = (
     Service("binlog", inputs=("backup",), only_when="pitr_on", script="/usr/local/lib/kono-backup.sh",
             impact="nothing users see: binary logs wait on the database server and are shipped when it is back",
             capabilities=("CHOWN", "DAC_OVERRIDE"), read_only_tmpfs=("/tmp:mode=1777",)),
+    # Monitoring (README.md, "Monitoring"). node_exporter (nobody, no capability) serves the host's
+    # metrics, read from its root mounted read-only, and the stack's own from the metrics volume.
+    Service("node_exporter", image="node_exporter_image", only_when="monitoring",
+            impact="metrics are not served until it is back: a scrape meanwhile fails",
+            read_only_tmpfs=()),
+    # files/monitoring/kono-metrics.js: reads the Docker engine through its socket (read-only mount; no
+    # network), writes the stack's metrics into the metrics volume. Root in its container for the
+    # socket (root's own file), with no capability.
+    Service("metrics", inputs=("monitoring",), image="node_image", only_when="monitoring",
+            script="/kono/kono-metrics.js",
+            impact="the stack's own metrics are missing from a scrape until it is back; the host's are served",
+            read_only_tmpfs=("/tmp:mode=1777",)),
 )
 
 # The api's contract with its supervisor (files/api/start.js and worker.js), compose and nginx, said
@@ -295,6 +307,7 @@ VOLUMES: tuple[Volume, ...] = (
            "tls_from_origin"),
     Volume("backup_state", "the last backup's outcome, and restic's cache", "backups_on"),
     Volume("binlog_state", "binary logs on their way to the repository, and what was shipped", "pitr_on"),
+    Volume("metrics", "the stack's own metrics, as node_exporter serves them", "monitoring"),
 )
 
 

@@ -58,7 +58,7 @@ DAILY_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 WEEKLY_TIME = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun) ([01][0-9]|2[0-3]):[0-5][0-9]$")
 MEMORY = re.compile(r"^[1-9][0-9]*[kmg]$")
 SWARM_NAME_MAX = 64  # Docker's longest name of a swarm secret
-PUBLISHED_PORTS = ("http_port", "https_port", "maintainer_ssh_port", "db_dev_port")
+PUBLISHED_PORTS = ("http_port", "https_port", "maintainer_ssh_port", "db_dev_port", "metrics_port")
 
 
 class SettingsError(PyinfraError):
@@ -244,6 +244,10 @@ class Settings:
     pitr_full_backup_days: int = knob("days, a whole number from 1 to 31", lambda v: 1 <= v <= 31)
     pitr_days: int = knob("days, a whole number >= 1", lambda v: v >= 1)
     # Monitoring
+    monitoring: bool = knob("True or False")
+    metrics_port: int = knob(*PORT)
+    metrics_allowed_cidrs: tuple[str, ...] = knob("a list of networks like \"203.0.113.0/24\" (empty: only through "
+                                                  "an SSH tunnel)", parse=_cidrs)
     prometheus_image: str = knob(*IMAGE)
     alertmanager_image: str = knob(*IMAGE)
     node_exporter_image: str = knob(*IMAGE)
@@ -345,7 +349,17 @@ def load(data: Any) -> Settings:
         raise SettingsError("pitr: expected backup_repository to be set (binary logs go to that repository), "
                             "got pitr = True without one")
     _check_swarm(settings)
+    _check_monitoring(settings)
     return settings
+
+
+def _check_monitoring(settings: Settings) -> None:
+    if settings.monitoring and settings.swarm:
+        raise SettingsError("monitoring: expected False with engine = \"swarm\" (a cluster's monitoring is not built "
+                            "yet, issue #28), got True")
+    if settings.metrics_allowed_cidrs and not settings.firewall:
+        raise SettingsError("metrics_allowed_cidrs: expected [] with firewall = False (the firewall is what keeps "
+                            f"every other address out), got {list(settings.metrics_allowed_cidrs)}")
 
 
 def _check_swarm(settings: Settings) -> None:

@@ -34,6 +34,7 @@ from kono.services import (DB_SECRETS_DIR, ORIGIN_TLS_COPY, ORIGIN_TLS_PATH, ORI
                            replacement_note, restarting_secrets, secret, secret_file, secrets_of, service,
                            BINLOG_SERVER_OPTIONS, BINLOG_USER, TIMELINE_TAG,
                            unready)
+from kono.monitoring import monitoring_context
 from kono.settings import Settings
 from kono.ssh_policy import maintainer_sshd_policy
 
@@ -118,7 +119,8 @@ def compose_file(settings: Settings, files: dict[str, str]) -> str:
                         script_dir=posixpath.dirname(s.script) if s.script else None,
                         sshd_policy=maintainer_sshd_policy(), binlog_options=BINLOG_SERVER_OPTIONS,
                         binlog_user=BINLOG_USER, timeline_tag=TIMELINE_TAG,
-                        secret_file=functools.partial(secret_file, service_name=s.name)).rstrip("\n")
+                        secret_file=functools.partial(secret_file, service_name=s.name),
+                        monitoring=monitoring_context(), service_names=" ".join(x.name for x in services)).rstrip("\n")
         for s in services
     }
     # A label per service with the digest of the files it mounts: compose recreates a service when

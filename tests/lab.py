@@ -189,6 +189,14 @@ def last_backup_record(host: TestHost) -> str:
                     user=DEPLOY_USER).stdout.strip()
 
 
+def promtool_path() -> str:
+    """Prometheus's promtool: $PROMTOOL, Debian's that `.ci/setup` unpacks into .venv/prometheus, or one on PATH."""
+    unpacked = REPO / ".venv/prometheus/usr/bin/promtool"
+    found = os.environ.get("PROMTOOL") or (str(unpacked) if unpacked.exists() else shutil.which("promtool"))
+    assert found, "no promtool: `bash .ci/setup` unpacks Debian's into .venv/prometheus (or set PROMTOOL)"
+    return found
+
+
 def backup_tool(*args: str) -> subprocess.CompletedProcess:
     """The operator's backup command (kono/cli/backup.py), from the repository root."""
     return subprocess.run([sys.executable, "-m", "kono.cli.backup", *args], cwd=REPO, capture_output=True,

@@ -1,9 +1,7 @@
 """The alert rules (files/monitoring/alerts.yml): valid, each one fired and kept quiet by its
 fixtures (promtool test rules), and reading only metrics the contract names (kono/monitoring.py)."""
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import pytest
 import yaml
 
 from kono.monitoring import METRICS, NODE_METRICS, PROMETHEUS_SERIES
+from tests.lab import promtool_path
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDER = ROOT / "files" / "monitoring"
@@ -20,10 +19,7 @@ FIXTURES = yaml.safe_load((FOLDER / "alerts-test.yml").read_text())["tests"]
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    unpacked = ROOT / ".venv/prometheus/usr/bin/promtool"
-    found = os.environ.get("PROMTOOL") or (str(unpacked) if unpacked.exists() else shutil.which("promtool"))
-    assert found, "no promtool: `bash .ci/setup` unpacks Debian's into .venv/prometheus (or set PROMTOOL)"
-    return found
+    return promtool_path()
 
 
 def test_the_rules_are_valid(promtool):

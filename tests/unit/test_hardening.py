@@ -147,3 +147,16 @@ def test_the_deploy_reads_back_the_ports_bootstrap_opened(https):
     assert firewall_open_ports("") is None  # no firewall file: nothing to check against
     other = firewall_open_ports(firewall_ruleset(settings()))
     assert not set(published_ports(chosen).values()) & other  # bootstrapped on the defaults: all closed
+
+
+def test_the_metrics_port_is_open_to_its_sources_alone_and_only_when_there_are_some():
+    from kono.hardening import firewall_open_ports, published_ports
+    chosen = settings(monitoring=True, metrics_allowed_cidrs=["192.0.2.0/24", "2001:db8::/32"])
+    rules = firewall_ruleset(chosen)
+    assert "set metrics_sources_v4 { type ipv4_addr; flags interval; elements = { 192.0.2.0/24 }; }" in rules
+    assert ("ct status dnat meta l4proto tcp ct original proto-dst 9100 ip saddr @metrics_sources_v4 accept "
+            "comment \"metrics, from metrics_allowed_cidrs\"") in rules
+    assert 9100 in firewall_open_ports(rules) and published_ports(chosen)["metrics_port"] == 9100
+    tunnel_only = settings(monitoring=True)
+    assert 9100 not in firewall_open_ports(firewall_ruleset(tunnel_only))
+    assert "metrics_port" not in published_ports(tunnel_only)  # loopback alone: the firewall is not asked

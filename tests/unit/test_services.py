@@ -3,11 +3,12 @@ entry (plus its template block) and the compose file, the secrets, the labels an
 rule follow."""
 
 import dataclasses
+import json
 
 import pytest
 import yaml
 
-from kono import services, stack
+from kono import monitoring, services, stack
 from kono.services import (SECRETS, SERVICES, VOLUMES, Secret, Service, enabled, secret_file, secrets_of,
                            unready)
 from tests.lab import settings_of as settings
@@ -22,7 +23,8 @@ def rendered(**overrides) -> dict:
 HTTPS = {"acme": dict(https="acme", domains=["kono.example.com"], acme_email="ops@example.com"),
          "provided": dict(https="provided", domains=["kono.example.com"])}
 VARIANTS = {"defaults": {}, **HTTPS, "backups": dict(backup_repository="s3:s3.amazonaws.com/bucket/kono"),
-            "pitr": dict(backup_repository="s3:s3.amazonaws.com/bucket/kono", pitr=True)}
+            "pitr": dict(backup_repository="s3:s3.amazonaws.com/bucket/kono", pitr=True),
+            "monitoring": dict(monitoring=True)}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -31,6 +33,7 @@ def test_the_compose_file_has_exactly_the_tables_services_secrets_and_volumes(va
     compose = rendered(**VARIANTS[variant])
     services_now = enabled(SERVICES, chosen)
     optional = {"acme": variant == "acme", "backup": variant in ("backups", "pitr"), "binlog": variant == "pitr",
+                "node_exporter": variant == "monitoring", "metrics": variant == "monitoring",
                 "releases": False, "origin": False}  # a cluster's alone (tests/unit/test_swarm_stack.py)
     assert [s.name for s in services_now] == [s.name for s in SERVICES if optional.get(s.name, True)]
     assert compose["secrets"] == {s.compose_name: {"file": f"./{s.path}"} for s in enabled(SECRETS, chosen)
@@ -169,7 +172,7 @@ def test_a_plan_names_what_restarts_and_how():
         "healthy: no downtime")
     assert services.replacement_note("nginx", ["image nginx:1.27 -> nginx:1.28"], False).startswith(
         "nginx gets a new container (image nginx:1.27 -> nginx:1.28): RESTARTS: every HTTP request fails")
-    compose = rendered(**HTTPS["acme"], **VARIANTS["pitr"])["services"]
+    compose = rendered(**HTTPS["acme"], **VARIANTS["pitr"], **VARIANTS["monitoring"])["services"]
     for entry in SERVICES:  # start-first needs no published port: two copies run side by side
         block = compose[entry.name] if entry.only_when != "swarm" else {}  # a cluster's: none publishes one
         assert entry.rollout == "recreate" or not block.get("ports"), entry.name
@@ -180,3 +183,17 @@ def test_the_apis_times_fit_together():
     # The old process answers until nginx has re-resolved, and compose waits for the drain and the linger.
     assert services.API_LINGER_SECONDS > RESOLVER_VALID_SECONDS
     assert services.service("api").stop_seconds > services.API_DRAIN_SECONDS + services.API_LINGER_SECONDS
+
+
+@pytest.mark.parametrize("sources, published", [((), "127.0.0.1:9100:9100"), (("192.0.2.0/24",), "9100:9100")])
+def test_metrics_are_published_on_loopback_alone_unless_sources_are_allowed(sources, published):
+    compose = rendered(monitoring=True, metrics_allowed_cidrs=list(sources))
+    assert compose["services"]["node_exporter"]["ports"] == [published]
+    collector = compose["services"]["metrics"]
+    assert collector["network_mode"] == "none" and collector["cap_drop"] == ["ALL"] and "cap_add" not in collector
+    assert "/var/run/docker.sock:/var/run/docker.sock:ro" in collector["volumes"]
+    environment = collector["environment"]
+    assert json.loads(environment["KONO_METRICS_CONTRACT"]) == json.loads(monitoring.contract_json())
+    assert environment["KONO_SERVICES"].split() == [s.name for s in enabled(SERVICES, settings(monitoring=True))]
+    # compose interpolates $ in environment values: the contract must carry none.
+    assert "$" not in monitoring.contract_json()

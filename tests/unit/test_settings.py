@@ -47,6 +47,9 @@ def test_defaults_with_a_key_are_valid():
     ("backup_schedule", "3am", "daily time, UTC"),
     ("backup_check_schedule", "sunday 04:30", "weekly day and time"),
     ("backup_keep_daily", 0, "whole number >= 1"),
+    ("monitoring", "yes", "True or False"),
+    ("metrics_port", 80, "not already used by http_port"),
+    ("metrics_allowed_cidrs", ["10.0.0.1/8"], "host bits zero"),
 ])
 def test_bad_input_names_the_key_and_what_was_expected(key, value, expected):
     with pytest.raises(SettingsError) as error:
@@ -98,3 +101,11 @@ def test_a_host_that_changes_deploy_user_must_change_ssh_user_with_it():
     with pytest.raises(SettingsError, match=r"^deploy_user: expected the user pyinfra logs in as \(ssh_user 'kono'\), "
                                             r"got 'ops'; .* set ssh_user = 'ops' too"):
         check_login(load(data(deploy_user="ops")), data(deploy_user="ops"))  # ssh_user stays group_data's "kono"
+
+
+def test_monitoring_is_refused_on_a_cluster_and_metrics_sources_need_the_firewall():
+    with pytest.raises(SettingsError, match=r"^monitoring: expected False with engine = \"swarm\""):
+        load(data(monitoring=True, engine="swarm", swarm_nodes={}))
+    with pytest.raises(SettingsError, match=r"^metrics_allowed_cidrs: expected \[\] with firewall = False"):
+        load(data(monitoring=True, metrics_allowed_cidrs=["192.0.2.0/24"], firewall=False))
+    assert load(data(monitoring=True, metrics_allowed_cidrs=["192.0.2.0/24"])).metrics_allowed_cidrs == ("192.0.2.0/24",)

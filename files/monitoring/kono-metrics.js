@@ -1,0 +1,115 @@
+// The metrics service: the stack's own metrics, in Prometheus's text format, written every
+// KONO_METRICS_INTERVAL_SECONDS into KONO_METRICS_FILE, which node_exporter's textfile collector
+// serves beside the host's (one endpoint, metrics_port). Read from the Docker engine (its socket,
+// mounted read-only; the container has no network): each service's health and restarts, Docker's
+// disk use. Only metrics the contract names (KONO_METRICS_CONTRACT, from kono/monitoring.py) are
+// written: a sample it does not know fails the round. A failed round removes the file (stale values
+// are never served) and leaves the container unhealthy (its healthcheck reads /tmp/kono-metrics.ok).
+'use strict';
+const fs = require('fs');
+const http = require('http');
+
+function env(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set (kono/monitoring.py hands it over)`);
+  return value;
+}
+
+// {name: {help, labels, kind}} -> the exposition text of `samples` ([{name, labels, value}]), each
+// metric once with its HELP and TYPE, in the contract's order.
+function render(contract, samples) {
+  const lines = [];
+  for (const [name, metric] of Object.entries(contract)) {
+    const own = samples.filter((s) => s.name === name);
+    if (own.length === 0) continue;
+    lines.push(`# HELP ${name} ${metric.help}`, `# TYPE ${name} ${metric.kind}`);
+    for (const sample of own) {
+      const keys = Object.keys(sample.labels || {});
+      if (keys.join(',') !== metric.labels.join(',')) {
+        throw new Error(`${name}: labels ${keys.join(',') || 'none'}, the contract says ${metric.labels.join(',') || 'none'}`);
+      }
+      const labels = keys.map((k) => `${k}="${String(sample.labels[k]).replace(/[\\"]/g, '\\$&').replace(/\n/g, '\\n')}"`);
+      lines.push(`${name}${labels.length ? `{${labels.join(',')}}` : ''} ${Number(sample.value)}`);
+    }
+  }
+  const unknown = samples.filter((s) => !(s.name in contract)).map((s) => s.name);
+  if (unknown.length) throw new Error(`not in the metrics contract: ${[...new Set(unknown)].join(', ')}`);
+  return lines.join('\n') + '\n';
+}
+
+// The containers of the project (`docker inspect` of each) -> each declared service's health (1 when
+// it has containers and every one runs, passing its healthcheck where it has one) and restarts.
+function serviceSamples(services, inspected) {
+  const samples = [];
+  for (const service of services) {
+    const own = inspected.filter((c) => c.Config.Labels['com.docker.compose.service'] === service);
+    const healthy = own.length > 0 && own.every((c) => c.State.Running && (!c.State.Health || c.State.Health.Status === 'healthy'));
+    samples.push({ name: 'kono_service_healthy', labels: { service }, value: healthy ? 1 : 0 });
+    samples.push({ name: 'kono_service_restarts_total', labels: { service }, value: own.reduce((n, c) => n + c.RestartCount, 0) });
+  }
+  return samples;
+}
+
+// `GET /system/df` -> Docker's disk use by kind.
+function diskSamples(df) {
+  const sum = (items, size) => (items || []).reduce((n, item) => n + Math.max(0, size(item) || 0), 0);
+  const kinds = {
+    images: sum(df.Images, (i) => i.Size),
+    containers: sum(df.Containers, (c) => c.SizeRw),
+    volumes: sum(df.Volumes, (v) => v.UsageData && v.UsageData.Size),
+    build_cache: sum(df.BuildCache, (b) => b.Size),
+  };
+  return Object.entries(kinds).map(([kind, value]) => ({ name: 'kono_docker_disk_bytes', labels: { kind }, value }));
+}
+
+function docker(path) {
+  return new Promise((resolve, reject) => {
+    const request = http.get({ socketPath: '/var/run/docker.sock', path, timeout: 20000 }, (response) => {
+      let body = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk) => { body += chunk; });
+      response.on('end', () => {
+        if (response.statusCode !== 200) reject(new Error(`docker ${path}: HTTP ${response.statusCode}`));
+        else resolve(JSON.parse(body));
+      });
+    });
+    request.on('timeout', () => request.destroy(new Error(`docker ${path}: no answer in 20 s`)));
+    request.on('error', reject);
+  });
+}
+
+async function collect(project, services, contract) {
+  const filters = encodeURIComponent(JSON.stringify({ label: [`com.docker.compose.project=${project}`] }));
+  const listed = await docker(`/containers/json?all=1&filters=${filters}`);
+  const inspected = await Promise.all(listed.map((c) => docker(`/containers/${c.Id}/json`)));
+  const df = await docker('/system/df');
+  return render(contract, [...serviceSamples(services, inspected), ...diskSamples(df)]);
+}
+
+async function main() {
+  const file = env('KONO_METRICS_FILE');
+  const interval = Number(env('KONO_METRICS_INTERVAL_SECONDS')) * 1000;
+  const contract = JSON.parse(env('KONO_METRICS_CONTRACT'));
+  const services = env('KONO_SERVICES').split(' ');
+  const project = env('KONO_PROJECT');
+  for (;;) {
+    try {
+      const text = await collect(project, services, contract);
+      // Renamed into place: node_exporter never reads half a file.
+      fs.writeFileSync(`${file}.new`, text, { mode: 0o644 });
+      fs.renameSync(`${file}.new`, file);
+      fs.writeFileSync('/tmp/kono-metrics.ok', String(Date.now()));
+    } catch (error) {
+      console.error(`kono-metrics: ${error.message}`);
+      fs.rmSync(file, { force: true });
+    }
+    await new Promise((resolve) => setTimeout(resolve, interval));
+  }
+}
+
+if (require.main === module) {
+  process.on('SIGTERM', () => process.exit(0));
+  main();
+}
+
+module.exports = { render, serviceSamples, diskSamples };

@@ -1,0 +1,79 @@
+"""files/monitoring/kono-metrics.js, the metrics service, run here with node on Docker engine answers
+shaped as the engine gives them: what it makes of each service's containers and of `system df`,
+written in the contract's names (kono/monitoring.py), in a text Prometheus's own parser and linter
+(promtool check metrics) accept."""
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from kono.monitoring import contract_json
+from tests.lab import REPO, promtool_path
+
+SCRIPT = REPO / "files" / "monitoring" / "kono-metrics.js"
+
+
+def container(service: str, running: bool = True, health: str | None = "healthy", restarts: int = 0) -> dict:
+    """The parts of `GET /containers/{id}/json` the collector reads."""
+    state = {"Running": running, "Status": "running" if running else "exited"}
+    if health:
+        state["Health"] = {"Status": health}
+    return {"Config": {"Labels": {"com.docker.compose.service": service}}, "State": state, "RestartCount": restarts}
+
+
+def collect(services, inspected, df, contract: str = contract_json()) -> subprocess.CompletedProcess:
+    program = (f"const m = require({json.dumps(str(SCRIPT))});"
+               "const [contract, services, inspected, df] = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+               "process.stdout.write(m.render(contract, [...m.serviceSamples(services, inspected), ...m.diskSamples(df)]));")
+    return subprocess.run(["node", "-e", program], input=json.dumps([json.loads(contract), services, inspected, df]),
+                          capture_output=True, text=True)
+
+
+DF = {"Images": [{"Size": 1000}, {"Size": 500}], "Containers": [{"SizeRw": 20}, {"SizeRw": None}],
+      "Volumes": [{"UsageData": {"Size": 300}}, {"UsageData": {"Size": -1}}], "BuildCache": None}
+
+
+def test_each_services_health_and_restarts_and_dockers_disk_use():
+    done = collect(["api", "db_production", "maintainer", "backup"],
+                   [container("api", restarts=1), container("api", health="starting", restarts=2),
+                    container("db_production"), container("maintainer", health=None),
+                    container("other")], DF)
+    assert done.returncode == 0, done.stderr
+    lines = set(done.stdout.splitlines())
+    assert {'kono_service_healthy{service="api"} 0',  # one of its two still starting
+            'kono_service_healthy{service="db_production"} 1',
+            'kono_service_healthy{service="maintainer"} 1',  # no healthcheck: running is enough
+            'kono_service_healthy{service="backup"} 0',  # no container at all
+            'kono_service_restarts_total{service="api"} 3',
+            'kono_docker_disk_bytes{kind="images"} 1500', 'kono_docker_disk_bytes{kind="containers"} 20',
+            'kono_docker_disk_bytes{kind="volumes"} 300',  # -1: not computed, not a size
+            'kono_docker_disk_bytes{kind="build_cache"} 0'} <= lines
+    assert not [line for line in lines if 'service="other"' in line]  # only the declared services
+    checked = subprocess.run([promtool_path(), "check", "metrics"], input=done.stdout, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_stopped_container_is_unhealthy():
+    done = collect(["db_dev"], [container("db_dev", running=False)], DF)
+    assert 'kono_service_healthy{service="db_dev"} 0' in done.stdout.splitlines()
+
+
+@pytest.mark.parametrize("contract, error", [
+    ({}, "not in the metrics contract: kono_service_healthy"),
+    ({"kono_service_healthy": {"help": "h", "labels": ["name"], "kind": "gauge"}},
+     "kono_service_healthy: labels service, the contract says name"),
+])
+def test_a_sample_the_contract_does_not_name_fails_the_round(contract, error):
+    done = collect(["api"], [container("api")], {}, json.dumps(contract))
+    assert done.returncode != 0 and error in done.stderr, done.stderr
+
+
+def test_every_metric_name_a_shipped_file_spells_is_in_the_contract():
+    from kono.monitoring import METRICS
+    spelled = {(path.relative_to(REPO).as_posix(), name) for path in (REPO / "files").rglob("*") if path.is_file()
+               for name in re.findall(r"\bkono_[a-z_]+_(?:total|seconds|bytes|healthy|failing|success|ready|running|desired)\b",
+                                      path.read_text(errors="replace"))}
+    assert {name for _, name in spelled} - set(METRICS) == set(), sorted(spelled)
+    assert ("files/monitoring/kono-metrics.js", "kono_service_healthy") in spelled
