@@ -43,14 +43,14 @@ from kono.plan import drift
 from kono.host_state import Read, read
 from kono.secrets import has_file, same_value, supplied_files, supplied_paths
 from kono.services import SECRETS, TIMELINE_TAG, databases, script, enabled, root_password_file, stack_secrets
-from kono.settings import Settings, SettingsError
+from kono.settings import BACKUP_MAX_AGE, Settings, SettingsError
 
 if TYPE_CHECKING:
     from kono.remote import Target
 
 CREDENTIAL_LINE = re.compile(r"^[A-Z_][A-Z0-9_]*=\S*$")  # storage credentials: KEY=value, one per line
 NEEDS_CREDENTIALS = ("s3:", "b2:", "azure:", "gs:", "swift:")  # restic backends that cannot go without
-MAX_AGE = datetime.timedelta(days=2)  # twice the daily schedule: older than this, status and drift say so
+MAX_AGE = BACKUP_MAX_AGE  # older than this, status and drift say so
 
 
 def parse_last_backup(text: str) -> dict | None:

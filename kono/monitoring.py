@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from kono.settings import BACKUP_MAX_AGE
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -30,7 +32,7 @@ METRICS = {
         "1 when every container of the service runs (and passes its health check, where it has one)",
         ("service",)),
     "kono_service_restarts_total": Metric("restarts of the service's containers", ("service",), "counter"),
-    "kono_backup_last_success_timestamp_seconds": Metric("when the last successful backup finished (Unix time)"),
+    "kono_backup_last_success_timestamp_seconds": Metric("when the last successful backup started (Unix time)"),
     "kono_backup_last_size_bytes": Metric("bytes the last successful backup read"),
     "kono_backup_failing": Metric("1 while the last backup run failed"),
     "kono_backup_max_age_seconds": Metric("a backup older than this is overdue: twice backup's schedule"),
@@ -71,7 +73,24 @@ def contract_json() -> str:
                       separators=(",", ":"))
 
 
-def monitoring_context() -> dict:
+# Facts a service writes as "name value" lines in its own state volume, which the metrics service
+# mounts read-only at /facts/<volume>: (the Settings property it exists with, volume, file in it).
+FACT_FILES = (("backups_on", "backup_state", "metrics"),)  # files/backup/kono-backup.sh, facts
+
+
+def fact_mounts(settings) -> list[tuple[str, str]]:
+    """(volume, where the metrics service mounts it) of the fact files these settings have."""
+    return [(volume, f"/facts/{volume}") for when, volume, _ in FACT_FILES if getattr(settings, when)]
+
+
+def constants(settings) -> dict[str, float]:
+    """The thresholds a rule compares with, from the operator's settings (served as metrics)."""
+    return {"kono_backup_max_age_seconds": BACKUP_MAX_AGE.total_seconds()} if settings.backups_on else {}
+
+
+def monitoring_context(settings) -> dict:
     """What the node_exporter and metrics templates read."""
     return {"dir": METRICS_DIR, "file": METRICS_FILE, "interval": METRICS_INTERVAL_SECONDS,
-            "port": NODE_EXPORTER_PORT, "contract": contract_json()}
+            "port": NODE_EXPORTER_PORT, "contract": contract_json(), "mounts": fact_mounts(settings),
+            "facts": " ".join(f"/facts/{volume}/{name}" for when, volume, name in FACT_FILES if getattr(settings, when)),
+            "constants": json.dumps(constants(settings), separators=(",", ":"))}

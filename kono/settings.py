@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import re
 import types
@@ -58,6 +59,9 @@ DAILY_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 WEEKLY_TIME = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun) ([01][0-9]|2[0-3]):[0-5][0-9]$")
 MEMORY = re.compile(r"^[1-9][0-9]*[kmg]$")
 SWARM_NAME_MAX = 64  # Docker's longest name of a swarm secret
+# A backup older than this is overdue: twice the daily schedule (status, drift and the alert say so).
+BACKUP_MAX_AGE = datetime.timedelta(days=2)
+
 PUBLISHED_PORTS = ("http_port", "https_port", "maintainer_ssh_port", "db_dev_port", "metrics_port")
 
 

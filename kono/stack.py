@@ -120,7 +120,7 @@ def compose_file(settings: Settings, files: dict[str, str]) -> str:
                         sshd_policy=maintainer_sshd_policy(), binlog_options=BINLOG_SERVER_OPTIONS,
                         binlog_user=BINLOG_USER, timeline_tag=TIMELINE_TAG,
                         secret_file=functools.partial(secret_file, service_name=s.name),
-                        monitoring=monitoring_context(), service_names=" ".join(x.name for x in services)).rstrip("\n")
+                        monitoring=monitoring_context(settings), service_names=" ".join(x.name for x in services)).rstrip("\n")
         for s in services
     }
     # A label per service with the digest of the files it mounts: compose recreates a service when

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from kono.backup import MAX_AGE
 from tests import lab as lab_tools
 from tests.lab import BACKUP_SCRIPT, ResticServer, container, host_secret, last_backup_record, mysql
 
@@ -184,6 +185,55 @@ def test_a_scheduled_backup_missed_while_the_service_was_down_runs_once_when_it_
     runs = host.ssh(f"docker logs --since {minute:%Y-%m-%dT%H:%M:%S}Z {container('backup')} 2>&1 | grep -c 'backup done'",
                     user="kono", check=False)
     assert runs.stdout.strip() == "1", runs.stdout + runs.stderr
+
+
+def backup_metrics(host, condition, seconds: float = 90) -> dict[str, float]:
+    """The kono_backup_* samples the host's metrics endpoint serves (read on the host: loopback), once
+    ``condition`` holds for them."""
+    deadline, found = time.monotonic() + seconds, {}
+    while time.monotonic() < deadline:
+        text = host.ssh(f"curl -s -m 5 http://127.0.0.1:{lab_tools.DEFAULTS['metrics_port']}/metrics", user="kono",
+                        check=False).stdout
+        found = {name: float(value) for name, value in
+                 (line.split() for line in text.splitlines() if line.startswith("kono_backup_"))}
+        if condition(found):
+            return found
+        time.sleep(2)
+    raise AssertionError(f"the backup's metrics did not come to that within {seconds} s: {found}")
+
+
+def test_with_monitoring_the_last_success_its_size_and_a_failure_are_metrics(backed_up):
+    """monitoring = True beside backups: the metrics serve the last success as its record says it, its
+    size, and whether the last run failed (1 from the failed run on, 0 again after the next success),
+    with the age the alert calls overdue."""
+    provisioned, server, _ = backed_up
+    host = provisioned.host
+    lab_tools.load_images(host, monitoring=True)
+    inventory = lab_tools.write_inventory(
+        provisioned.lab, [host], provisioned.lab.workdir / "backup-monitoring-inventory.py",
+        api_repo=provisioned.git.repo("api"), app_repo=provisioned.git.repo("app"), backup_repository=server.url,
+        monitoring=True)
+    lab_tools.deploy(inventory)
+    host.ssh(lab_tools.API_SQL, user="kono", input=BACKUPS_TABLE)  # not an empty database
+    host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono")
+    started, read = last_backup_record(host).split()[:2]
+    at = datetime.datetime.strptime(started, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc).timestamp()
+    found = backup_metrics(host, lambda m: m.get("kono_backup_last_success_timestamp_seconds") == at)
+    assert found == {"kono_backup_last_success_timestamp_seconds": at, "kono_backup_last_size_bytes": float(read),
+                     "kono_backup_failing": 0.0, "kono_backup_max_age_seconds": MAX_AGE.total_seconds()}
+    server.stop()
+    try:
+        failed = host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono", check=False)
+    finally:
+        server.start()
+    assert failed.returncode != 0
+    backup_metrics(host, lambda m: m.get("kono_backup_failing") == 1.0
+                   and m.get("kono_backup_last_success_timestamp_seconds") == at)
+    host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono")
+    backup_metrics(host, lambda m: m.get("kono_backup_failing") == 0.0
+                   and m.get("kono_backup_last_success_timestamp_seconds", 0) > at)
+    lab_tools.deploy(inventory)
+    assert lab_tools.deploy(inventory, "--json").changes == 0
 
 
 def test_drift_exits_non_zero_when_the_last_success_is_older_than_twice_the_schedule(backed_up):

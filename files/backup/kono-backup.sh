@@ -406,13 +406,28 @@ run() {  # run STEP: the step, its failure said in the log and the audit log (an
     if output=$("$1" 2>&1); then
         [ -z "$output" ] || echo "$output" >&2
         rm -f "/state/failed.$1"
+        facts
     else
         echo "$output" >&2
         say "$1 FAILED"
         audit "$1 failed" "$(echo "$output" | tail -n 3)"
         date -u +%FT%TZ > "/state/failed.$1"
+        facts
         return 1
     fi
+}
+
+facts() {  # what the metrics service serves (monitoring = True; names: kono/monitoring.py), as "name value"
+    # lines in /state/metrics: the last success (as `last` says it) and whether the last backup failed
+    success=$(last)
+    {
+        if [ -n "$success" ]; then
+            set -- $success
+            echo "kono_backup_last_success_timestamp_seconds $(date -u -d "$1" +%s)"
+            echo "kono_backup_last_size_bytes $2"
+        fi
+        echo "kono_backup_failing $([ -e /state/failed.backup ] && echo 1 || echo 0)"
+    } > /state/metrics.new && mv /state/metrics.new /state/metrics
 }
 
 scheduled_at() {  # scheduled_at SCHEDULE NOW: the latest time at or before NOW that SCHEDULE ("03:00"
@@ -461,6 +476,7 @@ case "${1:-}" in
         echo $$ > /state/loop.pid
         # The service's first start counts as a run of each (a new host's first backup runs at once below).
         for name in backup check; do [ -e "/state/ran.$name" ] || date -u +%s > "/state/ran.$name"; done
+        facts
         trap 'exit 0' TERM INT
         # A host without a successful backup yet (new, just restored, or given another repository)
         # gets one at once, and one whose last backup failed gets another; then every hour until one succeeds (a new host's

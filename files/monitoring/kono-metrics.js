@@ -2,7 +2,8 @@
 // KONO_METRICS_INTERVAL_SECONDS into KONO_METRICS_FILE, which node_exporter's textfile collector
 // serves beside the host's (one endpoint, metrics_port). Read from the Docker engine (its socket,
 // mounted read-only; the container has no network): each service's health and restarts, Docker's
-// disk use. Only metrics the contract names (KONO_METRICS_CONTRACT, from kono/monitoring.py) are
+// disk use; from the facts services write in their state volumes (mounted read-only): the last
+// backup's. Only metrics the contract names (KONO_METRICS_CONTRACT, from kono/monitoring.py) are
 // written: a sample it does not know fails the round. A failed round removes the file (stale values
 // are never served) and leaves the container unhealthy (its healthcheck reads /tmp/kono-metrics.ok).
 'use strict';
@@ -62,6 +63,27 @@ function diskSamples(df) {
   return Object.entries(kinds).map(([kind, value]) => ({ name: 'kono_docker_disk_bytes', labels: { kind }, value }));
 }
 
+// The "name value" lines a service leaves in its state volume (KONO_METRICS_FACTS: kono-backup.sh's
+// /state/metrics), and the thresholds from the operator's settings (KONO_METRICS_CONSTANTS).
+function factSamples(text) {
+  return text.split('\n').filter((line) => line.trim()).map((line) => {
+    const [name, value, ...rest] = line.trim().split(/\s+/);
+    if (rest.length || value === undefined || Number.isNaN(Number(value))) throw new Error(`not "name value": ${line}`);
+    return { name, labels: {}, value: Number(value) };
+  });
+}
+
+function readFacts(paths) {
+  return paths.flatMap((path) => {
+    try {
+      return factSamples(fs.readFileSync(path, 'utf8'));
+    } catch (error) {
+      if (error.code === 'ENOENT') return []; // nothing written yet (a new host)
+      throw new Error(`${path}: ${error.message}`);
+    }
+  });
+}
+
 function docker(path) {
   return new Promise((resolve, reject) => {
     const request = http.get({ socketPath: '/var/run/docker.sock', path, timeout: 20000 }, (response) => {
@@ -78,12 +100,13 @@ function docker(path) {
   });
 }
 
-async function collect(project, services, contract) {
+async function collect(project, services, contract, facts, constants) {
   const filters = encodeURIComponent(JSON.stringify({ label: [`com.docker.compose.project=${project}`] }));
   const listed = await docker(`/containers/json?all=1&filters=${filters}`);
   const inspected = await Promise.all(listed.map((c) => docker(`/containers/${c.Id}/json`)));
   const df = await docker('/system/df');
-  return render(contract, [...serviceSamples(services, inspected), ...diskSamples(df)]);
+  const settled = Object.entries(constants).map(([name, value]) => ({ name, labels: {}, value }));
+  return render(contract, [...serviceSamples(services, inspected), ...diskSamples(df), ...readFacts(facts), ...settled]);
 }
 
 async function main() {
@@ -92,9 +115,11 @@ async function main() {
   const contract = JSON.parse(env('KONO_METRICS_CONTRACT'));
   const services = env('KONO_SERVICES').split(' ');
   const project = env('KONO_PROJECT');
+  const facts = (process.env.KONO_METRICS_FACTS || '').split(' ').filter(Boolean);
+  const constants = JSON.parse(env('KONO_METRICS_CONSTANTS'));
   for (;;) {
     try {
-      const text = await collect(project, services, contract);
+      const text = await collect(project, services, contract, facts, constants);
       // Renamed into place: node_exporter never reads half a file.
       fs.writeFileSync(`${file}.new`, text, { mode: 0o644 });
       fs.renameSync(`${file}.new`, file);
@@ -112,4 +137,4 @@ if (require.main === module) {
   main();
 }
 
-module.exports = { render, serviceSamples, diskSamples };
+module.exports = { render, serviceSamples, diskSamples, factSamples };

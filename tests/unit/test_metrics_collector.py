@@ -23,11 +23,12 @@ def container(service: str, running: bool = True, health: str | None = "healthy"
     return {"Config": {"Labels": {"com.docker.compose.service": service}}, "State": state, "RestartCount": restarts}
 
 
-def collect(services, inspected, df, contract: str = contract_json()) -> subprocess.CompletedProcess:
+def collect(services, inspected, df, contract: str = contract_json(), facts: str = "") -> subprocess.CompletedProcess:
     program = (f"const m = require({json.dumps(str(SCRIPT))});"
-               "const [contract, services, inspected, df] = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
-               "process.stdout.write(m.render(contract, [...m.serviceSamples(services, inspected), ...m.diskSamples(df)]));")
-    return subprocess.run(["node", "-e", program], input=json.dumps([json.loads(contract), services, inspected, df]),
+               "const [contract, services, inspected, df, facts] = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+               "process.stdout.write(m.render(contract, [...m.serviceSamples(services, inspected), ...m.diskSamples(df),"
+               " ...m.factSamples(facts)]));")
+    return subprocess.run(["node", "-e", program], input=json.dumps([json.loads(contract), services, inspected, df, facts]),
                           capture_output=True, text=True)
 
 
@@ -77,3 +78,23 @@ def test_every_metric_name_a_shipped_file_spells_is_in_the_contract():
                                       path.read_text(errors="replace"))}
     assert {name for _, name in spelled} - set(METRICS) == set(), sorted(spelled)
     assert ("files/monitoring/kono-metrics.js", "kono_service_healthy") in spelled
+
+
+def test_the_backups_facts_are_served_with_the_contracts_help():
+    facts = ("kono_backup_last_success_timestamp_seconds 1796266800\nkono_backup_last_size_bytes 8813\n"
+             "kono_backup_failing 0\n")
+    done = collect([], [], DF, facts=facts)
+    assert done.returncode == 0, done.stderr
+    assert "kono_backup_last_success_timestamp_seconds 1796266800" in done.stdout.splitlines()
+    assert "# HELP kono_backup_failing 1 while the last backup run failed" in done.stdout
+    checked = subprocess.run([promtool_path(), "check", "metrics"], input=done.stdout, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    bad = collect([], [], DF, facts="kono_backup_failing yes\n")
+    assert bad.returncode != 0 and 'not "name value": kono_backup_failing yes' in bad.stderr
+
+
+def test_the_readmes_table_names_only_contract_metrics():
+    from kono.monitoring import METRICS
+    section = (REPO / "README.md").read_text().split("## Monitoring", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `(kono_[a-z_]+)", section, re.M))
+    assert listed and listed <= set(METRICS), listed - set(METRICS)

@@ -197,3 +197,14 @@ def test_metrics_are_published_on_loopback_alone_unless_sources_are_allowed(sour
     assert environment["KONO_SERVICES"].split() == [s.name for s in enabled(SERVICES, settings(monitoring=True))]
     # compose interpolates $ in environment values: the contract must carry none.
     assert "$" not in monitoring.contract_json()
+
+
+def test_the_metrics_service_reads_the_backups_facts_and_thresholds_only_with_backups():
+    from kono.backup import MAX_AGE
+    plain = rendered(monitoring=True)["services"]["metrics"]
+    assert json.loads(plain["environment"]["KONO_METRICS_CONSTANTS"]) == {} and not plain["environment"]["KONO_METRICS_FACTS"]
+    backed_up = rendered(monitoring=True, **VARIANTS["backups"])["services"]["metrics"]
+    assert "backup_state:/facts/backup_state:ro" in backed_up["volumes"]
+    assert backed_up["environment"]["KONO_METRICS_FACTS"] == "/facts/backup_state/metrics"
+    assert json.loads(backed_up["environment"]["KONO_METRICS_CONSTANTS"]) == {
+        "kono_backup_max_age_seconds": MAX_AGE.total_seconds()}
