@@ -427,7 +427,7 @@ facts() {  # what the metrics service serves (monitoring = True; names: kono/mon
             echo "kono_backup_last_size_bytes $2"
         fi
         echo "kono_backup_failing $([ -e /state/failed.backup ] && echo 1 || echo 0)"
-    } > /state/metrics.new && mv /state/metrics.new /state/metrics
+    } > /state/metrics.$$ && mv /state/metrics.$$ /state/metrics  # a run by hand may write at the same time
 }
 
 scheduled_at() {  # scheduled_at SCHEDULE NOW: the latest time at or before NOW that SCHEDULE ("03:00"
