@@ -243,8 +243,15 @@ def load_images(host: TestHost, user: str = DEPLOY_USER, monitoring: bool = Fals
                 _build_doubles(host, user, base, standins, cache)
                 continue
         with open(cache, "rb") as tar:
-            loaded = subprocess.run([*host.ssh_args(user), "docker load --quiet"], stdin=tar, capture_output=True,
-                                    timeout=600)
+            try:
+                loaded = subprocess.run([*host.ssh_args(user), "docker load --quiet"], stdin=tar, capture_output=True,
+                                        timeout=600)
+            except subprocess.TimeoutExpired:  # seen once in CI (a fresh host, 10 minutes): say what the host was doing
+                seen = host.ssh("uptime; df -h /var/lib/docker | tail -n 1; systemctl is-active docker; "
+                                "docker images --format '{{.Repository}}:{{.Tag}}' | head -n 20", user=user,
+                                check=False, timeout=60)
+                raise RuntimeError(f"docker load of {cache} into {host.name} took over 600 s; the host: "
+                                   f"{seen.stdout}{seen.stderr}") from None
         if loaded.returncode != 0:
             raise RuntimeError(f"docker load of {cache} failed: {loaded.stderr.decode()[-2000:]}")
 

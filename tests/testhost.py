@@ -417,6 +417,8 @@ class Lab:
             f"Host {self.subnet}.*\n  IdentityFile {self.key}\n  IdentitiesOnly yes\n"
             f"  UserKnownHostsFile {self.known_hosts}\n  StrictHostKeyChecking yes\n"
             "  BatchMode yes\n  ConnectTimeout 5\n  LogLevel ERROR\n"
+            # A connection that dies silently (no RST) fails within two minutes instead of hanging.
+            "  ServerAliveInterval 15\n  ServerAliveCountMax 8\n"
         )
 
     @property
