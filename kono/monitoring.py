@@ -78,9 +78,9 @@ def contract_json() -> str:
 FACT_FILES = (("backups_on", "backup_state", "metrics"),)  # files/backup/kono-backup.sh, facts
 
 
-def fact_mounts(settings) -> list[tuple[str, str]]:
-    """(volume, where the metrics service mounts it) of the fact files these settings have."""
-    return [(volume, f"/facts/{volume}") for when, volume, _ in FACT_FILES if getattr(settings, when)]
+def fact_files(settings) -> list[tuple[str, str]]:
+    """(volume, file in it) of the fact files these settings have; the volume is mounted at /facts/<volume>."""
+    return [(volume, name) for when, volume, name in FACT_FILES if getattr(settings, when)]
 
 
 def constants(settings) -> dict[str, float]:
@@ -91,6 +91,7 @@ def constants(settings) -> dict[str, float]:
 def monitoring_context(settings) -> dict:
     """What the node_exporter and metrics templates read."""
     return {"dir": METRICS_DIR, "file": METRICS_FILE, "interval": METRICS_INTERVAL_SECONDS,
-            "port": NODE_EXPORTER_PORT, "contract": contract_json(), "mounts": fact_mounts(settings),
-            "facts": " ".join(f"/facts/{volume}/{name}" for when, volume, name in FACT_FILES if getattr(settings, when)),
+            "port": NODE_EXPORTER_PORT, "contract": contract_json(),
+            "mounts": [(volume, f"/facts/{volume}") for volume, _ in fact_files(settings)],
+            "facts": " ".join(f"/facts/{volume}/{name}" for volume, name in fact_files(settings)),
             "constants": json.dumps(constants(settings), separators=(",", ":"))}
