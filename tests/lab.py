@@ -189,6 +189,16 @@ def last_backup_record(host: TestHost) -> str:
                     user=DEPLOY_USER).stdout.strip()
 
 
+def metric_samples(text: str) -> dict[str, float]:
+    """{'name{labels}': value} of every sample line of a Prometheus text exposition."""
+    found = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            found[key] = float(value)
+    return found
+
+
 def promtool_path() -> str:
     """Prometheus's promtool: $PROMTOOL, Debian's that `.ci/setup` unpacks into .venv/prometheus, or one on PATH."""
     unpacked = REPO / ".venv/prometheus/usr/bin/promtool"

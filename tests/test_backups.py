@@ -194,8 +194,7 @@ def backup_metrics(host, condition, seconds: float = 90) -> dict[str, float]:
     while time.monotonic() < deadline:
         text = host.ssh(f"curl -s -m 5 http://127.0.0.1:{lab_tools.DEFAULTS['metrics_port']}/metrics", user="kono",
                         check=False).stdout
-        found = {name: float(value) for name, value in
-                 (line.split() for line in text.splitlines() if line.startswith("kono_backup_"))}
+        found = {name: value for name, value in lab_tools.metric_samples(text).items() if name.startswith("kono_backup_")}
         if condition(found):
             return found
         time.sleep(2)

@@ -12,7 +12,7 @@ import pytest
 
 from kono.monitoring import METRICS, METRICS_INTERVAL_SECONDS, NODE_METRICS
 from tests import lab as lab_tools
-from tests.lab import DEFAULT_SERVICES, DEFAULTS, container
+from tests.lab import DEFAULT_SERVICES, DEFAULTS, container, metric_samples
 
 pytestmark = pytest.mark.e2e
 
@@ -25,18 +25,8 @@ def scrape(address: str, port: int = PORT, timeout: float = 10) -> str:
         return response.read().decode()
 
 
-def samples(text: str) -> dict[str, float]:
-    """{'name{labels}': value} of every sample line."""
-    found = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            found[key] = float(value)
-    return found
-
-
 def healthy(text: str) -> dict[str, float]:
-    return {m.group(1): value for key, value in samples(text).items()
+    return {m.group(1): value for key, value in metric_samples(text).items()
             if (m := re.fullmatch(r'kono_service_healthy\{service="([a-z_]+)"\}', key))}
 
 
@@ -81,7 +71,7 @@ def test_the_hosts_and_every_services_metrics_are_served_to_an_allowed_source(mo
     for metric in NODE_METRICS:  # what the disk and memory alerts read
         assert re.search(rf"^{metric}[{{ ]", text, re.M), metric
     assert re.search(r'^node_filesystem_avail_bytes\{[^}]*mountpoint="/"', text, re.M)  # the host's own root
-    found = samples(text)
+    found = metric_samples(text)
     assert found['kono_docker_disk_bytes{kind="images"}'] > 0
     kono = {key.split("{")[0] for key in found if key.startswith("kono_")}
     assert kono <= set(METRICS), kono - set(METRICS)
