@@ -92,11 +92,21 @@ def run(client: paramiko.SSHClient, command: str, directory: str | None = None,
     if feed:
         feed.join()
     error = errors.decode(errors="replace")
-    if channel.recv_exit_status() != 0:
-        raise RuntimeError(f"{' '.join(command.split(' ', 5)[:5])} failed on the host: {error.strip()[-500:]}")
+    status = channel.recv_exit_status()
+    if status != 0:
+        raise RuntimeError(f"{' '.join(command.split(' ', 5)[:5])} failed on the host ({exit_said(status)}): "
+                           f"{error.strip()[-500:]}")
     if sent:
         raise RuntimeError(f"{' '.join(command.split(' ', 5)[:5])}: its input was not all sent: {sent[0]}")
     return bytes(collected)
+
+
+def exit_said(status: int) -> str:
+    """A command's exit status in words. paramiko records no ``exit-signal``: -1 is a command killed
+    by a signal, or a connection that ended before the command did."""
+    if status == -1:
+        return "no exit status: killed by a signal, or the connection ended"
+    return f"exit {status}" + (f": 128 + signal {status - 128}" if status > 128 else "")
 
 
 STDERR_KEPT = 65536  # the end of a command's stderr kept for its error message

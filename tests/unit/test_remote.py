@@ -87,3 +87,14 @@ def test_input_is_sent_while_the_commands_answer_is_read(tmp_path):
     channel = AnsweringChannel(b"o" * 3 * 2**20)
     assert remote.run(client(channel), "mysql", stdin=source) == b"o" * 3 * 2**20
     assert channel.received == source.read_bytes() and channel.closed
+
+
+@pytest.mark.parametrize("status, said", [
+    (3, "(exit 3)"),
+    (137, "(exit 137: 128 + signal 9)"),
+    (-1, "(no exit status: killed by a signal, or the connection ended)"),
+])
+def test_a_failure_with_nothing_on_stderr_still_says_how_it_ended(status, said):
+    with pytest.raises(RuntimeError) as failed:
+        remote.run(client(FullWindowChannel(b"", b"", status)), "docker exec -i backup sh restore")
+    assert str(failed.value) == f"docker exec -i backup sh failed on the host {said}: "
