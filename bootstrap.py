@@ -8,7 +8,7 @@ from kono.docker_engine import docker_engine
 from kono.hardening import firewall, host_settings, host_ssh, security_updates
 from kono.settings import load
 
-settings = load(host.data)
+settings = load(host.data, host.name)
 cluster = inventory_cluster(settings, inventory)  # engine = "swarm": the firewall lets the other nodes in
 
 docker_engine(settings, _sudo=True)

@@ -15,7 +15,7 @@ from kono.tls import certificates, place_tls, provided_tls, tls_reads
 
 # Everything the operator declared or supplied is checked first: bad input stops here, before any change
 # (what needs the host, by check_supplied, as the first step once the deploy holds the lock).
-settings = load(host.data)
+settings = load(host.data, host.name)
 check_login(settings, host.data)
 cluster = inventory_cluster(settings, inventory)  # engine = "swarm": the inventory's swarm hosts, checked
 stack = holds_stack(settings)  # the single host, or a cluster's db node (every node gets the project's files)

@@ -10,7 +10,7 @@ from kono.rotation import rotate_secret, rotation_target
 from kono.settings import check_login, load
 from kono.stack import bring_up
 
-settings = load(host.data)
+settings = load(host.data, host.name)
 check_login(settings, host.data)
 secret, value = rotation_target(settings, host.data.get("rotate"))
 

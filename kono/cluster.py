@@ -141,7 +141,7 @@ def inventory_cluster(settings: Settings, inventory) -> Cluster | None:
     hosts = []
     for other in inventory:
         try:
-            hosts.append((other.name, load(other.data)))
+            hosts.append((other.name, load(other.data, other.name)))
         except SettingsError as error:
             raise SettingsError(f"{other.name}: {error}") from None
     return cluster_of(hosts)

@@ -46,7 +46,7 @@ def inventory_hosts(inventory: str) -> list[Target]:
     with ctx_state.use(state):  # pyinfra reads inventory files inside a state context
         hosts = make_inventory(inventory, cwd=str(REPO))
         state.init(hosts, Config())
-    targets = [Target(host.name, load(host.data), host) for host in hosts]
+    targets = [Target(host.name, load(host.data, host.name), host) for host in hosts]
     for target in targets:
         check_login(target.settings, target.host.data)
     return targets

@@ -279,6 +279,8 @@ class Settings:
     api_answer_timeout: int = knob("seconds, a whole number >= 1", lambda v: v >= 1)
     compose_wait_timeout: int = knob("seconds, a whole number >= 10", lambda v: v >= 10)
     deploy_lock_wait: int = knob("seconds, a whole number >= 0", lambda v: v >= 0)
+    # Not a knob: the host's name in the inventory (load's ``name``); the alerts name the host by it.
+    host_name: str = field(default="", metadata={"derived": True})
 
     # What the knobs turn on, said once (the tables in kono/services.py name these in ``only_when``).
     @property
@@ -325,7 +327,7 @@ def _kind(annotation: Any) -> tuple[Any, bool]:
 
 
 _HINTS = typing.get_type_hints(Settings)
-KNOBS: tuple[str, ...] = tuple(f.name for f in fields(Settings))
+KNOBS: tuple[str, ...] = tuple(f.name for f in fields(Settings) if not f.metadata.get("derived"))
 
 
 def _check(data: Any, name: str) -> Any:
@@ -344,9 +346,10 @@ def _check(data: Any, name: str) -> Any:
     return parse(name, value) if parse else value
 
 
-def load(data: Any) -> Settings:
-    """Read and check every knob from pyinfra host data (attribute access, as ``host.data``)."""
-    settings = Settings(**{name: _check(data, name) for name in KNOBS})
+def load(data: Any, name: str = "") -> Settings:
+    """Read and check every knob from pyinfra host data (attribute access, as ``host.data``) of the
+    inventory's host ``name``."""
+    settings = Settings(**{knob: _check(data, knob) for knob in KNOBS}, host_name=name)
     _check_distinct_ports(settings)
     _check_https(settings)
     if settings.pitr and not settings.backups_on:

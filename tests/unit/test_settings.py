@@ -109,3 +109,14 @@ def test_monitoring_is_refused_on_a_cluster_and_metrics_sources_need_the_firewal
     with pytest.raises(SettingsError, match=r"^metrics_allowed_cidrs: expected \[\] with firewall = False"):
         load(data(monitoring=True, metrics_allowed_cidrs=["192.0.2.0/24"], firewall=False))
     assert load(data(monitoring=True, metrics_allowed_cidrs=["192.0.2.0/24"])).metrics_allowed_cidrs == ("192.0.2.0/24",)
+
+
+def test_the_hosts_inventory_name_is_carried_beside_the_knobs_and_is_not_one():
+    from types import SimpleNamespace
+
+    from kono.settings import KNOBS, load
+    from tests.lab import KEY, group_defaults
+    assert "host_name" not in KNOBS
+    data = SimpleNamespace(**{**group_defaults(), "deploy_authorized_keys": [KEY]})
+    assert load(data, "web-1.example.com").host_name == "web-1.example.com"
+    assert load(data).host_name == ""
