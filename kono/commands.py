@@ -444,6 +444,11 @@ def last_backup(project: str, script: str) -> str:
     return read_in_service(project, "backup", f"sh {quote(script)} last")
 
 
+def firing_alerts(project: str, port: int) -> str:
+    """Prometheus's alerts as its API lists them (JSON), or nothing when it does not answer."""
+    return read_in_service(project, "prometheus", f"wget -q -O - http://127.0.0.1:{port}/api/v1/alerts")
+
+
 def repository_snapshots(project: str, script: str) -> str:
     """The host's snapshots in its repository, as restic's JSON list."""
     return in_service(project, "backup", f"sh {quote(script)} snapshots")

@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import datetime
 import json
 from dataclasses import dataclass
 
@@ -65,6 +66,8 @@ METRICS_DIR = "/metrics"
 METRICS_FILE = f"{METRICS_DIR}/kono.prom"
 METRICS_INTERVAL_SECONDS = 15  # how often kono-metrics.js reads the engine (a scrape sees values this old at most)
 NODE_EXPORTER_PORT = 9100  # node_exporter's own, inside its container; metrics_port publishes it
+PROMETHEUS_PORT = 9090  # Prometheus's own, inside its container; not published (status reads it by docker exec)
+CONFIG_DIR = "/etc/kono-monitoring"  # where Prometheus finds the monitoring folder: prometheus.yml, alerts.yml
 
 
 def contract_json() -> str:
@@ -91,7 +94,29 @@ def constants(settings) -> dict[str, float]:
 def monitoring_context(settings) -> dict:
     """What the node_exporter and metrics templates read."""
     return {"dir": METRICS_DIR, "file": METRICS_FILE, "interval": METRICS_INTERVAL_SECONDS,
-            "port": NODE_EXPORTER_PORT, "contract": contract_json(),
+            "port": NODE_EXPORTER_PORT, "prometheus_port": PROMETHEUS_PORT, "config_dir": CONFIG_DIR,
+            "contract": contract_json(),
             "mounts": [(volume, f"/facts/{volume}") for volume, _ in fact_files(settings)],
             "facts": " ".join(f"/facts/{volume}/{name}" for volume, name in fact_files(settings)),
             "constants": json.dumps(constants(settings), separators=(",", ":"))}
+
+
+HEARTBEAT = "heartbeat"  # the severity of the alert that always fires (alerts.yml, Watchdog)
+
+
+def alert_lines(listed: str) -> list[tuple[str, bool]]:
+    """What status says of Prometheus's alerts (its /api/v1/alerts answer; "" when it did not
+    answer): a NOT OK line per firing alert, one ok line when none fires (the heartbeat aside)."""
+    try:
+        alerts = json.loads(listed)["data"]["alerts"]
+    except (ValueError, KeyError, TypeError):
+        return [("alerts         unknown: Prometheus did not answer", False)]
+    lines = []
+    for alert in sorted(alerts, key=lambda a: (a["activeAt"], a["labels"]["alertname"])):
+        if alert["state"] != "firing" or alert["labels"].get("severity") == HEARTBEAT:
+            continue
+        since = datetime.datetime.fromisoformat(alert["activeAt"][:19])
+        summary = alert.get("annotations", {}).get("summary", "")
+        lines.append((f"alert          {alert['labels']['alertname']}: {summary} (since {since:%Y-%m-%d %H:%M} UTC)",
+                      False))
+    return lines or [("alerts         none firing", True)]

@@ -200,6 +200,11 @@ SERVICES: tuple[Service, ...] = (
             script="/kono/kono-metrics.js",
             impact="the stack's own metrics are missing from a scrape until it is back; the host's are served",
             read_only_tmpfs=("/tmp:mode=1777",)),
+    # Prometheus (nobody, no capability): scrapes node_exporter every METRICS_INTERVAL_SECONDS and
+    # evaluates files/monitoring/alerts.yml; keeps metrics_retention_days (at most _mb) in its volume.
+    Service("prometheus", inputs=("monitoring",), image="prometheus_image", only_when="monitoring",
+            impact="alerts are not evaluated until it is back (a fault that lasts is caught then)",
+            read_only_tmpfs=()),
 )
 
 # The api's contract with its supervisor (files/api/start.js and worker.js), compose and nginx, said
@@ -308,6 +313,7 @@ VOLUMES: tuple[Volume, ...] = (
     Volume("backup_state", "the last backup's outcome, and restic's cache", "backups_on"),
     Volume("binlog_state", "binary logs on their way to the repository, and what was shipped", "pitr_on"),
     Volume("metrics", "the stack's own metrics, as node_exporter serves them", "monitoring"),
+    Volume("prometheus_data", "Prometheus's metrics, kept metrics_retention_days", "monitoring"),
 )
 
 

@@ -252,6 +252,8 @@ class Settings:
     metrics_port: int = knob(*PORT)
     metrics_allowed_cidrs: tuple[str, ...] = knob("a list of networks like \"203.0.113.0/24\" (empty: only through "
                                                   "an SSH tunnel)", parse=_cidrs)
+    metrics_retention_days: int = knob("days, a whole number from 1 to 3650", lambda v: 1 <= v <= 3650)
+    metrics_retention_mb: int = knob("megabytes, a whole number >= 64", lambda v: v >= 64)
     prometheus_image: str = knob(*IMAGE)
     alertmanager_image: str = knob(*IMAGE)
     node_exporter_image: str = knob(*IMAGE)

@@ -230,6 +230,9 @@ def project_files(settings: Settings) -> dict[str, str]:
         files["origin/origin.conf"] = _render("nginx/origin.conf.j2", tls_path=ORIGIN_TLS_PATH, tls_copy=ORIGIN_TLS_COPY)
     for folder in (*FIRST_START_FOLDERS, *(f for s in enabled(SERVICES, settings) for f in s.inputs)):
         files.update(_static(folder))
+    if settings.monitoring:  # beside files/monitoring/alerts.yml, which it names
+        files["monitoring/prometheus.yml"] = _render("monitoring/prometheus.yml.j2", m=monitoring_context(settings),
+                                                     name=settings.host_name)
     if settings.acme_on and settings.acme_ca_bundle:
         files["acme/ca-bundle.pem"] = Path(settings.acme_ca_bundle).read_text()
     files.update({f"maintainer/keys/{login}": "".join(key + "\n" for key in public_keys)

@@ -4,6 +4,7 @@ command. Ends with the shared host back on the defaults (no backups), as the oth
 
 import datetime
 import json
+import re
 import secrets as random_values
 import subprocess
 import time
@@ -201,10 +202,23 @@ def backup_metrics(host, condition, seconds: float = 90) -> dict[str, float]:
     raise AssertionError(f"the backup's metrics did not come to that within {seconds} s: {found}")
 
 
+def status_until(inventory, condition, seconds: float = 180):
+    """The first status within ``seconds`` whose output meets ``condition``; fails with the last one."""
+    deadline = time.monotonic() + seconds
+    while True:
+        shown = lab_tools.status(inventory, timeout=120)
+        if condition(shown.stdout):
+            return shown
+        if time.monotonic() > deadline:
+            raise AssertionError(f"status did not come to that within {seconds} s: {shown.stdout}{shown.stderr}")
+        time.sleep(5)
+
+
 def test_with_monitoring_the_last_success_its_size_and_a_failure_are_metrics(backed_up):
     """monitoring = True beside backups: the metrics serve the last success as its record says it, its
     size, and whether the last run failed (1 from the failed run on, 0 again after the next success),
-    with the age the alert calls overdue."""
+    with the age the alert calls overdue; Prometheus fires BackupFailed, status says it, and it ends
+    with the next success."""
     provisioned, server, _ = backed_up
     host = provisioned.host
     lab_tools.load_images(host, monitoring=True)
@@ -228,9 +242,13 @@ def test_with_monitoring_the_last_success_its_size_and_a_failure_are_metrics(bac
     assert failed.returncode != 0
     backup_metrics(host, lambda m: m.get("kono_backup_failing") == 1.0
                    and m.get("kono_backup_last_success_timestamp_seconds") == at)
+    # Prometheus on the host evaluates files/monitoring/alerts.yml: status names the alert it fires.
+    shown = status_until(inventory, lambda out: "alert          BackupFailed: The last backup" in out)
+    assert shown.returncode == 1 and re.search(r"  alert          BackupFailed: .* NOT OK$", shown.stdout, re.M)
     host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono")
     backup_metrics(host, lambda m: m.get("kono_backup_failing") == 0.0
                    and m.get("kono_backup_last_success_timestamp_seconds", 0) > at)
+    status_until(inventory, lambda out: "BackupFailed" not in out and re.search(r"  (alert|alerts) ", out))
     lab_tools.deploy(inventory)
     assert lab_tools.deploy(inventory, "--json").changes == 0
 

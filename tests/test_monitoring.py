@@ -11,13 +11,14 @@ import urllib.request
 import pytest
 
 from kono.monitoring import METRICS, METRICS_INTERVAL_SECONDS, NODE_METRICS
+from kono.services import SERVICES
 from tests import lab as lab_tools
 from tests.lab import DEFAULT_SERVICES, DEFAULTS, container, metric_samples
 
 pytestmark = pytest.mark.e2e
 
 PORT = DEFAULTS["metrics_port"]
-MONITORING_SERVICES = ("node_exporter", "metrics")
+MONITORING_SERVICES = tuple(s.name for s in SERVICES if s.only_when == "monitoring")
 
 
 def scrape(address: str, port: int = PORT, timeout: float = 10) -> str:
@@ -60,7 +61,7 @@ def monitored(provisioned):
 
 
 def test_the_hosts_and_every_services_metrics_are_served_to_an_allowed_source(monitored):
-    provisioned, _ = monitored
+    provisioned, inventory = monitored
     host = provisioned.host
     services = {s.name for s in DEFAULT_SERVICES} | set(MONITORING_SERVICES)
     text = wait_for(host.address, lambda t: healthy(t) == dict.fromkeys(services, 1.0), 120)
@@ -76,6 +77,12 @@ def test_the_hosts_and_every_services_metrics_are_served_to_an_allowed_source(mo
     kono = {key.split("{")[0] for key in found if key.startswith("kono_")}
     assert kono <= set(METRICS), kono - set(METRICS)
     assert {"kono_service_healthy", "kono_service_restarts_total", "kono_docker_disk_bytes"} <= kono
+    # Prometheus scrapes them and evaluates the alerts: status reads what fires (nothing the lab
+    # causes here; the host's own disk and memory are this machine's).
+    shown = lab_tools.status(inventory, timeout=120).stdout
+    assert re.search(r"^\S+  prometheus +running +healthy +ok$", shown, re.M), shown
+    assert re.search(r"^\S+  (alerts         none firing ok|alert          .* NOT OK)$", shown, re.M), shown
+    assert "Prometheus did not answer" not in shown
 
 
 def test_a_stopped_service_reads_unhealthy_within_three_rounds_and_a_deploy_brings_it_back(monitored):

@@ -6,7 +6,8 @@ One line per service of every host: state, health, and whether it is ready (runn
 healthcheck passing); with HTTPS, one line for the certificate nginx serves (on a cluster, on each
 edge node): its names, issuer and expiry ("NOT OK" within 14 days); with backups, one for the last successful backup: its age, size
 and snapshots ("NOT OK" when there is none or it is older than two days); with pitr, how far
-db_production's binary logs are shipped ("NOT OK" past twice pitr_max_lag_seconds). Exit 0 when every service
+db_production's binary logs are shipped ("NOT OK" past twice pitr_max_lag_seconds); with monitoring, one
+line per alert Prometheus has firing (NOT OK), or one saying none fires. Exit 0 when every service
 of every host is ready and nothing is NOT OK, 1 otherwise.
 
 With engine = "swarm", as the first manager that answers sees the cluster: one line per node (ready,
@@ -29,6 +30,7 @@ from kono.cluster import cluster_of, holds_stack, is_edge, node_report, parse_sw
 from kono.services import SERVICES, enabled, ready, script
 from kono.stack import not_converged, parse_services, parse_swarm_services
 from kono.backup import MAX_AGE, backup_age, parse_last_backup, parse_shipped, shipping_ok, shipping_summary
+from kono.monitoring import PROMETHEUS_PORT, alert_lines
 from kono.tls import EXPIRY_WARNING_DAYS, certificate_summary, days_left
 
 
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                         if target.settings.backups_on else None)
                 shipped = (parse_shipped(run(client, commands.shipped_binlogs(project, script("binlog"))).decode())
                            if target.settings.pitr_on else None)
+                alerts = (run(client, commands.firing_alerts(project, PROMETHEUS_PORT)).decode()
+                          if target.settings.monitoring else None)
         except (ConnectError, RuntimeError, OSError) as error:  # report every host, even when one is down
             print(f"{target.name}: unreachable: {type(error).__name__}: {error}")
             all_ready = False
@@ -121,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
             ok = shipping_ok(shipped, target.settings)
             all_ready &= ok
             print(f"{target.name}  binary logs    {shipping_summary(shipped)} {'ok' if ok else 'NOT OK'}")
+        for line, ok in alert_lines(alerts) if alerts is not None else ():
+            all_ready &= ok
+            print(f"{target.name}  {line} {'ok' if ok else 'NOT OK'}")
     if cluster and not nodes_shown:
         print(f"cluster: no manager answered ({', '.join(n.name for n in cluster.nodes if n.role == 'manager')}) NOT OK")
         all_ready = False

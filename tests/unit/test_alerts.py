@@ -1,6 +1,7 @@
 """The alert rules (files/monitoring/alerts.yml): valid, each one fired and kept quiet by its
 fixtures (promtool test rules), and reading only metrics the contract names (kono/monitoring.py)."""
 
+import dataclasses
 import re
 import subprocess
 from pathlib import Path
@@ -69,3 +70,48 @@ def test_every_summary_names_the_instance_and_no_value_a_secret_could_be_in():
         # numbers: never a free-form text.
         declared = {label for metric in METRICS.values() for label in metric.labels}
         assert set(re.findall(r"\$labels\.(\w+)", summary)) <= declared | {"instance", "job", "mountpoint"}
+
+
+def test_the_rendered_prometheus_configuration_is_valid_and_reads_these_rules(promtool, tmp_path):
+    """What the prometheus service reads: the host's monitoring folder as a deploy writes it."""
+    from kono import stack
+    from tests.lab import settings_of
+    stack.project_files.cache_clear()
+    files = stack.project_files(dataclasses.replace(settings_of(monitoring=True, metrics_retention_days=3),
+                                                    host_name="web-1.example.com"))
+    for path, content in files.items():
+        if path.startswith("monitoring/"):
+            (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / path).write_text(content)
+    checked = subprocess.run([promtool, "check", "config", "prometheus.yml"], cwd=tmp_path / "monitoring",
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"SUCCESS: {len(RULES)} rules found" in checked.stdout
+    config = yaml.safe_load(files["monitoring/prometheus.yml"])
+    from kono.monitoring import METRICS_INTERVAL_SECONDS, NODE_EXPORTER_PORT
+    assert config["global"]["scrape_interval"] == f"{METRICS_INTERVAL_SECONDS}s"
+    assert [t for job in config["scrape_configs"] for c in job["static_configs"] for t in c["targets"]][0] == \
+        f"node_exporter:{NODE_EXPORTER_PORT}"
+    # The alerts' summaries name the host as the inventory does.
+    assert {c["labels"]["instance"] for job in config["scrape_configs"] for c in job["static_configs"]} == \
+        {"web-1.example.com"}
+    command = yaml.safe_load(files["compose.yaml"])["services"]["prometheus"]["command"]
+    assert "--storage.tsdb.retention.time=3d" in command and "--storage.tsdb.retention.size=1024MB" in command
+
+
+def test_status_says_each_firing_alert_but_the_heartbeat_and_not_ok_when_prometheus_is_silent():
+    import json
+    from kono.monitoring import alert_lines
+
+    def alert(name, state, severity="warning", at="2026-12-04T03:12:45.123456789Z"):
+        return {"labels": {"alertname": name, "severity": severity}, "state": state, "activeAt": at,
+                "annotations": {"summary": f"{name} summary."}, "value": "1e+00"}
+    answer = {"status": "success", "data": {"alerts": [
+        alert("Watchdog", "firing", "heartbeat"), alert("ServiceUnhealthy", "pending"),
+        alert("BackupFailed", "firing", at="2026-12-04T03:10:00Z")]}}
+    assert alert_lines(json.dumps(answer)) == [
+        ("alert          BackupFailed: BackupFailed summary. (since 2026-12-04 03:10 UTC)", False)]
+    answer["data"]["alerts"] = [alert("Watchdog", "firing", "heartbeat")]
+    assert alert_lines(json.dumps(answer)) == [("alerts         none firing", True)]
+    assert alert_lines("") == [("alerts         unknown: Prometheus did not answer", False)]
+    assert alert_lines('{"status": "success", "data": {"alerts": [{"labels": {}}') [0][1] is False  # cut short

@@ -34,6 +34,7 @@ def test_the_compose_file_has_exactly_the_tables_services_secrets_and_volumes(va
     services_now = enabled(SERVICES, chosen)
     optional = {"acme": variant == "acme", "backup": variant in ("backups", "pitr"), "binlog": variant == "pitr",
                 "node_exporter": variant == "monitoring", "metrics": variant == "monitoring",
+                "prometheus": variant == "monitoring",
                 "releases": False, "origin": False}  # a cluster's alone (tests/unit/test_swarm_stack.py)
     assert [s.name for s in services_now] == [s.name for s in SERVICES if optional.get(s.name, True)]
     assert compose["secrets"] == {s.compose_name: {"file": f"./{s.path}"} for s in enabled(SECRETS, chosen)
