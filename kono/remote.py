@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
@@ -68,7 +69,28 @@ def connect(target: Target) -> Iterator[paramiko.SSHClient]:
 def run(client: paramiko.SSHClient, command: str, directory: str | None = None,
         stdout: IO[bytes] | None = None, stdin: Path | None = None) -> bytes:
     """Run a command on the host (in ``directory``); stream its output to ``stdout`` (or return it),
-    and a local file to its input. Raises RuntimeError with the end of its stderr when it fails."""
+    and a local file to its input. Raises RuntimeError with the end of its stderr (or of its output,
+    where Docker puts its own errors) when it fails. A ``docker exec`` that never started is run
+    again (``commands.unstarted``)."""
+    for attempt in range(1, UNSTARTED_ATTEMPTS + 1):
+        status, output, error, sent = _run_once(client, command, directory, stdout, stdin)
+        if not (stdout is None and commands.unstarted(status, output)) or attempt == UNSTARTED_ATTEMPTS:
+            break
+        time.sleep(1)
+    if status != 0:
+        said = (error.decode(errors="replace").strip() or output[-STDERR_KEPT:].decode(errors="replace").strip())
+        raise RuntimeError(f"{' '.join(command.split(' ', 5)[:5])} failed on the host ({exit_said(status)}): "
+                           f"{said[-500:]}")
+    if sent:
+        raise RuntimeError(f"{' '.join(command.split(' ', 5)[:5])}: its input was not all sent: {sent[0]}")
+    return output if stdout is None else b""
+
+
+UNSTARTED_ATTEMPTS = 3  # tries of a command whose docker exec never started
+
+
+def _run_once(client: paramiko.SSHClient, command: str, directory: str | None, stdout: IO[bytes] | None,
+              stdin: Path | None) -> tuple[int, bytes, bytearray, list[BaseException]]:
     channel = client.get_transport().open_session()
     channel.exec_command(commands.in_dir(directory, command) if directory else command)
     # stderr is read beside stdout: left unread, it fills the channel's window and the command stalls
@@ -88,17 +110,12 @@ def run(client: paramiko.SSHClient, command: str, directory: str | None = None,
             collected.extend(chunk)
         else:
             stdout.write(chunk)
+            collected.extend(chunk)  # its end only, for the error
+            del collected[:-STDERR_KEPT]
     drain.join()
     if feed:
         feed.join()
-    error = errors.decode(errors="replace")
-    status = channel.recv_exit_status()
-    if status != 0:
-        raise RuntimeError(f"{' '.join(command.split(' ', 5)[:5])} failed on the host ({exit_said(status)}): "
-                           f"{error.strip()[-500:]}")
-    if sent:
-        raise RuntimeError(f"{' '.join(command.split(' ', 5)[:5])}: its input was not all sent: {sent[0]}")
-    return bytes(collected)
+    return channel.recv_exit_status(), bytes(collected), errors, sent
 
 
 def exit_said(status: int) -> str:

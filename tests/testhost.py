@@ -32,11 +32,14 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from kono.commands import unstarted
 
 HOST_PACKAGES = "mmdebstrap systemd-container iptables iproute2 openssh-client"
 CACHE_DIR = Path(os.environ.get("KONO_CACHE", "/var/cache/kono-infra"))
@@ -251,10 +254,17 @@ class TestHost:
 
     def ssh(self, command: str, user: str = ADMIN_USER, check: bool = True, timeout: float = 300,
             input: str | bytes | None = None) -> subprocess.CompletedProcess:
-        """Run a shell command on the host over SSH; returns text output."""
+        """Run a shell command on the host over SSH; returns text output. A ``docker exec`` that never
+        started (kono.commands.unstarted: nothing of the command ran) is run again, and said."""
         text = not isinstance(input, bytes)
-        done = subprocess.run([*self.ssh_args(user), command], input=input, capture_output=True, text=text,
-                              timeout=timeout)
+        for attempt in range(3):
+            done = subprocess.run([*self.ssh_args(user), command], input=input, capture_output=True, text=text,
+                                  timeout=timeout)
+            output = done.stdout.encode() if text else done.stdout
+            if not unstarted(done.returncode, output or b""):
+                break
+            print(f"{self.name}: {output.decode(errors='replace').strip()} (exit 126): run again", file=sys.stderr)
+            time.sleep(1)
         if check and done.returncode != 0:
             raise SSHCommandFailed(done.returncode, done.args, done.stdout, done.stderr)
         return done

@@ -73,3 +73,24 @@ def test_the_doubles_cache_is_named_by_everything_they_are_built_from(tmp_path, 
     assert first != lab.doubles_cache(tmp_path / "image-base-trixie-4567.tar", {"mysql": "mysql_image"})
     (images / "mysql" / "entrypoint.sh").write_text("#!/bin/sh\n")
     assert first != lab.doubles_cache(base, {"mysql": "mysql_image"})
+
+
+def test_the_labs_ssh_runs_again_a_docker_exec_that_never_started_and_nothing_else(monkeypatch, tmp_path):
+    import subprocess
+    from types import SimpleNamespace
+
+    from tests import testhost
+    answers = [(126, "OCI runtime exec failed: exec failed: read init-p: connection reset by peer: unknown\r\n"),
+               (0, "done\n"), (126, "printed first\nOCI runtime exec failed: x\n")]
+    calls = []
+
+    def fake_run(args, **kwargs):
+        calls.append(args)
+        code, out = answers.pop(0)
+        return subprocess.CompletedProcess(args, code, out, "")
+    monkeypatch.setattr(testhost.subprocess, "run", fake_run)
+    monkeypatch.setattr(testhost.time, "sleep", lambda s: None)
+    host = testhost.TestHost("kono-10", "10.231.0.10", tmp_path, SimpleNamespace(ssh_config=tmp_path / "c"),
+                             tmp_path / "console")
+    assert host.ssh("docker exec x true").stdout == "done\n" and len(calls) == 2
+    assert host.ssh("docker exec x true", check=False).returncode == 126 and len(calls) == 3

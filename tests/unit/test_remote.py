@@ -98,3 +98,44 @@ def test_a_failure_with_nothing_on_stderr_still_says_how_it_ended(status, said):
     with pytest.raises(RuntimeError) as failed:
         remote.run(client(FullWindowChannel(b"", b"", status)), "docker exec -i backup sh restore")
     assert str(failed.value) == f"docker exec -i backup sh failed on the host {said}: "
+
+
+def sessions(*channels, opened=None):
+    """A client whose sessions are these channels (or the list ``opened``), in turn."""
+    opened = list(channels) if opened is None else opened
+
+    class Transport:
+        def open_session(self):
+            return opened.pop(0)
+
+    class Client:
+        def get_transport(self):
+            return Transport()
+    return Client()
+
+
+UNSTARTED = (b"OCI runtime exec failed: exec failed: unable to start container process: "
+             b"read init-p: connection reset by peer: unknown\r\n")
+
+
+def test_a_docker_exec_that_never_started_is_run_again(monkeypatch):
+    monkeypatch.setattr(remote.time, "sleep", lambda seconds: None)
+    assert remote.run(sessions(FullWindowChannel(b"", UNSTARTED, 126), FullWindowChannel(b"", b"[]", 0)),
+                      "docker exec -i backup sh snapshots") == b"[]"
+
+
+def test_one_that_never_starts_fails_saying_dockers_message_after_three_tries(monkeypatch):
+    monkeypatch.setattr(remote.time, "sleep", lambda seconds: None)
+    with pytest.raises(RuntimeError, match=r"\(exit 126\): OCI runtime exec failed: .* reset by peer: unknown$"):
+        remote.run(sessions(*(FullWindowChannel(b"", UNSTARTED, 126) for _ in range(3))), "docker exec -i backup sh x")
+
+
+@pytest.mark.parametrize("output, streamed", [(b"kono-backup: restored db_production\n" + UNSTARTED, False),
+                                              (UNSTARTED, True)])
+def test_nothing_is_run_again_once_some_of_it_ran_or_its_output_went_out(output, streamed, tmp_path):
+    """A command that printed before its exec failed may have changed something (a restore, then the
+    maintainer's reload); a streamed output already holds Docker's message."""
+    channels = [FullWindowChannel(b"", output, 126), FullWindowChannel(b"", b"", 0)]
+    with open(tmp_path / "out", "wb") as out, pytest.raises(RuntimeError, match=r"(?s)\(exit 126\): .*OCI runtime exec"):
+        remote.run(sessions(opened=channels), "docker exec -i backup sh restore", stdout=out if streamed else None)
+    assert len(channels) == 1  # the second session was never opened
