@@ -520,8 +520,10 @@ def in_service(project: str, service: str, script: str, env: tuple[str, ...] = (
             f"else printf '%s\\n' {missing} >&2; false; fi; }}")
 
 
-# What the Docker CLI prints, on the exec's stdout, with exit 126, when the runtime could not start
-# the process: nothing in the container ran (seen once in 2,000 execs on a loaded nested host).
+# What the Docker CLI prints, on the exec's stdout (stderr empty), with exit 126, when the runtime
+# could not start the process: nothing in the container ran. Seen here on a non-executable file and,
+# with a message lost, once in 7,000 execs of a working script on a loaded nested host, and as two
+# CI failures with an empty stderr.
 DOCKER_EXEC_UNSTARTED = b"OCI runtime exec failed"
 
 
