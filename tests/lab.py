@@ -94,6 +94,12 @@ def sdk_container(client, service: str):
     return client.containers.list(filters={"label": labels(service)})[0]
 
 
+# The lab's daily backup_schedule: twelve hours from when the tests started (UTC), so no scheduled
+# backup runs in the middle of a test that counts the runs it makes (group_data's 03:00 did, in a
+# run at 03:00). The schedule itself is tested with one of its own (test_backups.py).
+QUIET_BACKUP_SCHEDULE = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=12)).strftime("%H:%M")
+
+
 def write_inventory(lab: Lab, hosts: list[TestHost], path: Path, **data) -> Path:
     """An inventory like an operator's, for the lab's hosts; ``data`` overrides knobs per run.
 
@@ -107,6 +113,7 @@ def write_inventory(lab: Lab, hosts: list[TestHost], path: Path, **data) -> Path
         "local_secrets_dir": str(lab.workdir / "secrets"),
         "ssh_key": str(lab.key),
         "ssh_known_hosts_file": str(lab.known_hosts),
+        "backup_schedule": QUIET_BACKUP_SCHEDULE,
         **data,
     }
     entries = [(h.address, host_data) for h in hosts]
