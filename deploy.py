@@ -2,6 +2,7 @@
 #     pyinfra inventory.py deploy.py
 from pyinfra import host, inventory
 
+from kono.alerts import alert_secrets, place_alert_secrets
 from kono.backup import backup_reads, backup_secrets, backups, place_backup_secrets
 from kono.cluster import cluster_reads, form_cluster, holds_stack, inventory_cluster
 from kono.deploy_run import begin_deploy, finish_deploy
@@ -23,13 +24,14 @@ supplied = supplied_secrets(settings)
 passwords = maintainer_passwords(settings)
 provided = provided_tls(settings)
 backup = backup_secrets(settings)
+alerts = alert_secrets(settings)
 
 # With the deploy lock, one command reads what the steps below compare (kono/host_state.py).
 secret_state_reads = [*secret_reads(settings), *password_reads(settings), *backup_reads(settings)] if stack else []
 begin_deploy(settings, reads=[*cluster_reads(settings), *secret_state_reads, *tls_reads(settings),
                               *stack_reads(settings), *firewall_reads(settings)])
 if stack:
-    check_supplied(settings, supplied, passwords, provided, backup)
+    check_supplied(settings, supplied, passwords, provided, backup, alerts)
 check_firewall(settings, cluster)  # ports only bootstrap can open: said before anything changes
 form_cluster(settings, cluster, host.name)
 if stack:
@@ -37,6 +39,7 @@ if stack:
     place_passwords(settings, passwords)
     place_tls(settings, provided)
     place_backup_secrets(settings, backup)
+    place_alert_secrets(settings, alerts)
 push_project(settings)
 if stack:
     bring_up(settings)

@@ -73,12 +73,12 @@ pitr_days = 7                      # with pitr: restore to any second of the las
 monitoring = False                 # the host's metrics and the stack's own, in Prometheus's format, on metrics_port
 metrics_port = 9100                # where they are served (node_exporter's /metrics)
 metrics_allowed_cidrs = []         # sources that may scrape metrics_port (needs firewall); []: only through an SSH tunnel
+alert_webhook = False              # send each alert, and its end, to the webhook URL supplied as the secret alerts/webhook_url
 metrics_retention_days = 15        # Prometheus keeps the host's metrics this many days...
 metrics_retention_mb = 1024        # ... and at most this many MB of them (the oldest go first)
 node_exporter_image = "prom/node-exporter:v1.9.0"   # serves the host's metrics (disk, memory) and the stack's
 prometheus_image = "prom/prometheus:v2.53.3"        # collects the metrics and evaluates files/monitoring/alerts.yml
-# Notifications are in progress (issue #28): nothing deploys this one yet.
-alertmanager_image = "prom/alertmanager:v0.28.1"    # routes the alerts (a busybox image: its healthcheck uses wget)
+alertmanager_image = "prom/alertmanager:v0.28.1"    # sends the alerts (with alert_webhook; a busybox image: its healthcheck uses wget)
 
 # --- Host hardening (bootstrap; README.md, "Hardening") ---------------------------------------
 host_ssh_allowed_cidrs = ["0.0.0.0/0", "::/0"]     # sources that may reach the host's SSH (port 22)

@@ -66,6 +66,7 @@ METRICS_DIR = "/metrics"
 METRICS_FILE = f"{METRICS_DIR}/kono.prom"
 METRICS_INTERVAL_SECONDS = 15  # how often kono-metrics.js reads the engine (a scrape sees values this old at most)
 NODE_EXPORTER_PORT = 9100  # node_exporter's own, inside its container; metrics_port publishes it
+ALERTMANAGER_PORT = 9093  # Alertmanager's own, inside its container; not published
 PROMETHEUS_PORT = 9090  # Prometheus's own, inside its container; not published (status reads it by docker exec)
 CONFIG_DIR = "/etc/kono-monitoring"  # where Prometheus finds the monitoring folder: prometheus.yml, alerts.yml
 
@@ -95,6 +96,7 @@ def monitoring_context(settings) -> dict:
     """What the node_exporter and metrics templates read."""
     return {"dir": METRICS_DIR, "file": METRICS_FILE, "interval": METRICS_INTERVAL_SECONDS,
             "port": NODE_EXPORTER_PORT, "prometheus_port": PROMETHEUS_PORT, "config_dir": CONFIG_DIR,
+            "alertmanager_port": ALERTMANAGER_PORT,
             "contract": contract_json(),
             "mounts": [(volume, f"/facts/{volume}") for volume, _ in fact_files(settings)],
             "facts": " ".join(f"/facts/{volume}/{name}" for volume, name in fact_files(settings)),

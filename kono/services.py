@@ -85,7 +85,8 @@ class Secret:
     # "maintainer passwords": sha512-crypt hashes of the passwords the operator gives (kono/secrets.py);
     # "tls": a PEM certificate or key the operator provides (kono/tls.py), placed as given, never generated;
     # "operator": supplied by the operator and never generated on the host (a backup repository's
-    # password must outlive the host), then never changed (the repository was initialised with it).
+    # password must outlive the host), then never changed (the repository was initialised with it);
+    # "alerts": supplied by the operator (kono/alerts.py), never generated; a new value replaces the host's.
     origin: str = "stack"
     # Services that read it only when they initialise (a database's first start): a new value does not
     # restart them.
@@ -205,6 +206,13 @@ SERVICES: tuple[Service, ...] = (
     Service("prometheus", inputs=("monitoring",), image="prometheus_image", only_when="monitoring",
             impact="alerts are not evaluated until it is back (a fault that lasts is caught then)",
             read_only_tmpfs=()),
+    # Alertmanager sends each alert once, and its end once (templates/monitoring/alertmanager.yml.j2),
+    # to the webhook. Root in its container, as the backup service: the webhook's URL is the deploy
+    # user's 0600 file (DAC_OVERRIDE; compose keeps a secret's owner and mode), and its volume is
+    # the image's, owned by nobody (DAC_OVERRIDE). Nothing else: no network but the stack's.
+    Service("alertmanager", inputs=("monitoring",), image="alertmanager_image", only_when="alerts_on",
+            impact="alerts wait in Prometheus until it is back, then are sent",
+            capabilities=("DAC_OVERRIDE",), read_only_tmpfs=()),
 )
 
 # The api's contract with its supervisor (files/api/start.js and worker.js), compose and nginx, said
@@ -284,6 +292,9 @@ SECRETS: tuple[Secret, ...] = (
     # KEY=value lines for the repository's storage (AWS_ACCESS_KEY_ID=..., AWS_SECRET_ACCESS_KEY=...);
     # empty for a backend that needs none.
     Secret("backup", "storage_credentials", ("backup", "binlog"), origin="operator", only_when="backups_on"),
+    # The team's webhook (Slack, Mattermost, Discord's /slack), with its token: supplied by the operator
+    # (kono/alerts.py); a new one is placed by the next deploy and used from the next alert on.
+    Secret("alerts", "webhook_url", ("alertmanager",), origin="alerts", only_when="alerts_on"),
 )
 
 
@@ -314,6 +325,7 @@ VOLUMES: tuple[Volume, ...] = (
     Volume("binlog_state", "binary logs on their way to the repository, and what was shipped", "pitr_on"),
     Volume("metrics", "the stack's own metrics, as node_exporter serves them", "monitoring"),
     Volume("prometheus_data", "Prometheus's metrics, kept metrics_retention_days", "monitoring"),
+    Volume("alertmanager_data", "which alerts were sent (each is sent once), and silences", "alerts_on"),
 )
 
 

@@ -34,7 +34,7 @@ from kono.services import (DB_SECRETS_DIR, ORIGIN_TLS_COPY, ORIGIN_TLS_PATH, ORI
                            replacement_note, restarting_secrets, secret, secret_file, secrets_of, service,
                            BINLOG_SERVER_OPTIONS, BINLOG_USER, TIMELINE_TAG,
                            unready)
-from kono.monitoring import monitoring_context
+from kono.monitoring import ALERTMANAGER_PORT, HEARTBEAT, monitoring_context
 from kono.settings import Settings
 from kono.ssh_policy import maintainer_sshd_policy
 
@@ -231,8 +231,13 @@ def project_files(settings: Settings) -> dict[str, str]:
     for folder in (*FIRST_START_FOLDERS, *(f for s in enabled(SERVICES, settings) for f in s.inputs)):
         files.update(_static(folder))
     if settings.monitoring:  # beside files/monitoring/alerts.yml, which it names
-        files["monitoring/prometheus.yml"] = _render("monitoring/prometheus.yml.j2", m=monitoring_context(settings),
-                                                     name=settings.host_name)
+        files["monitoring/prometheus.yml"] = _render(
+            "monitoring/prometheus.yml.j2", m=monitoring_context(settings), name=settings.host_name,
+            alertmanager=f"alertmanager:{ALERTMANAGER_PORT}" if settings.alerts_on else None)
+    if settings.alerts_on:
+        files["monitoring/alertmanager.yml"] = _render(
+            "monitoring/alertmanager.yml.j2", heartbeat=HEARTBEAT,
+            webhook_url_file=f"{SECRETS_DIR}/{secret('alerts/webhook_url').compose_name}")
     if settings.acme_on and settings.acme_ca_bundle:
         files["acme/ca-bundle.pem"] = Path(settings.acme_ca_bundle).read_text()
     files.update({f"maintainer/keys/{login}": "".join(key + "\n" for key in public_keys)

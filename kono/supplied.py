@@ -9,7 +9,7 @@ host is here. A problem stops the deploy here, before anything changes, with eve
 Example::
 
     begin_deploy(settings, reads=[...])
-    check_supplied(settings, supplied, passwords, provided, backup)
+    check_supplied(settings, supplied, passwords, provided, backup, alerts)
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pyinfra import host
 from pyinfra.api import deploy, operation
 
 from kono import commands
+from kono.alerts import alert_secret_problems
 from kono.backup import backup_secret_problems
 from kono.host_state import read
 from kono.passwords import PasswordHashFile, missing_passwords, password_hash_file
@@ -30,7 +31,7 @@ from kono.tls import missing_pair
 
 @operation()
 def supplied_match_host(settings: Settings, supplied: dict[str, str], passwords: dict[str, str | None],
-                        provided: dict[str, str], backup: dict[str, str]):
+                        provided: dict[str, str], backup: dict[str, str], alerts: dict[str, str]):
     """
     Fail, before anything changes, when what the operator supplies does not fit the host: a secret
     other than the one a database or the repository was initialised with, or a secret, password or
@@ -41,13 +42,14 @@ def supplied_match_host(settings: Settings, supplied: dict[str, str], passwords:
     + passwords: {login: password or None} (kono/passwords.py)
     + provided: the TLS pair given, {key: PEM} or {} (kono/tls.py)
     + backup: the backup secrets given, {path: content} (kono/backup.py)
+    + alerts: the alert secrets given, {path: content} (kono/alerts.py)
 
     **Example:**
 
     .. code:: python
 
         supplied_match_host(name="Supplied secrets fit the host", settings=settings, supplied={},
-                            passwords={"sysop": None}, provided={}, backup={})
+                            passwords={"sysop": None}, provided={}, backup={}, alerts={})
     """
     directory = settings.project_dir
     tree = read(ConfigTree, directory=directory)
@@ -55,7 +57,8 @@ def supplied_match_host(settings: Settings, supplied: dict[str, str], passwords:
     problems = [*secret_conflicts(settings, supplied, digests),
                 *missing_passwords(settings, passwords, read(PasswordHashFile, path=password_hash_file(settings))),
                 *missing_pair(settings, provided, tree),
-                *backup_secret_problems(settings, backup, tree, digests)]
+                *backup_secret_problems(settings, backup, tree, digests),
+                *alert_secret_problems(settings, alerts, tree)]
     if problems:
         for problem in problems:
             drift(problem)
@@ -66,6 +69,7 @@ def supplied_match_host(settings: Settings, supplied: dict[str, str], passwords:
 
 @deploy("Supplied secrets")
 def check_supplied(settings: Settings, supplied: dict[str, str], passwords: dict[str, str | None],
-                   provided: dict[str, str], backup: dict[str, str]) -> None:
+                   provided: dict[str, str], backup: dict[str, str], alerts: dict[str, str]) -> None:
     supplied_match_host(name="What the operator supplies fits the host (checked before anything changes)",
-                        settings=settings, supplied=supplied, passwords=passwords, provided=provided, backup=backup)
+                        settings=settings, supplied=supplied, passwords=passwords, provided=provided, backup=backup,
+                        alerts=alerts)

@@ -208,9 +208,18 @@ def metric_samples(text: str) -> dict[str, float]:
 
 def promtool_path() -> str:
     """Prometheus's promtool: $PROMTOOL, Debian's that `.ci/setup` unpacks into .venv/prometheus, or one on PATH."""
-    unpacked = REPO / ".venv/prometheus/usr/bin/promtool"
-    found = os.environ.get("PROMTOOL") or (str(unpacked) if unpacked.exists() else shutil.which("promtool"))
-    assert found, "no promtool: `bash .ci/setup` unpacks Debian's into .venv/prometheus (or set PROMTOOL)"
+    return _unpacked_tool("promtool", "PROMTOOL", "prometheus")
+
+
+def amtool_path() -> str:
+    """Alertmanager's amtool: $AMTOOL, Debian's that `.ci/setup` unpacks into .venv/alertmanager, or one on PATH."""
+    return _unpacked_tool("amtool", "AMTOOL", "alertmanager")
+
+
+def _unpacked_tool(name: str, variable: str, folder: str) -> str:
+    unpacked = REPO / f".venv/{folder}/usr/bin/{name}"
+    found = os.environ.get(variable) or (str(unpacked) if unpacked.exists() else shutil.which(name))
+    assert found, f"no {name}: `bash .ci/setup` unpacks Debian's into .venv/{folder} (or set {variable})"
     return found
 
 

@@ -115,3 +115,32 @@ def test_status_says_each_firing_alert_but_the_heartbeat_and_not_ok_when_prometh
     assert alert_lines(json.dumps(answer)) == [("alerts         none firing", True)]
     assert alert_lines("") == [("alerts         unknown: Prometheus did not answer", False)]
     assert alert_lines('{"status": "success", "data": {"alerts": [{"labels": {}}') [0][1] is False  # cut short
+
+
+def test_the_rendered_alertmanager_configuration_is_valid_tells_each_alert_once_and_never_the_heartbeat(tmp_path):
+    from kono import stack
+    from kono.monitoring import HEARTBEAT
+    from kono.services import SECRETS_DIR, secret
+    from tests.lab import amtool_path, settings_of
+    stack.project_files.cache_clear()
+    files = stack.project_files(settings_of(monitoring=True, alert_webhook=True))
+    (tmp_path / "alertmanager.yml").write_text(files["monitoring/alertmanager.yml"])
+    checked = subprocess.run([amtool_path(), "check-config", "alertmanager.yml"], cwd=tmp_path,
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    config = yaml.safe_load(files["monitoring/alertmanager.yml"])
+    route = config["route"]
+    assert route["group_by"] == ["..."]  # every alert its own message
+    assert route["repeat_interval"] == "8760h"  # not again while it lasts
+    assert route["routes"] == [{"matchers": [f'severity="{HEARTBEAT}"'], "receiver": "nobody"}]
+    assert {r["name"] for r in config["receivers"]} == {"nobody", "team"}
+    slack = next(r for r in config["receivers"] if r["name"] == "team")["slack_configs"]
+    assert slack == [{**slack[0], "api_url_file": f"{SECRETS_DIR}/{secret('alerts/webhook_url').compose_name}",
+                      "send_resolved": True}]
+    # Prometheus sends its alerts there; without alert_webhook, nowhere (and no Alertmanager runs).
+    assert yaml.safe_load(files["monitoring/prometheus.yml"])["alerting"] == {
+        "alertmanagers": [{"static_configs": [{"targets": ["alertmanager:9093"]}]}]}
+    quiet = stack.project_files(settings_of(monitoring=True))
+    assert "alerting" not in yaml.safe_load(quiet["monitoring/prometheus.yml"])
+    assert "monitoring/alertmanager.yml" not in quiet
+    assert "alertmanager" not in yaml.safe_load(quiet["compose.yaml"])["services"]

@@ -24,7 +24,7 @@ HTTPS = {"acme": dict(https="acme", domains=["kono.example.com"], acme_email="op
          "provided": dict(https="provided", domains=["kono.example.com"])}
 VARIANTS = {"defaults": {}, **HTTPS, "backups": dict(backup_repository="s3:s3.amazonaws.com/bucket/kono"),
             "pitr": dict(backup_repository="s3:s3.amazonaws.com/bucket/kono", pitr=True),
-            "monitoring": dict(monitoring=True)}
+            "monitoring": dict(monitoring=True), "alerts": dict(monitoring=True, alert_webhook=True)}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -33,8 +33,8 @@ def test_the_compose_file_has_exactly_the_tables_services_secrets_and_volumes(va
     compose = rendered(**VARIANTS[variant])
     services_now = enabled(SERVICES, chosen)
     optional = {"acme": variant == "acme", "backup": variant in ("backups", "pitr"), "binlog": variant == "pitr",
-                "node_exporter": variant == "monitoring", "metrics": variant == "monitoring",
-                "prometheus": variant == "monitoring",
+                "node_exporter": variant in ("monitoring", "alerts"), "metrics": variant in ("monitoring", "alerts"),
+                "prometheus": variant in ("monitoring", "alerts"), "alertmanager": variant == "alerts",
                 "releases": False, "origin": False}  # a cluster's alone (tests/unit/test_swarm_stack.py)
     assert [s.name for s in services_now] == [s.name for s in SERVICES if optional.get(s.name, True)]
     assert compose["secrets"] == {s.compose_name: {"file": f"./{s.path}"} for s in enabled(SECRETS, chosen)
@@ -122,7 +122,7 @@ def test_table_entries_are_consistent():
     assert len({s.key for s in SECRETS}) == len(SECRETS)
     for entry in SECRETS:
         assert set(entry.services) <= set(names), entry.key
-        assert entry.origin in ("stack", "maintainer passwords", "tls", "operator")
+        assert entry.origin in ("stack", "maintainer passwords", "tls", "operator", "alerts")
     for database in services.databases():
         root = services.root_password(database.name)
         assert root.database == database.name
@@ -173,7 +173,7 @@ def test_a_plan_names_what_restarts_and_how():
         "healthy: no downtime")
     assert services.replacement_note("nginx", ["image nginx:1.27 -> nginx:1.28"], False).startswith(
         "nginx gets a new container (image nginx:1.27 -> nginx:1.28): RESTARTS: every HTTP request fails")
-    compose = rendered(**HTTPS["acme"], **VARIANTS["pitr"], **VARIANTS["monitoring"])["services"]
+    compose = rendered(**HTTPS["acme"], **VARIANTS["pitr"], **VARIANTS["alerts"])["services"]
     for entry in SERVICES:  # start-first needs no published port: two copies run side by side
         block = compose[entry.name] if entry.only_when != "swarm" else {}  # a cluster's: none publishes one
         assert entry.rollout == "recreate" or not block.get("ports"), entry.name

@@ -1,0 +1,144 @@
+"""Alerts reach the team: with alert_webhook, Alertmanager on the host sends each alert once, and its
+end once, to the team's webhook: here a receiver on the lab's bridge whose URL carries a random
+token, supplied as the secret alerts/webhook_url. The faults are real: the backup repository stopped
+(BackupFailed) and a database container stopped (ServiceUnhealthy, after its 5 minutes). The URL,
+and every secret of the host, is in no message, output, log, container or git."""
+
+import secrets as random_values
+import time
+
+import pytest
+
+from tests import lab as lab_tools
+from tests.lab import BACKUP_SCRIPT, ResticServer, WebhookReceiver, container
+
+pytestmark = pytest.mark.e2e
+
+TEAM = "team"  # the receiver's path for the team's webhook
+DATA = "CREATE TABLE IF NOT EXISTS alerting_kept (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(64));"
+
+
+@pytest.fixture(scope="module")
+def alerting(provisioned):
+    provisioned.wait_healthy()
+    lab_tools.load_images(provisioned.host, monitoring=True)
+    secrets = provisioned.lab.workdir / "secrets"
+    (secrets / "backup").mkdir(parents=True, exist_ok=True)
+    if not (secrets / "backup" / "repository_password").exists():  # (another module's, if it ran here first)
+        (secrets / "backup" / "repository_password").write_text(random_values.token_urlsafe(24) + "\n")
+    (secrets / "alerts").mkdir(exist_ok=True)
+    with WebhookReceiver(provisioned.lab) as receiver, ResticServer(provisioned.lab) as server:
+        (secrets / "alerts" / "webhook_url").write_text(receiver.url(TEAM) + "\n")
+        inventory = lab_tools.write_inventory(
+            provisioned.lab, [provisioned.host], provisioned.lab.workdir / "alerting-inventory.py",
+            api_repo=provisioned.git.repo("api"), app_repo=provisioned.git.repo("app"),
+            backup_repository=server.url, monitoring=True, alert_webhook=True)
+        outputs = [("deploy -vvv", lab_tools.deploy(inventory, "-vvv").output)]
+        yield provisioned, receiver, server, inventory, outputs
+    (secrets / "alerts" / "webhook_url").unlink()
+    provisioned.reset()
+
+
+def messages(receiver: WebhookReceiver) -> list[str]:
+    """The titles of what the team's webhook got, in order ("[FIRING] BackupFailed on <host>")."""
+    return [attachment["title"] for _, body in receiver.posts(TEAM) for attachment in body.get("attachments", [])]
+
+
+def wait_for_message(receiver: WebhookReceiver, title: str, seconds: float) -> float:
+    """Seconds until a message with this title came; fails with what came."""
+    start = time.monotonic()
+    while title not in messages(receiver):
+        if time.monotonic() - start > seconds:
+            raise AssertionError(f"no {title!r} within {seconds} s; the webhook got: {messages(receiver)}")
+        time.sleep(2)
+    return time.monotonic() - start
+
+
+def test_a_failed_backup_and_a_stopped_database_are_each_told_once_and_their_end_once(alerting):
+    provisioned, receiver, server, inventory, outputs = alerting
+    host = provisioned.host
+    name = host.address  # the inventory names the host by its address
+    host.ssh(lab_tools.API_SQL, user="kono", input=DATA)  # (an empty database is not backed up)
+    server.stop()
+    try:
+        failed = host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono", check=False)
+        assert failed.returncode != 0
+        host.ssh(f"docker stop {container('db_dev')}", user="kono")
+        stopped = time.monotonic()
+        took = wait_for_message(receiver, f"[FIRING] BackupFailed on {name}", 180)
+        print(f"BackupFailed told {took:.0f} s after the failed run")
+        wait_for_message(receiver, f"[FIRING] ServiceUnhealthy on {name}", 5 * 60 + 150)
+        print(f"ServiceUnhealthy told {time.monotonic() - stopped:.0f} s after db_dev stopped (its rule waits 5 min)")
+    finally:
+        server.start()
+    host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono")
+    outputs.append(("deploy", lab_tools.deploy(inventory).output))  # db_dev back
+    fixed = time.monotonic()
+    wait_for_message(receiver, f"[RESOLVED] BackupFailed on {name}", 180)
+    wait_for_message(receiver, f"[RESOLVED] ServiceUnhealthy on {name}", 240)
+    print(f"both told resolved {time.monotonic() - fixed:.0f} s after the fix")
+    got = messages(receiver)
+    for alert in ("BackupFailed", "ServiceUnhealthy"):  # once each, though BackupFailed lasted minutes
+        assert [t for t in got if f"] {alert} " in t] == [f"[FIRING] {alert} on {name}", f"[RESOLVED] {alert} on {name}"]
+    assert not [t for t in got if "Watchdog" in t], got  # the dead man's switch is not the team's
+    texts = [attachment.get("text", "") for _, body in receiver.posts(TEAM) for attachment in body["attachments"]]
+    assert any("db_dev on " in text and "unhealthy for 5 minutes" in text for text in texts), texts
+    assert lab_tools.deploy(inventory, "--json").changes == 0
+
+
+def test_without_the_webhook_url_the_deploy_stops_before_changing_anything(alerting):
+    provisioned, _, _, inventory, outputs = alerting
+    url = provisioned.lab.workdir / "secrets" / "alerts" / "webhook_url"
+    kept = url.read_text()
+    url.unlink()
+    provisioned.host.ssh(f"mv {lab_tools.PROJECT_DIR}/config/alerts/webhook_url /tmp/webhook_url", user="kono")
+    try:
+        before = provisioned.snapshot()
+        failed = lab_tools.deploy(inventory, check=False)
+        outputs.append(("deploy without the webhook url", failed.output))
+        assert failed.returncode != 0
+        assert ("alerts/webhook_url: expected the webhook's URL in $KONO_SECRET_ALERTS_WEBHOOK_URL or "
+                f"{url} (alert_webhook = True), and the host has none") in failed.output
+        assert provisioned.snapshot() == before
+    finally:
+        url.write_text(kept)
+        provisioned.host.ssh(f"mv /tmp/webhook_url {lab_tools.PROJECT_DIR}/config/alerts/webhook_url", user="kono")
+
+
+def test_the_webhook_url_is_in_no_message_output_log_container_or_git(alerting):
+    """Alertmanager's failed sends are logged: a webhook that does not answer must not put its URL
+    (and token) in that log either."""
+    provisioned, receiver, server, inventory, outputs = alerting
+    host = provisioned.host
+    url_file = provisioned.lab.workdir / "secrets" / "alerts" / "webhook_url"
+    kept = url_file.read_text()
+    closed = f"http://{provisioned.lab.gateway}:{lab_tools._free_port(provisioned.lab.gateway)}/team/" \
+             f"{random_values.token_urlsafe(18)}"
+    url_file.write_text(closed + "\n")
+    try:
+        outputs.append(("deploy -vvv, a new webhook url", lab_tools.deploy(inventory, "-vvv").output))
+        outputs.append(("deploy --debug --diff", lab_tools.deploy(inventory, "--debug", "--diff").output))
+        server.stop()
+        try:  # an alert to send where nothing answers
+            host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono", check=False)
+            deadline, logs = time.monotonic() + 240, ""
+            while "Notify" not in logs:
+                assert time.monotonic() < deadline, f"Alertmanager logged no failed send: {logs[-3000:]}"
+                time.sleep(5)
+                logs = host.ssh(f"docker logs {container('alertmanager')} 2>&1", user="kono").stdout
+        finally:
+            server.start()
+        host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono")
+        shown = lab_tools.status(inventory, timeout=120)
+        outputs.append(("status", shown.stdout + shown.stderr))
+        seen = [*outputs, ("alertmanager's log", logs), ("the webhook's messages", repr(receiver.received)),
+                *lab_tools.containers_and_git(host)]
+        values = {kept.strip(), receiver.token, closed, closed.rsplit("/", 1)[1]}
+        values |= {line for line in host.ssh("cat /srv/kono/config/*/*", user="kono").stdout.splitlines()
+                   if len(line.strip()) >= 16 and not line.startswith(("-----", "#"))}
+        assert len(values) >= 8
+        leaked = sorted({(where, value[:6] + "...") for where, text in seen for value in values if value in text})
+        assert leaked == []
+    finally:
+        url_file.write_text(kept)
+        lab_tools.deploy(inventory)

@@ -1,0 +1,45 @@
+"""The webhook's URL (kono/alerts.py): supplied by the operator, checked as a URL without being shown,
+required given or on the host before anything changes; alert_webhook needs monitoring."""
+
+import pytest
+
+from kono.alerts import alert_secret_problems, alert_secrets
+from kono.settings import SettingsError
+from tests.lab import settings_of
+
+URL = "https://hooks.example.com/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX"
+
+
+def alerting(tmp_path):
+    return settings_of(monitoring=True, alert_webhook=True, local_secrets_dir=str(tmp_path))
+
+
+def test_the_url_comes_from_the_environment_before_the_local_file(tmp_path, monkeypatch):
+    (tmp_path / "alerts").mkdir()
+    (tmp_path / "alerts" / "webhook_url").write_text("https://file.example.com/hook\n")
+    assert alert_secrets(alerting(tmp_path)) == {"config/alerts/webhook_url": "https://file.example.com/hook"}
+    monkeypatch.setenv("KONO_SECRET_ALERTS_WEBHOOK_URL", URL)
+    assert alert_secrets(alerting(tmp_path)) == {"config/alerts/webhook_url": URL}
+    assert alert_secrets(settings_of(monitoring=True, local_secrets_dir=str(tmp_path))) == {}  # not asked for
+
+
+def test_a_value_that_is_not_a_url_is_refused_without_being_shown(tmp_path, monkeypatch):
+    monkeypatch.setenv("KONO_SECRET_ALERTS_WEBHOOK_URL", "hooks.example.com/T000/s3cr3t-t0ken")
+    with pytest.raises(SettingsError) as refused:
+        alert_secrets(alerting(tmp_path))
+    assert "alerts/webhook_url: expected one http:// or https:// URL" in str(refused.value)
+    assert "s3cr3t" not in str(refused.value)
+
+
+def test_given_nowhere_and_not_on_the_host_stops_the_deploy_naming_where_it_is_looked_for(tmp_path):
+    problems = alert_secret_problems(alerting(tmp_path), {}, {})
+    assert problems == [f"alerts/webhook_url: expected the webhook's URL in $KONO_SECRET_ALERTS_WEBHOOK_URL or "
+                        f"{tmp_path}/alerts/webhook_url (alert_webhook = True), and the host has none"]
+    on_host = {"config/alerts/webhook_url": ("f", "600", 70)}
+    assert alert_secret_problems(alerting(tmp_path), {}, on_host) == []
+    assert alert_secret_problems(alerting(tmp_path), {"config/alerts/webhook_url": URL}, {}) == []
+
+
+def test_alert_webhook_needs_monitoring():
+    with pytest.raises(SettingsError, match=r"^alert_webhook: expected False with monitoring = False"):
+        settings_of(alert_webhook=True)
