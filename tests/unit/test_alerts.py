@@ -131,7 +131,9 @@ def test_the_rendered_alertmanager_configuration_is_valid_tells_each_alert_once_
     config = yaml.safe_load(files["monitoring/alertmanager.yml"])
     route = config["route"]
     assert route["group_by"] == ["..."]  # every alert its own message
-    assert route["repeat_interval"] == "8760h"  # not again while it lasts
+    assert route["repeat_interval"] == "8760h"  # not again while it lasts (what was sent is kept longer)
+    command = yaml.safe_load(files["compose.yaml"])["services"]["alertmanager"]["command"]
+    assert "--data.retention=8784h" in command
     assert route["routes"] == [{"matchers": [f'severity="{HEARTBEAT}"'], "receiver": "nobody"}]
     assert {r["name"] for r in config["receivers"]} == {"nobody", "team"}
     slack = next(r for r in config["receivers"] if r["name"] == "team")["slack_configs"]
