@@ -195,9 +195,11 @@ def secrets_env(service_secrets: dict[str, list[str]]) -> str:
 
 def secrets_now(service_secrets: dict[str, list[str]]) -> str:
     """One line per service with restarting secrets: "secrets <service> <sha256sum output>", whose first
-    16 characters are the digest .env would have (one or two processes a service: a no-op deploy runs it)."""
+    16 characters are the digest .env would have (one or two processes a service: a no-op deploy runs it).
+    A missing file (a service these settings do not enable) still ends its line: what follows is the
+    containers' state, whose first line would otherwise be lost."""
     return "; ".join(f"printf 'secrets {service} '; "
-                     + (f"sha256sum < {quote(paths[0])}" if len(paths) == 1 else
+                     + (f"{{ sha256sum < {quote(paths[0])} || echo; }}" if len(paths) == 1 else
                         f"cat {' '.join(quote(p) for p in paths)} | sha256sum")
                      for service, paths in service_secrets.items() if paths) or "true"
 

@@ -595,3 +595,20 @@ esac
     assert ran[0] == "docker ps -q --filter label=com.docker.compose.oneoff=False"  # what ran before
     assert ran[1] == "systemctl restart docker"
     assert [line for line in ran if line.startswith("docker start")] == ["docker start skipped"]
+
+
+def test_the_stack_read_keeps_every_containers_state_when_a_services_secret_is_missing(tmp_path):
+    """A service these settings do not enable has no secret file on the host: its digest line must end
+    anyway, or it swallows the first container's state and every deploy brings the stack up (seen
+    with alertmanager's webhook URL on a host without alerts)."""
+    paths = service_secret_paths()
+    present = [p for service, listed in paths.items() for p in listed if service in ("api", "db_dev")]
+    for path in present:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("x")
+    output = subprocess.run(["sh", "-c", commands.in_dir(str(tmp_path), "{ " + commands.secrets_now(paths)
+                                                         + "; } 2>/dev/null; echo 'state line'")],
+                            capture_output=True, text=True).stdout.splitlines()
+    assert output[-1] == "state line"
+    assert len(output) == 1 + sum(1 for listed in paths.values() if listed)
+    assert any(len(listed) == 1 for service, listed in paths.items() if service not in ("api", "db_dev"))
