@@ -118,9 +118,11 @@ def test_the_webhook_url_is_in_no_message_output_log_container_or_git(alerting):
     try:
         outputs.append(("deploy -vvv, a new webhook url", lab_tools.deploy(inventory, "-vvv").output))
         outputs.append(("deploy --debug --diff", lab_tools.deploy(inventory, "--debug", "--diff").output))
+        host.ssh(lab_tools.API_SQL, user="kono", input=DATA)  # (an empty database is not backed up)
         server.stop()
         try:  # an alert to send where nothing answers
-            host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono", check=False)
+            failed = host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono", check=False)
+            assert failed.returncode != 0
             deadline, logs = time.monotonic() + 300, ""
             while "Notify" not in logs:
                 assert time.monotonic() < deadline, f"Alertmanager logged no failed send: {logs[-3000:]}"
