@@ -69,8 +69,8 @@ def connect(target: Target) -> Iterator[paramiko.SSHClient]:
 def run(client: paramiko.SSHClient, command: str, directory: str | None = None,
         stdout: IO[bytes] | None = None, stdin: Path | None = None) -> bytes:
     """Run a command on the host (in ``directory``); stream its output to ``stdout`` (or return it),
-    and a local file to its input. Raises RuntimeError with the end of its stderr (or of its output,
-    where Docker puts its own errors) when it fails. A ``docker exec`` that never started is run
+    and a local file to its input. Raises RuntimeError with the end of its stderr (or of what it
+    returns, where Docker puts its own errors; never of a streamed output) when it fails. A ``docker exec`` that never started is run
     again (``commands.unstarted``)."""
     for attempt in range(1, UNSTARTED_ATTEMPTS + 1):
         status, output, error, sent = _run_once(client, command, directory, stdout, stdin)
@@ -78,7 +78,9 @@ def run(client: paramiko.SSHClient, command: str, directory: str | None = None,
             break
         time.sleep(1)
     if status != 0:
-        said = (error.decode(errors="replace").strip() or output[-STDERR_KEPT:].decode(errors="replace").strip())
+        # A streamed output is the operator's data (a dump, a secret): only Docker's own message from it.
+        shown = output if stdout is None or output.startswith(commands.DOCKER_EXEC_UNSTARTED) else b""
+        said = error.decode(errors="replace").strip() or shown.decode(errors="replace").strip()
         raise RuntimeError(f"{' '.join(command.split(' ', 5)[:5])} failed on the host ({exit_said(status)}): "
                            f"{said[-500:]}")
     if sent:

@@ -139,3 +139,13 @@ def test_nothing_is_run_again_once_some_of_it_ran_or_its_output_went_out(output,
     with open(tmp_path / "out", "wb") as out, pytest.raises(RuntimeError, match=r"(?s)\(exit 126\): .*OCI runtime exec"):
         remote.run(sessions(opened=channels), "docker exec -i backup sh restore", stdout=out if streamed else None)
     assert len(channels) == 1  # the second session was never opened
+
+
+def test_a_streamed_outputs_content_is_never_in_the_error(tmp_path):
+    """A dump or a secret streamed to the operator's file that ends with nothing on stderr (a command
+    killed by a signal) must not put its end in the error, which the tools print."""
+    with open(tmp_path / "out", "wb") as out, pytest.raises(RuntimeError) as failed:
+        remote.run(sessions(FullWindowChannel(b"", b"INSERT INTO users VALUES ('s3cr3t');\n", -1)),
+                   "cat config/production/api_key", stdout=out)
+    assert "s3cr3t" not in str(failed.value)
+    assert str(failed.value).endswith("(no exit status: killed by a signal, or the connection ended): ")
