@@ -237,7 +237,7 @@ def project_files(settings: Settings) -> dict[str, str]:
     if settings.alerts_on:
         files["monitoring/alertmanager.yml"] = _render(
             "monitoring/alertmanager.yml.j2", heartbeat=HEARTBEAT,
-            webhook_url_file=f"{SECRETS_DIR}/{secret('alerts/webhook_url').compose_name}")
+            webhook_url_file=secret_file("alerts/webhook_url", service_name="alertmanager"))
     if settings.acme_on and settings.acme_ca_bundle:
         files["acme/ca-bundle.pem"] = Path(settings.acme_ca_bundle).read_text()
     files.update({f"maintainer/keys/{login}": "".join(key + "\n" for key in public_keys)
