@@ -527,6 +527,7 @@ def in_service(project: str, service: str, script: str, env: tuple[str, ...] = (
 # with a message lost, once in 7,000 execs of a working script on a loaded nested host, and as two
 # CI failures with an empty stderr.
 DOCKER_EXEC_UNSTARTED = b"OCI runtime exec failed"
+UNSTARTED_ATTEMPTS = 3  # tries of a command whose docker exec never started (kono/remote.py, the lab)
 
 
 def unstarted(status: int, output: bytes) -> bool:

@@ -94,12 +94,13 @@ def constants(settings) -> dict[str, float]:
 
 def monitoring_context(settings) -> dict:
     """What the node_exporter and metrics templates read."""
+    facts = fact_files(settings)
     return {"dir": METRICS_DIR, "file": METRICS_FILE, "interval": METRICS_INTERVAL_SECONDS,
             "port": NODE_EXPORTER_PORT, "prometheus_port": PROMETHEUS_PORT, "config_dir": CONFIG_DIR,
             "alertmanager_port": ALERTMANAGER_PORT,
             "contract": contract_json(),
-            "mounts": [(volume, f"/facts/{volume}") for volume, _ in fact_files(settings)],
-            "facts": " ".join(f"/facts/{volume}/{name}" for volume, name in fact_files(settings)),
+            "mounts": [(volume, f"/facts/{volume}") for volume, _ in facts],
+            "facts": " ".join(f"/facts/{volume}/{name}" for volume, name in facts),
             "constants": json.dumps(constants(settings), separators=(",", ":"))}
 
 

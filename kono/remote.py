@@ -70,11 +70,11 @@ def run(client: paramiko.SSHClient, command: str, directory: str | None = None,
         stdout: IO[bytes] | None = None, stdin: Path | None = None) -> bytes:
     """Run a command on the host (in ``directory``); stream its output to ``stdout`` (or return it),
     and a local file to its input. Raises RuntimeError with the end of its stderr (or of what it
-    returns, where Docker puts its own errors; never of a streamed output) when it fails. A ``docker exec`` that never started is run
-    again (``commands.unstarted``)."""
-    for attempt in range(1, UNSTARTED_ATTEMPTS + 1):
+    returns, where Docker puts its own errors; never of a streamed output) when it fails. A
+    ``docker exec`` that never started is run again (``commands.unstarted``)."""
+    for attempt in range(1, commands.UNSTARTED_ATTEMPTS + 1):
         status, output, error, sent = _run_once(client, command, directory, stdout, stdin)
-        if not (stdout is None and commands.unstarted(status, output)) or attempt == UNSTARTED_ATTEMPTS:
+        if not (stdout is None and commands.unstarted(status, output)) or attempt == commands.UNSTARTED_ATTEMPTS:
             break
         time.sleep(1)
     if status != 0:
@@ -86,9 +86,6 @@ def run(client: paramiko.SSHClient, command: str, directory: str | None = None,
     if sent:
         raise RuntimeError(f"{' '.join(command.split(' ', 5)[:5])}: its input was not all sent: {sent[0]}")
     return output if stdout is None else b""
-
-
-UNSTARTED_ATTEMPTS = 3  # tries of a command whose docker exec never started
 
 
 def _run_once(client: paramiko.SSHClient, command: str, directory: str | None, stdout: IO[bytes] | None,

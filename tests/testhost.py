@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kono.commands import unstarted
+from kono.commands import UNSTARTED_ATTEMPTS, unstarted
 
 HOST_PACKAGES = "mmdebstrap systemd-container iptables iproute2 openssh-client"
 CACHE_DIR = Path(os.environ.get("KONO_CACHE", "/var/cache/kono-infra"))
@@ -257,11 +257,11 @@ class TestHost:
         """Run a shell command on the host over SSH; returns text output. A ``docker exec`` that never
         started (kono.commands.unstarted: nothing of the command ran) is run again, and said."""
         text = not isinstance(input, bytes)
-        for attempt in range(3):
+        for attempt in range(UNSTARTED_ATTEMPTS):
             done = subprocess.run([*self.ssh_args(user), command], input=input, capture_output=True, text=text,
                                   timeout=timeout)
             output = done.stdout.encode() if text else done.stdout
-            if not unstarted(done.returncode, output or b""):
+            if not unstarted(done.returncode, output or b"") or attempt == UNSTARTED_ATTEMPTS - 1:
                 break
             print(f"{self.name}: {output.decode(errors='replace').strip()} (exit 126): run again", file=sys.stderr)
             time.sleep(1)
