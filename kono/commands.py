@@ -614,20 +614,31 @@ def take_lock(directory: str, wait: int, record: str) -> str:
         f"if ! flock -w {int(wait)} 9; then echo \"locked $(cat {OWNER} 2>/dev/null)\"; exit 0; fi; "
         f"printf '%s\\n' {quote(record)} > {OWNER}; "
         # $PPID is this SSH connection's session process: the lock holder lives exactly as long as it.
-        "session=$PPID; "
-        # The holder keeps fd 9 (the lock); its sleeps do not, so ending the holder frees the lock at once.
-        f"( setsid sh -c \"echo \\$\\$ > {HOLDER}; while kill -0 $session 2>/dev/null; do sleep 1 9>&-; done\" "
-        "</dev/null >/dev/null 2>&1 & ); "
+        f"session=$PPID; ( setsid sh -c {quote(lock_holder())} sh \"$session\" </dev/null >/dev/null 2>&1 & ); "
         f"if [ -s {PENDING} ]; then {close_record({'result': 'failed or interrupted'})}; fi; "
         f"printf '%s\\n' {quote(record)} > {PENDING}; echo taken"
     ))
 
 
-def close_record(fields: dict) -> str:
-    """Append the pending audit record, with ``fields`` added, to the audit log."""
+def lock_holder() -> str:
+    """The lock holder (``sh -c HOLDER sh SESSION``, in the project directory, with the lock as fd 9):
+    lives as long as the SSH session SESSION. A run that ends with its record still pending (it
+    failed, or was cut) is recorded here as failed, with the time it ended: what the metrics read."""
+    # It keeps fd 9 (the lock); its sleeps do not, so ending the holder frees the lock at once.
+    return (f"echo $$ > {HOLDER}; while kill -0 \"$1\" 2>/dev/null; do sleep 1 9>&-; done; "
+            f"if [ -s {PENDING} ]; then {close_record({'result': 'failed or interrupted'}, ended_now=True)} "
+            f"&& rm -f {PENDING}; fi; rm -f {HOLDER}")
+
+
+def close_record(fields: dict, ended_now: bool = False) -> str:
+    """Append the pending audit record, with ``fields`` added, to the audit log; with ``ended_now``,
+    a "finished" field too, the host's time now."""
     extra = json.dumps(fields, sort_keys=True)[1:-1]
     replacement = extra.replace("\\", "\\\\").replace("/", "\\/").replace("&", "\\&")
-    return f"sed {quote('s/}$/, ' + replacement + '}/')} {PENDING} >> {AUDIT_LOG}"
+    expression = quote("s/}$/, " + replacement + "}/")
+    if ended_now:
+        expression = quote('s/}$/, "finished": "') + '"$(date -u +%FT%T+00:00)"' + quote('", ' + replacement + "}/")
+    return f"sed {expression} {PENDING} >> {AUDIT_LOG}"
 
 
 def finish_record(directory: str, fields: dict) -> str:

@@ -1,6 +1,9 @@
 """Every command builder: its exact text, and that the shell accepts its syntax (``sh -n``)."""
 
+import contextlib
+import datetime
 import hashlib
+import json
 import shlex
 import subprocess
 import time
@@ -295,7 +298,7 @@ def test_take_lock_holds_the_lock_for_the_session_and_closes_a_pending_record():
     lock = commands.take_lock("/srv/kono", 600, record)
     assert lock.startswith("cd /srv/kono && mkdir -p .kono && exec 9>>.kono/deploy.lock && "
                            "if ! flock -w 600 9; then echo \"locked $(cat .kono/deploy.owner 2>/dev/null)\"")
-    assert "session=$PPID; ( setsid sh -c \"echo \\$\\$ > .kono/deploy.holder; while kill -0 $session" in lock
+    assert f"session=$PPID; ( setsid sh -c {shlex.quote(commands.lock_holder())} sh \"$session\" " in lock
     assert f"if [ -s .kono/deploy.pending ]; then {commands.close_record({'result': 'failed or interrupted'})}; fi" in lock
     assert lock.endswith("> .kono/deploy.pending; echo taken")
     assert syntax_ok(lock)
@@ -423,21 +426,31 @@ def test_the_state_read_gives_the_digest_compose_up_records(tmp_path):
     assert state["digest"] == state["applied"]
 
 
-def test_the_lock_is_held_after_the_command_and_freed_at_once_by_the_finished_record(tmp_path):
-    # The "SSH session" is a sleeping shell here: the holder watches it as it would watch sshd's.
-    def run(command: str) -> str:
-        return subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True).stdout
-
-    def free() -> bool:
-        return subprocess.run(["flock", "-n", str(tmp_path / commands.LOCK), "true"]).returncode == 0
-
-    session = subprocess.Popen(["sh", "-c", "sh -c " + shlex.quote(commands.take_lock(str(tmp_path), 0, "{}"))
+@contextlib.contextmanager
+def session_holding_the_lock(tmp_path, record: str):
+    """The deploy lock taken in a stand-in "SSH session" (a sleeping shell: the holder watches it as
+    it would watch sshd's), with its holder up; the session ends (killed) on leaving."""
+    session = subprocess.Popen(["sh", "-c", "sh -c " + shlex.quote(commands.take_lock(str(tmp_path), 0, record))
                                 + "; sleep 30"], stdout=subprocess.PIPE, text=True)
     try:
         assert session.stdout.readline().strip() == "taken"
         deadline = time.monotonic() + 5
         while not (tmp_path / commands.HOLDER).exists() and time.monotonic() < deadline:
             time.sleep(0.05)
+        yield session
+    finally:
+        session.kill()
+        session.wait()
+
+
+def test_the_lock_is_held_after_the_command_and_freed_at_once_by_the_finished_record(tmp_path):
+    def run(command: str) -> str:
+        return subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True).stdout
+
+    def free() -> bool:
+        return subprocess.run(["flock", "-n", str(tmp_path / commands.LOCK), "true"]).returncode == 0
+
+    with session_holding_the_lock(tmp_path, "{}"):
         assert not free()  # the command has ended; the holder keeps the lock for the session
         start = time.monotonic()
         run(commands.finish_record(str(tmp_path), {"result": "success"}))
@@ -445,9 +458,24 @@ def test_the_lock_is_held_after_the_command_and_freed_at_once_by_the_finished_re
             time.sleep(0.02)
         assert time.monotonic() - start < 0.5  # not the holder's one-second poll
         assert not (tmp_path / commands.HOLDER).exists()
-    finally:
-        session.kill()
-        session.wait()
+
+
+def test_a_run_whose_session_ends_before_its_record_is_closed_is_recorded_failed_when_it_ended(tmp_path):
+    # A deploy that failed, or was cut (the laptop closed): its SSH session ends with the record pending.
+    (tmp_path / ".kono").mkdir()
+    (tmp_path / commands.AUDIT_LOG).write_text('{"commit": "old", "result": "success"}\n')
+    record = '{"commit": "abc", "started": "2026-12-04T06:00:00+00:00"}'
+    with session_holding_the_lock(tmp_path, record):
+        assert not (tmp_path / commands.AUDIT_LOG).read_text().count("abc")  # pending while the session lives
+    ended = datetime.datetime.now(datetime.timezone.utc)
+    deadline = time.monotonic() + 5
+    while (tmp_path / commands.PENDING).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    last = json.loads((tmp_path / commands.AUDIT_LOG).read_text().splitlines()[-1])
+    assert last["commit"] == "abc" and last["result"] == "failed or interrupted"
+    assert abs(datetime.datetime.fromisoformat(last["finished"]) - ended) < datetime.timedelta(seconds=5)
+    assert subprocess.run(["flock", "-n", str(tmp_path / commands.LOCK), "true"]).returncode == 0
+    assert not (tmp_path / commands.HOLDER).exists()
 
 
 def test_the_containers_read_says_when_curl_is_missing_and_reads_none_when_docker_is_down(tmp_path):
