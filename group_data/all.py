@@ -74,6 +74,7 @@ monitoring = False                 # the host's metrics and the stack's own, in 
 metrics_port = 9100                # where they are served (node_exporter's /metrics)
 metrics_allowed_cidrs = []         # sources that may scrape metrics_port (needs firewall); []: only through an SSH tunnel
 alert_webhook = False              # send each alert, and its end, to the webhook URL supplied as the secret alerts/webhook_url
+alert_heartbeat = False            # POST to the URL supplied as alerts/heartbeat_url every minute or so while alerting lives (a dead man's switch)
 metrics_retention_days = 15        # Prometheus keeps the host's metrics this many days...
 metrics_retention_mb = 1024        # ... and at most this many MB of them (the oldest go first)
 node_exporter_image = "prom/node-exporter:v1.9.0"   # serves the host's metrics (disk, memory) and the stack's

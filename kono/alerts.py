@@ -2,7 +2,8 @@
 
 With ``alert_webhook = True`` the team's webhook URL (it carries its token) is the secret
 ``alerts/webhook_url``: ``KONO_SECRET_ALERTS_WEBHOOK_URL``, else ``<local_secrets_dir>/alerts/webhook_url``
-(kono/operator_input.py). It is never generated; a new value is placed by the next deploy (by SFTP,
+(kono/operator_input.py); with ``alert_heartbeat = True`` the dead man's switch's URL, likewise
+``alerts/heartbeat_url``. Neither is ever generated; a new value is placed by the next deploy (by SFTP,
 compared by digest, never shown) and Alertmanager reads it at each notification. Not given and not
 on the host: the deploy stops before anything changes.
 
@@ -47,12 +48,14 @@ def alert_secret_problems(settings: Settings, given: dict[str, str], tree: dict)
     for entry in alert_entries(settings):
         if entry.path not in given and not has_file(tree, entry.path):
             variable, path = secret_sources(settings, entry)
-            problems.append(f"{entry.key}: expected the webhook's URL in ${variable} or {path} (alert_webhook = "
-                            "True), and the host has none")
+            # webhook_url, asked for by alert_webhook (only_when "webhook_on"); heartbeat_url likewise
+            what, knob = entry.name.removesuffix("_url"), "alert_" + entry.only_when.removesuffix("_on")
+            problems.append(f"{entry.key}: expected the {what}'s URL in ${variable} or {path} ({knob} = True), "
+                            "and the host has none")
     return problems
 
 
 def place_alert_secrets(settings: Settings, files: dict[str, str]) -> None:
     if files:
-        supplied_files(name="Alert webhook", directory=settings.project_dir, files=files,
+        supplied_files(name="Alert URLs", directory=settings.project_dir, files=files,
                        compared=supplied_paths(settings))

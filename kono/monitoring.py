@@ -18,6 +18,7 @@ import datetime
 import json
 from dataclasses import dataclass
 
+from kono.commands import AUDIT_LOG, STATE_DIR
 from kono.settings import BACKUP_MAX_AGE
 
 
@@ -38,7 +39,8 @@ METRICS = {
     "kono_backup_failing": Metric("1 while the last backup run failed"),
     "kono_backup_max_age_seconds": Metric("a backup older than this is overdue: twice backup's schedule"),
     "kono_binlog_shipped_up_to_timestamp_seconds": Metric(
-        "every commit before this time is in the repository (Unix time; point-in-time recovery)"),
+        "every commit before this time is in the repository (Unix time; point-in-time recovery); until a "
+        "first round ships, when shipping began"),
     "kono_binlog_max_lag_seconds": Metric("pitr_max_lag_seconds: what shipping promises"),
     "kono_certificate_expiry_timestamp_seconds": Metric("when the served certificate expires (Unix time)",
                                                         ("name",)),
@@ -52,10 +54,11 @@ METRICS = {
     "kono_swarm_service_replicas_desired": Metric("a swarm service's declared tasks", ("service",)),
 }
 
-# node_exporter's metrics the rules read (its filesystem and memory collectors).
+# node_exporter's metrics the rules and the dashboard (files/grafana/kono-host.json) read (its
+# filesystem, memory and CPU collectors).
 NODE_METRICS = (
     "node_filesystem_avail_bytes", "node_filesystem_size_bytes",
-    "node_memory_MemAvailable_bytes", "node_memory_MemTotal_bytes",
+    "node_memory_MemAvailable_bytes", "node_memory_MemTotal_bytes", "node_cpu_seconds_total",
 )
 # Prometheus's own series the rules read.
 PROMETHEUS_SERIES = ("up",)
@@ -79,7 +82,15 @@ def contract_json() -> str:
 
 # Facts a service writes as "name value" lines in its own state volume, which the metrics service
 # mounts read-only at /facts/<volume>: (the Settings property it exists with, volume, file in it).
-FACT_FILES = (("backups_on", "backup_state", "metrics"),)  # files/backup/kono-backup.sh, facts
+FACT_FILES = (("backups_on", "backup_state", "metrics"),  # files/backup/kono-backup.sh, facts
+              ("pitr_on", "binlog_state", "metrics"),  # kono-backup.sh, ship_facts
+              ("acme_on", "acme_state", "metrics"))  # files/acme/kono-acme.sh, renewal_fact
+# The certificate nginx serves: the file in its TLS folder (the secret tls/certificate's name in
+# kono/services.py, what kono-acme.sh installs), read for its expiry; the folder is mounted read-only.
+CERTIFICATE_FILE = "certificate"
+TLS_MOUNT = "/facts/tls"
+# The deploys' audit log (kono/deploy_run.py), read for the last deploy's end and result.
+STATE_MOUNT = "/facts/kono-state"
 
 
 def fact_files(settings) -> list[tuple[str, str]]:
@@ -89,18 +100,25 @@ def fact_files(settings) -> list[tuple[str, str]]:
 
 def constants(settings) -> dict[str, float]:
     """The thresholds a rule compares with, from the operator's settings (served as metrics)."""
-    return {"kono_backup_max_age_seconds": BACKUP_MAX_AGE.total_seconds()} if settings.backups_on else {}
+    return {**({"kono_backup_max_age_seconds": BACKUP_MAX_AGE.total_seconds()} if settings.backups_on else {}),
+            **({"kono_binlog_max_lag_seconds": settings.pitr_max_lag_seconds} if settings.pitr_on else {})}
 
 
-def monitoring_context(settings) -> dict:
-    """What the node_exporter and metrics templates read."""
+def monitoring_context(settings, tls_folder: str | None) -> dict:
+    """What the node_exporter and metrics templates read; ``tls_folder``: what nginx mounts as its
+    TLS folder (a volume, or "./<folder>"), None without HTTPS."""
     facts = fact_files(settings)
+    mounts = [(volume, f"/facts/{volume}") for volume, _ in facts] + [(f"./{STATE_DIR}", STATE_MOUNT)]
+    if tls_folder:
+        mounts.append((tls_folder, TLS_MOUNT))
     return {"dir": METRICS_DIR, "file": METRICS_FILE, "interval": METRICS_INTERVAL_SECONDS,
             "port": NODE_EXPORTER_PORT, "prometheus_port": PROMETHEUS_PORT, "config_dir": CONFIG_DIR,
             "alertmanager_port": ALERTMANAGER_PORT,
             "contract": contract_json(),
-            "mounts": [(volume, f"/facts/{volume}") for volume, _ in facts],
+            "mounts": mounts,
             "facts": " ".join(f"/facts/{volume}/{name}" for volume, name in facts),
+            "certificate": f"{TLS_MOUNT}/{CERTIFICATE_FILE}" if tls_folder else "",
+            "audit_log": f"{STATE_MOUNT}/{AUDIT_LOG.removeprefix(STATE_DIR + '/')}",
             "constants": json.dumps(constants(settings), separators=(",", ":"))}
 
 

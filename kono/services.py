@@ -196,9 +196,10 @@ SERVICES: tuple[Service, ...] = (
             read_only_tmpfs=()),
     # files/monitoring/kono-metrics.js: reads the Docker engine through its socket (read-only mount; no
     # network), writes the stack's metrics into the metrics volume. Root in its container for the
-    # socket (root's own file), with no capability.
+    # socket (root's own file); DAC_READ_SEARCH alone, to read (never write) the served certificate,
+    # a provided one being the deploy user's 0600 file.
     Service("metrics", inputs=("monitoring",), image="node_image", only_when="monitoring",
-            script="/kono/kono-metrics.js",
+            script="/kono/kono-metrics.js", capabilities=("DAC_READ_SEARCH",),
             impact="the stack's own metrics are missing from a scrape until it is back; the host's are served",
             read_only_tmpfs=("/tmp:mode=1777",)),
     # Prometheus (nobody, no capability): scrapes node_exporter every METRICS_INTERVAL_SECONDS and
@@ -294,7 +295,9 @@ SECRETS: tuple[Secret, ...] = (
     Secret("backup", "storage_credentials", ("backup", "binlog"), origin="operator", only_when="backups_on"),
     # The team's webhook (Slack, Mattermost, Discord's /slack), with its token: supplied by the operator
     # (kono/alerts.py); a new one is placed by the next deploy and used from the next alert on.
-    Secret("alerts", "webhook_url", ("alertmanager",), origin="alerts", only_when="alerts_on"),
+    Secret("alerts", "webhook_url", ("alertmanager",), origin="alerts", only_when="webhook_on"),
+    # The dead man's switch's URL (healthchecks.io and the like), likewise.
+    Secret("alerts", "heartbeat_url", ("alertmanager",), origin="alerts", only_when="heartbeat_on"),
 )
 
 

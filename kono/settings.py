@@ -253,6 +253,7 @@ class Settings:
     metrics_allowed_cidrs: tuple[str, ...] = knob("a list of networks like \"203.0.113.0/24\" (empty: only through "
                                                   "an SSH tunnel)", parse=_cidrs)
     alert_webhook: bool = knob("True or False")
+    alert_heartbeat: bool = knob("True or False")
     metrics_retention_days: int = knob("days, a whole number from 1 to 3650", lambda v: 1 <= v <= 3650)
     metrics_retention_mb: int = knob("megabytes, a whole number >= 64", lambda v: v >= 64)
     prometheus_image: str = knob(*IMAGE)
@@ -299,9 +300,19 @@ class Settings:
         return self.https == "provided"
 
     @property
-    def alerts_on(self) -> bool:
-        """Alertmanager sends the alerts on (to the webhook the operator supplies)."""
+    def webhook_on(self) -> bool:
+        """The alerts go to the team's webhook (its URL the operator supplies)."""
         return self.monitoring and self.alert_webhook
+
+    @property
+    def heartbeat_on(self) -> bool:
+        """The dead man's switch is told the alerting lives (its URL the operator supplies)."""
+        return self.monitoring and self.alert_heartbeat
+
+    @property
+    def alerts_on(self) -> bool:
+        """Alertmanager sends the alerts on (to the webhook, the heartbeat, or both)."""
+        return self.webhook_on or self.heartbeat_on
 
     @property
     def backups_on(self) -> bool:
@@ -372,9 +383,10 @@ def _check_monitoring(settings: Settings) -> None:
     if settings.monitoring and settings.swarm:
         raise SettingsError("monitoring: expected False with engine = \"swarm\" (a cluster's monitoring is not built "
                             "yet, issue #28), got True")
-    if settings.alert_webhook and not settings.monitoring:
-        raise SettingsError("alert_webhook: expected False with monitoring = False (the alerts come from the host's "
-                            "monitoring), got True")
+    for knob in ("alert_webhook", "alert_heartbeat"):
+        if getattr(settings, knob) and not settings.monitoring:
+            raise SettingsError(f"{knob}: expected False with monitoring = False (the alerts come from the host's "
+                                "monitoring), got True")
     if settings.metrics_allowed_cidrs and not settings.firewall:
         raise SettingsError("metrics_allowed_cidrs: expected [] with firewall = False (the firewall is what keeps "
                             f"every other address out), got {list(settings.metrics_allowed_cidrs)}")

@@ -120,7 +120,7 @@ def compose_file(settings: Settings, files: dict[str, str]) -> str:
                         sshd_policy=maintainer_sshd_policy(), binlog_options=BINLOG_SERVER_OPTIONS,
                         binlog_user=BINLOG_USER, timeline_tag=TIMELINE_TAG,
                         secret_file=functools.partial(secret_file, service_name=s.name),
-                        monitoring=monitoring_context(settings), service_names=" ".join(x.name for x in services)).rstrip("\n")
+                        monitoring=monitoring_context(settings, tls_source(settings)), service_names=" ".join(x.name for x in services)).rstrip("\n")
         for s in services
     }
     # A label per service with the digest of the files it mounts: compose recreates a service when
@@ -232,12 +232,14 @@ def project_files(settings: Settings) -> dict[str, str]:
         files.update(_static(folder))
     if settings.monitoring:  # beside files/monitoring/alerts.yml, which it names
         files["monitoring/prometheus.yml"] = _render(
-            "monitoring/prometheus.yml.j2", m=monitoring_context(settings), name=settings.host_name,
+            "monitoring/prometheus.yml.j2", m=monitoring_context(settings, tls_source(settings)), name=settings.host_name,
             alertmanager=f"alertmanager:{ALERTMANAGER_PORT}" if settings.alerts_on else None)
     if settings.alerts_on:
+        urls = {key: secret_file(f"alerts/{key}", service_name="alertmanager") if on else None
+                for key, on in (("webhook_url", settings.webhook_on), ("heartbeat_url", settings.heartbeat_on))}
         files["monitoring/alertmanager.yml"] = _render(
-            "monitoring/alertmanager.yml.j2", heartbeat=HEARTBEAT,
-            webhook_url_file=secret_file("alerts/webhook_url", service_name="alertmanager"))
+            "monitoring/alertmanager.yml.j2", heartbeat_severity=HEARTBEAT,
+            webhook_url_file=urls["webhook_url"], heartbeat_url_file=urls["heartbeat_url"])
     if settings.acme_on and settings.acme_ca_bundle:
         files["acme/ca-bundle.pem"] = Path(settings.acme_ca_bundle).read_text()
     files.update({f"maintainer/keys/{login}": "".join(key + "\n" for key in public_keys)

@@ -1,21 +1,39 @@
 """Alerts reach the team: with alert_webhook, Alertmanager on the host sends each alert once, and its
 end once, to the team's webhook: here a receiver on the lab's bridge whose URL carries a random
 token, supplied as the secret alerts/webhook_url. The faults are real: the backup repository stopped
-(BackupFailed) and a database container stopped (ServiceUnhealthy, after its 5 minutes). The URL,
-and every secret of the host, is in no message, output, log, container or git."""
+(BackupFailed, and BinaryLogsBehind with commits waiting), a database container stopped
+(ServiceUnhealthy, after its 5 minutes), a provided certificate ten days from its expiry
+(CertificateExpiresSoon) and a deploy cut short (DeployFailed). With alert_heartbeat, the dead man's
+switch (another path of the receiver) hears the host every minute, and stops hearing it when its
+Prometheus dies. The URLs, and every secret of the host, are in no message, output, log, container
+or git."""
 
+import datetime
 import secrets as random_values
+import signal
 import time
+from pathlib import Path
 
 import pytest
 
 from tests import lab as lab_tools
-from tests.lab import BACKUP_SCRIPT, ResticServer, WebhookReceiver, container
+from tests.lab import BACKUP_SCRIPT, ResticServer, WebhookReceiver, container, make_certificate
 
 pytestmark = pytest.mark.e2e
 
 TEAM = "team"  # the receiver's path for the team's webhook
+HEARTBEAT = "heartbeat"  # and for the dead man's switch
 DATA = "CREATE TABLE IF NOT EXISTS alerting_kept (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(64));"
+DOMAIN = "kono.test"
+
+
+def provide_certificate(secrets: Path, ca, days: float) -> None:
+    """A certificate for DOMAIN signed by ``ca``, valid ``days``, and its key, where the operator gives them."""
+    tls = secrets / "tls"
+    tls.mkdir(exist_ok=True)
+    make_certificate(tls / "alerting", [DOMAIN], issuer=ca, days=days)
+    (tls / "alerting.pem").rename(tls / "certificate")
+    (tls / "alerting.key").rename(tls / "private_key")
 
 
 @pytest.fixture(scope="module")
@@ -27,15 +45,20 @@ def alerting(provisioned):
     if not (secrets / "backup" / "repository_password").exists():  # (another module's, if it ran here first)
         (secrets / "backup" / "repository_password").write_text(random_values.token_urlsafe(24) + "\n")
     (secrets / "alerts").mkdir(exist_ok=True)
+    ca = make_certificate(provisioned.lab.workdir / "alerting-ca", [], days=365, ca=True)
+    provide_certificate(secrets, ca, days=10)
     with WebhookReceiver(provisioned.lab) as receiver, ResticServer(provisioned.lab) as server:
         (secrets / "alerts" / "webhook_url").write_text(receiver.url(TEAM) + "\n")
+        (secrets / "alerts" / "heartbeat_url").write_text(receiver.url(HEARTBEAT) + "\n")
         inventory = lab_tools.write_inventory(
             provisioned.lab, [provisioned.host], provisioned.lab.workdir / "alerting-inventory.py",
             api_repo=provisioned.git.repo("api"), app_repo=provisioned.git.repo("app"),
-            backup_repository=server.url, monitoring=True, alert_webhook=True)
+            backup_repository=server.url, pitr=True, https="provided", domains=[DOMAIN],
+            monitoring=True, alert_webhook=True, alert_heartbeat=True)
         outputs = [("deploy -vvv", lab_tools.deploy(inventory, "-vvv").output)]
-        yield provisioned, receiver, server, inventory, outputs
-    (secrets / "alerts" / "webhook_url").unlink()
+        yield provisioned, receiver, server, inventory, outputs, ca
+    for given in ("alerts/webhook_url", "alerts/heartbeat_url", "tls/certificate", "tls/private_key"):
+        (secrets / given).unlink()
     provisioned.reset()
 
 
@@ -54,19 +77,62 @@ def wait_for_message(receiver: WebhookReceiver, title: str, seconds: float) -> f
     return time.monotonic() - start
 
 
+def beats(receiver: WebhookReceiver) -> list[float]:
+    """When the dead man's switch heard the host."""
+    return [at for at, _ in receiver.posts(HEARTBEAT)]
+
+
+def test_the_dead_mans_switch_hears_the_host_each_minute_and_no_more_once_its_prometheus_is_gone(alerting):
+    provisioned, receiver, _, inventory, outputs, _ = alerting
+    host = provisioned.host
+    deadline = time.monotonic() + 240
+    while len(beats(receiver)) < 3:
+        assert time.monotonic() < deadline, f"heartbeats: {beats(receiver)}"
+        time.sleep(5)
+    heard = beats(receiver)
+    gaps = [later - earlier for earlier, later in zip(heard, heard[1:])]
+    assert max(gaps) < 70, gaps  # each minute
+    titles = {a["title"] for _, body in receiver.posts(HEARTBEAT) for a in body["attachments"]}
+    assert titles == {f"Watchdog: the alerting of {host.address} is alive"}
+    assert not [t for t in messages(receiver) if "Watchdog" in t]  # never the team's
+    host.ssh(f"docker stop {container('prometheus')}", user="kono")
+    stopped = time.time()
+    silence = 150  # what a switch expecting a beat each minute would allow
+    deadline = time.monotonic() + 6 * 60
+    while time.time() - max(beats(receiver)) < silence:
+        assert time.monotonic() < deadline, f"still heard after Prometheus stopped: {beats(receiver)[-6:]}, {stopped}"
+        time.sleep(5)
+    print(f"the last heartbeat came {max(beats(receiver)) - stopped:.0f} s after Prometheus stopped")
+    assert max(beats(receiver)) - stopped < 90  # Alertmanager held the Watchdog a minute, no more
+    outputs.append(("deploy, prometheus stopped", lab_tools.deploy(inventory).output))  # brought back
+    back = time.time()
+    deadline = time.monotonic() + 180
+    while max(beats(receiver)) < back:
+        assert time.monotonic() < deadline, f"no heartbeat since the deploy brought Prometheus back: {beats(receiver)[-3:]}"
+        time.sleep(5)
+    print(f"heard again {max(beats(receiver)) - back:.0f} s after the deploy")
+
+
 def test_a_failed_backup_and_a_stopped_database_are_each_told_once_and_their_end_once(alerting):
-    provisioned, receiver, server, inventory, outputs = alerting
+    provisioned, receiver, server, inventory, outputs, _ = alerting
     host = provisioned.host
     name = host.address  # the inventory names the host by its address
     host.ssh(lab_tools.API_SQL, user="kono", input=DATA)  # (an empty database is not backed up)
+    # Binary logs are being shipped (a new host's timeline has begun) before the repository stops.
+    lab_tools.wait_shipped_past(host, datetime.datetime.now(datetime.timezone.utc), 180)
     server.stop()
     try:
         failed = host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono", check=False)
         assert failed.returncode != 0
         host.ssh(f"docker stop {container('db_dev')}", user="kono")
         stopped = time.monotonic()
+        # A commit that cannot reach the repository (pitr_max_lag_seconds 60: the rule allows twice it,
+        # then waits a minute).
+        host.ssh(lab_tools.API_SQL, user="kono", input="INSERT INTO alerting_kept (note) VALUES ('waiting');")
         took = wait_for_message(receiver, f"[FIRING] BackupFailed on {name}", 180)
         print(f"BackupFailed told {took:.0f} s after the failed run")
+        wait_for_message(receiver, f"[FIRING] BinaryLogsBehind on {name}", 5 * 60)
+        print(f"BinaryLogsBehind told {time.monotonic() - stopped:.0f} s after the repository stopped")
         wait_for_message(receiver, f"[FIRING] ServiceUnhealthy on {name}", 5 * 60 + 150)
         print(f"ServiceUnhealthy told {time.monotonic() - stopped:.0f} s after db_dev stopped (its rule waits 5 min)")
     finally:
@@ -74,11 +140,11 @@ def test_a_failed_backup_and_a_stopped_database_are_each_told_once_and_their_end
     outputs.append(("deploy", lab_tools.deploy(inventory).output))  # db_dev back
     host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono")  # (it dumps db_dev too)
     fixed = time.monotonic()
-    wait_for_message(receiver, f"[RESOLVED] BackupFailed on {name}", 180)
-    wait_for_message(receiver, f"[RESOLVED] ServiceUnhealthy on {name}", 240)
-    print(f"both told resolved {time.monotonic() - fixed:.0f} s after the fix")
+    for alert in ("BackupFailed", "BinaryLogsBehind", "ServiceUnhealthy"):
+        wait_for_message(receiver, f"[RESOLVED] {alert} on {name}", 240)
+    print(f"all told resolved {time.monotonic() - fixed:.0f} s after the fix")
     got = messages(receiver)
-    for alert in ("BackupFailed", "ServiceUnhealthy"):  # once each, though BackupFailed lasted minutes
+    for alert in ("BackupFailed", "BinaryLogsBehind", "ServiceUnhealthy"):  # once each, though they lasted minutes
         assert [t for t in got if f"] {alert} " in t] == [f"[FIRING] {alert} on {name}", f"[RESOLVED] {alert} on {name}"]
     assert not [t for t in got if "Watchdog" in t], got  # the dead man's switch is not the team's
     texts = [attachment.get("text", "") for _, body in receiver.posts(TEAM) for attachment in body["attachments"]]
@@ -86,8 +152,42 @@ def test_a_failed_backup_and_a_stopped_database_are_each_told_once_and_their_end
     assert lab_tools.deploy(inventory, "--json").changes == 0
 
 
+def test_a_certificate_near_its_expiry_and_a_deploy_cut_short_are_each_told_once_and_their_end_once(alerting):
+    provisioned, receiver, _, inventory, outputs, ca = alerting
+    host = provisioned.host
+    name = host.address
+    # The fixture's deploy gave the host a certificate for ten days (the rule says 21).
+    wait_for_message(receiver, f"[FIRING] CertificateExpiresSoon on {name}", 180)
+    # A deploy cut short once it holds the host's lock (a laptop closed, a CI job cancelled).
+    victim = lab_tools.pyinfra_background(inventory, "deploy.py")
+    try:
+        deadline = time.monotonic() + 120
+        while host.ssh(f"test -s {lab_tools.PROJECT_DIR}/.kono/deploy.pending", user="kono", check=False).returncode:
+            assert time.monotonic() < deadline and victim.poll() is None, "the deploy never took the lock"
+            time.sleep(0.5)
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.communicate(timeout=30)
+    cut = time.monotonic()
+    wait_for_message(receiver, f"[FIRING] DeployFailed on {name}", 180)
+    print(f"DeployFailed told {time.monotonic() - cut:.0f} s after the deploy was cut")
+    # The fixes: the operator's renewed certificate, given by a deploy that ends.
+    provide_certificate(provisioned.lab.workdir / "secrets", ca, days=90)
+    outputs.append(("deploy, a renewed certificate", lab_tools.deploy(inventory).output))
+    fixed = time.monotonic()
+    for alert in ("CertificateExpiresSoon", "DeployFailed"):
+        wait_for_message(receiver, f"[RESOLVED] {alert} on {name}", 240)
+    print(f"both told resolved {time.monotonic() - fixed:.0f} s after the fix")
+    got = messages(receiver)
+    for alert in ("CertificateExpiresSoon", "DeployFailed"):
+        assert [t for t in got if f"] {alert} " in t] == [f"[FIRING] {alert} on {name}", f"[RESOLVED] {alert} on {name}"]
+    texts = [attachment.get("text", "") for _, body in receiver.posts(TEAM) for attachment in body["attachments"]]
+    assert any(f"The certificate for {DOMAIN} on {name} expires in 9d" in text for text in texts), texts
+    assert lab_tools.deploy(inventory, "--json").changes == 0
+
+
 def test_without_the_webhook_url_the_deploy_stops_before_changing_anything(alerting):
-    provisioned, _, _, inventory, outputs = alerting
+    provisioned, _, _, inventory, outputs, _ = alerting
     url = provisioned.lab.workdir / "secrets" / "alerts" / "webhook_url"
     kept = url.read_text()
     url.unlink()
@@ -108,7 +208,7 @@ def test_without_the_webhook_url_the_deploy_stops_before_changing_anything(alert
 def test_the_webhook_url_is_in_no_message_output_log_container_or_git(alerting):
     """Alertmanager's failed sends are logged: a webhook that does not answer must not put its URL
     (and token) in that log either."""
-    provisioned, receiver, server, inventory, outputs = alerting
+    provisioned, receiver, server, inventory, outputs, _ = alerting
     host = provisioned.host
     url_file = provisioned.lab.workdir / "secrets" / "alerts" / "webhook_url"
     kept = url_file.read_text()
@@ -135,8 +235,10 @@ def test_the_webhook_url_is_in_no_message_output_log_container_or_git(alerting):
         outputs.append(("status", shown.stdout + shown.stderr))
         seen = [*outputs, ("alertmanager's log", logs), ("the webhook's messages", repr([body for _, _, body in receiver.received])),
                 *lab_tools.containers_and_git(host)]
-        values = {kept.strip(), receiver.token, closed, closed.rsplit("/", 1)[1]}
-        on_host = host.ssh("cd /srv/kono/config && for f in */*; do cat \"$f\"; echo; done", user="kono").stdout
+        values = {kept.strip(), receiver.token, closed, closed.rsplit("/", 1)[1], receiver.url(HEARTBEAT)}
+        # Every secret file, the TLS key's lines among them (not the certificate: it is served to all).
+        on_host = host.ssh("cd /srv/kono/config && for f in */*; do [ \"$f\" = tls/certificate ] || cat \"$f\"; echo; done",
+                           user="kono").stdout
         values |= {line.strip() for line in on_host.splitlines()
                    if len(line.strip()) >= 16 and not line.startswith(("-----", "#"))}
         assert len(values) >= 8

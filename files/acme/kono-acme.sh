@@ -40,12 +40,12 @@ install_certificate() {
         return 0
     fi
     umask 077
-    cp "$key" /certificates/.private_key.new
-    cp "$crt" /certificates/.certificate.new
-    mv -f /certificates/.private_key.new /certificates/private_key
-    mv -f /certificates/.certificate.new /certificates/certificate
-    echo "include conf.d/https.server;" > /certificates/.https.conf.new
-    mv -f /certificates/.https.conf.new /certificates/https.conf
+    cp "$key" /certificates/.private_key.new &&
+        cp "$crt" /certificates/.certificate.new &&
+        mv -f /certificates/.private_key.new /certificates/private_key &&
+        mv -f /certificates/.certificate.new /certificates/certificate &&
+        echo "include conf.d/https.server;" > /certificates/.https.conf.new &&
+        mv -f /certificates/.https.conf.new /certificates/https.conf || return 1
     echo "kono-acme: installed the certificate for $ACME_DOMAINS; nginx reloads within seconds"
 }
 
@@ -60,20 +60,25 @@ issue() {
         install_certificate
         return 0
     fi
-    run_lego run
-    echo "$ACME_DOMAINS" > "$ISSUED_FOR"
-    echo "$ACME_DIRECTORY_URL" > "$ISSUED_BY"
+    # `|| return 1` on each step: the loop runs this as a condition, where `set -e` does not stop it.
+    run_lego run || return 1
+    echo "$ACME_DOMAINS" > "$ISSUED_FOR" || return 1
+    echo "$ACME_DIRECTORY_URL" > "$ISSUED_BY" || return 1
     install_certificate
 }
 
 renew() {
     # No random sleep: this loop's phase is the container's start time, already spread out.
-    run_lego renew --days "${1:-$RENEW_DAYS}" --no-random-sleep
+    run_lego renew --days "${1:-$RENEW_DAYS}" --no-random-sleep || return 1
     install_certificate
 }
 
 check() {
     if issued_here; then renew; else issue; fi
+}
+
+renewal_fact() {  # what the metrics service serves (monitoring = True; names: kono/monitoring.py)
+    echo "kono_certificate_renewal_failing $1" > /acme/metrics.new && mv -f /acme/metrics.new /acme/metrics
 }
 
 case "${1:-}" in
@@ -87,7 +92,12 @@ case "${1:-}" in
         while :; do
             sleep "$CHECK_SECONDS" &
             wait $!
-            check || echo "kono-acme: the check failed (above); next try in $CHECK_SECONDS s" >&2
+            if check; then
+                renewal_fact 0
+            else
+                renewal_fact 1
+                echo "kono-acme: the check failed (above); next try in $CHECK_SECONDS s" >&2
+            fi
         done
         ;;
     *) echo "usage: kono-acme.sh issue | renew [DAYS] | current | loop" >&2; exit 2 ;;

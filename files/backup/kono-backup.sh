@@ -176,6 +176,15 @@ ship_round() {  # a round; a failure is said once in the log and the audit log, 
             date -u +%FT%TZ > /state/failed.ship
         fi
     fi
+    ship_facts
+}
+
+ship_facts() {  # what the metrics service serves (monitoring = True; names: kono/monitoring.py): how far
+    # shipping has come, as "name value" lines in /state/metrics; before any round shipped, since when
+    # this service has waited to (a repository down from the start must not go unnoticed)
+    up_to=$(cat /state/shipped-up-to 2>/dev/null || cat /state/loop-started)
+    echo "kono_binlog_shipped_up_to_timestamp_seconds $(date -u -d "$up_to" +%s)" \
+        > /state/metrics.$$ && mv /state/metrics.$$ /state/metrics
 }
 
 replay() {  # replay FILE POSITION UNTIL SNAPSHOT...: db_production's binary logs from FILE at POSITION
@@ -456,6 +465,8 @@ case "${1:-}" in
     ship-loop)
         mkdir -p /state
         echo $$ > /state/loop.pid
+        [ -s /state/shipped-up-to ] || date -u +%FT%TZ > /state/loop-started
+        ship_facts  # what the last run shipped, until this one's first round ends
         trap 'exit 0' TERM INT
         # First the database must be up, and the backup service must have made this account (it starts
         # beside this one); a minute or two on a new host. Then every failure is reported.

@@ -3,10 +3,12 @@
 // serves beside the host's (one endpoint, metrics_port). Read from the Docker engine (its socket,
 // mounted read-only; the container has no network): each service's health and restarts, Docker's
 // disk use; from the facts services write in their state volumes (mounted read-only): the last
-// backup's. Only metrics the contract names (KONO_METRICS_CONTRACT, from kono/monitoring.py) are
+// backup's, how far binary logs are shipped, whether certificate renewal fails; from the served
+// certificate, its expiry; from the deploys' audit log, the last deploy's end and result. Only metrics the contract names (KONO_METRICS_CONTRACT, from kono/monitoring.py) are
 // written: a sample it does not know fails the round. A failed round removes the file (stale values
 // are never served) and leaves the container unhealthy (its healthcheck reads /tmp/kono-metrics.ok).
 'use strict';
+const crypto = require('crypto');
 const fs = require('fs');
 const http = require('http');
 
@@ -73,15 +75,51 @@ function factSamples(text) {
   });
 }
 
-function readFacts(paths) {
-  return paths.flatMap((path) => {
+// The certificate nginx serves (a PEM text, the chain after it) -> when it expires, for each DNS
+// name it covers (its subject, without any).
+function certificateSamples(pem) {
+  const certificate = new crypto.X509Certificate(pem);
+  const names = (certificate.subjectAltName || '').split(', ').filter((n) => n.startsWith('DNS:')).map((n) => n.slice(4));
+  const expiry = Date.parse(certificate.validTo) / 1000;
+  if (Number.isNaN(expiry)) throw new Error(`certificate: an expiry Date cannot read: ${certificate.validTo}`);
+  return (names.length ? names : [certificate.subject]).map((name) => (
+    { name: 'kono_certificate_expiry_timestamp_seconds', labels: { name }, value: expiry }));
+}
+
+// The host's audit log (JSON lines: the deploys', kono/deploy_run.py, and the backup service's
+// others) -> when the last deploy ended (a run closed by the next one, when it began) and whether it
+// succeeded. A line that is not JSON (one being written) is passed over.
+function deploySamples(text) {
+  const deploys = text.split('\n').flatMap((line) => {
     try {
-      return factSamples(fs.readFileSync(path, 'utf8'));
+      const record = JSON.parse(line);
+      return record && record.commit !== undefined && record.result !== undefined ? [record] : [];
     } catch (error) {
-      if (error.code === 'ENOENT') return []; // nothing written yet (a new host)
-      throw new Error(`${path}: ${error.message}`);
+      return [];
     }
   });
+  if (deploys.length === 0) return [];
+  const last = deploys[deploys.length - 1];
+  return [
+    { name: 'kono_deploy_last_timestamp_seconds', labels: {}, value: Date.parse(last.finished || last.started) / 1000 },
+    { name: 'kono_deploy_last_success', labels: {}, value: last.result === 'success' ? 1 : 0 },
+  ];
+}
+
+function readOptional(path, samples) {  // samples(text) of the file at path; none when it is not there (yet)
+  if (!path) return [];
+  let text;
+  try {
+    text = fs.readFileSync(path, 'utf8');
+  } catch (error) {
+    if (error.code === 'ENOENT') return [];
+    throw new Error(`${path}: ${error.message}`);
+  }
+  try {
+    return samples(text);
+  } catch (error) {
+    throw new Error(`${path}: ${error.message}`);
+  }
 }
 
 function docker(path) {
@@ -100,13 +138,17 @@ function docker(path) {
   });
 }
 
-async function collect(project, services, contract, facts, constants) {
+async function collect(project, services, contract, files, constants) {
   const filters = encodeURIComponent(JSON.stringify({ label: [`com.docker.compose.project=${project}`] }));
   const listed = await docker(`/containers/json?all=1&filters=${filters}`);
   const inspected = await Promise.all(listed.map((c) => docker(`/containers/${c.Id}/json`)));
   const df = await docker('/system/df');
   const settled = Object.entries(constants).map(([name, value]) => ({ name, labels: {}, value }));
-  return render(contract, [...serviceSamples(services, inspected), ...diskSamples(df), ...readFacts(facts), ...settled]);
+  return render(contract, [
+    ...serviceSamples(services, inspected), ...diskSamples(df),
+    ...files.facts.flatMap((path) => readOptional(path, factSamples)),  // nothing written yet: a new host
+    ...readOptional(files.certificate, certificateSamples), ...readOptional(files.auditLog, deploySamples),
+    ...settled]);
 }
 
 async function main() {
@@ -115,11 +157,15 @@ async function main() {
   const contract = JSON.parse(env('KONO_METRICS_CONTRACT'));
   const services = env('KONO_SERVICES').split(' ');
   const project = env('KONO_PROJECT');
-  const facts = (process.env.KONO_METRICS_FACTS || '').split(' ').filter(Boolean);
+  const files = {
+    facts: (process.env.KONO_METRICS_FACTS || '').split(' ').filter(Boolean),
+    certificate: process.env.KONO_METRICS_CERTIFICATE, // none without HTTPS
+    auditLog: env('KONO_METRICS_AUDIT_LOG'),
+  };
   const constants = JSON.parse(env('KONO_METRICS_CONSTANTS'));
   for (;;) {
     try {
-      const text = await collect(project, services, contract, facts, constants);
+      const text = await collect(project, services, contract, files, constants);
       // Renamed into place: node_exporter never reads half a file.
       fs.writeFileSync(`${file}.new`, text, { mode: 0o644 });
       fs.renameSync(`${file}.new`, file);
@@ -137,4 +183,4 @@ if (require.main === module) {
   main();
 }
 
-module.exports = { render, serviceSamples, diskSamples, factSamples };
+module.exports = { render, serviceSamples, diskSamples, factSamples, certificateSamples, deploySamples };

@@ -1,5 +1,5 @@
-"""The webhook's URL (kono/alerts.py): supplied by the operator, checked as a URL without being shown,
-required given or on the host before anything changes; alert_webhook needs monitoring."""
+"""The webhook's and the heartbeat's URLs (kono/alerts.py): supplied by the operator, checked as URLs
+without being shown, required given or on the host before anything changes; both need monitoring."""
 
 import pytest
 
@@ -40,6 +40,16 @@ def test_given_nowhere_and_not_on_the_host_stops_the_deploy_naming_where_it_is_l
     assert alert_secret_problems(alerting(tmp_path), {"config/alerts/webhook_url": URL}, {}) == []
 
 
-def test_alert_webhook_needs_monitoring():
-    with pytest.raises(SettingsError, match=r"^alert_webhook: expected False with monitoring = False"):
-        settings_of(alert_webhook=True)
+@pytest.mark.parametrize("knob", ["alert_webhook", "alert_heartbeat"])
+def test_alert_knobs_need_monitoring(knob):
+    with pytest.raises(SettingsError, match=rf"^{knob}: expected False with monitoring = False"):
+        settings_of(**{knob: True})
+
+
+def test_the_heartbeats_url_is_asked_for_with_alert_heartbeat_alone(tmp_path, monkeypatch):
+    settings = settings_of(monitoring=True, alert_heartbeat=True, local_secrets_dir=str(tmp_path))
+    assert alert_secret_problems(settings, {}, {}) == [
+        f"alerts/heartbeat_url: expected the heartbeat's URL in $KONO_SECRET_ALERTS_HEARTBEAT_URL or "
+        f"{tmp_path}/alerts/heartbeat_url (alert_heartbeat = True), and the host has none"]
+    monkeypatch.setenv("KONO_SECRET_ALERTS_HEARTBEAT_URL", "https://hc-ping.example.com/0f1e2d3c")
+    assert alert_secrets(settings) == {"config/alerts/heartbeat_url": "https://hc-ping.example.com/0f1e2d3c"}

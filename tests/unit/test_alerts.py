@@ -95,6 +95,7 @@ def test_the_rendered_prometheus_configuration_is_valid_and_reads_these_rules(pr
     # The alerts' summaries name the host as the inventory does.
     assert {c["labels"]["instance"] for job in config["scrape_configs"] for c in job["static_configs"]} == \
         {"web-1.example.com"}
+    assert config["global"]["external_labels"] == {"instance": "web-1.example.com"}  # the Watchdog's too
     command = yaml.safe_load(files["compose.yaml"])["services"]["prometheus"]["command"]
     assert "--storage.tsdb.retention.time=3d" in command and "--storage.tsdb.retention.size=1024MB" in command
 
@@ -142,7 +143,33 @@ def test_the_rendered_alertmanager_configuration_is_valid_tells_each_alert_once_
     # Prometheus sends its alerts there; without alert_webhook, nowhere (and no Alertmanager runs).
     assert yaml.safe_load(files["monitoring/prometheus.yml"])["alerting"] == {
         "alertmanagers": [{"static_configs": [{"targets": ["alertmanager:9093"]}]}]}
-    quiet = stack.project_files(settings_of(monitoring=True))
+    quiet = stack.project_files(settings_of(monitoring=True))  # (no webhook, no heartbeat)
     assert "alerting" not in yaml.safe_load(quiet["monitoring/prometheus.yml"])
     assert "monitoring/alertmanager.yml" not in quiet
     assert "alertmanager" not in yaml.safe_load(quiet["compose.yaml"])["services"]
+
+
+@pytest.mark.parametrize("webhook", [True, False])
+def test_with_alert_heartbeat_the_watchdog_goes_to_the_heartbeat_url_every_minute_and_never_to_the_team(tmp_path, webhook):
+    from kono import stack
+    from kono.monitoring import HEARTBEAT
+    from kono.services import SECRETS_DIR, secret
+    from tests.lab import amtool_path, settings_of
+    stack.project_files.cache_clear()
+    files = stack.project_files(settings_of(monitoring=True, alert_webhook=webhook, alert_heartbeat=True))
+    (tmp_path / "alertmanager.yml").write_text(files["monitoring/alertmanager.yml"])
+    checked = subprocess.run([amtool_path(), "check-config", "alertmanager.yml"], cwd=tmp_path,
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    config = yaml.safe_load(files["monitoring/alertmanager.yml"])
+    assert config["route"]["receiver"] == ("team" if webhook else "nobody")
+    assert config["route"]["routes"] == [{"matchers": [f'severity="{HEARTBEAT}"'], "receiver": "heartbeat",
+                                          "group_wait": "0s", "group_interval": "30s", "repeat_interval": "50s"}]
+    receivers = {r["name"]: r for r in config["receivers"]}
+    assert set(receivers) == {"nobody", "heartbeat", *(["team"] if webhook else [])}
+    beat = receivers["heartbeat"]["slack_configs"]
+    assert beat == [{**beat[0], "api_url_file": f"{SECRETS_DIR}/{secret('alerts/heartbeat_url').compose_name}",
+                     "send_resolved": False}]
+    compose = yaml.safe_load(files["compose.yaml"])
+    assert {"alerts_heartbeat_url", *(["alerts_webhook_url"] if webhook else [])} == {
+        s if isinstance(s, str) else s["source"] for s in compose["services"]["alertmanager"]["secrets"]}

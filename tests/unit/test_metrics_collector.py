@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from kono.monitoring import contract_json
-from tests.lab import REPO, promtool_path
+from tests.lab import REPO, make_certificate, metric_samples, promtool_path
 
 SCRIPT = REPO / "files" / "monitoring" / "kono-metrics.js"
 
@@ -98,3 +98,57 @@ def test_the_readmes_table_names_only_contract_metrics():
     section = (REPO / "README.md").read_text().split("## Monitoring", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"^\| `(kono_[a-z_]+)", section, re.M))
     assert listed and listed <= set(METRICS), listed - set(METRICS)
+
+
+def samples_of(function: str, text: str) -> subprocess.CompletedProcess:
+    """``function`` of kono-metrics.js on ``text``, rendered in the contract (as a round does)."""
+    program = (f"const m = require({json.dumps(str(SCRIPT))});"
+               "const [contract, text] = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+               f"process.stdout.write(m.render(contract, m.{function}(text)));")
+    return subprocess.run(["node", "-e", program], input=json.dumps([json.loads(contract_json()), text]),
+                          capture_output=True, text=True)
+
+
+def test_the_served_certificates_expiry_is_a_sample_per_name(tmp_path):
+    ca = make_certificate(tmp_path / "ca", [], days=365, ca=True)
+    _, leaf = make_certificate(tmp_path / "leaf", ["kono.example", "www.kono.example"], issuer=ca, days=10)
+    chain = (tmp_path / "leaf.pem").read_text() + (tmp_path / "ca.pem").read_text()  # the leaf first, as served
+    done = samples_of("certificateSamples", chain)
+    assert done.returncode == 0, done.stderr
+    expiry = int(leaf.not_valid_after_utc.timestamp())
+    assert [line for line in done.stdout.splitlines() if not line.startswith("#")] == [
+        f'kono_certificate_expiry_timestamp_seconds{{name="kono.example"}} {expiry}',
+        f'kono_certificate_expiry_timestamp_seconds{{name="www.kono.example"}} {expiry}']
+    checked = subprocess.run([promtool_path(), "check", "metrics"], input=done.stdout, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert samples_of("certificateSamples", "not a certificate").returncode != 0  # fails the round: said in its log
+
+
+AUDIT = [  # as kono/deploy_run.py and kono-backup.sh write the host's audit log
+    '{"commit": "a1", "started": "2026-12-04T06:00:00+00:00", "changes": 3, "finished": "2026-12-04T06:02:00+00:00", '
+    '"result": "success"}',
+    '{"backup": "backup failed", "time": "2026-12-04T06:05:00Z", "detail": "unreachable"}',
+]
+
+
+@pytest.mark.parametrize("lines, ended, success", [
+    (AUDIT, "2026-12-04T06:02:00+00:00", 1),
+    # cut short: its lock holder closed the record when the session ended (kono.commands.lock_holder)
+    (AUDIT + ['{"commit": "b2", "started": "2026-12-04T07:00:00+00:00", "finished": "2026-12-04T07:00:40+00:00", '
+              '"result": "failed or interrupted"}', '{"commit": "b2", "result": "succ'],  # one being written
+     "2026-12-04T07:00:40+00:00", 0),
+    # one the next deploy closed (the host went down under it): when it began
+    (AUDIT + ['{"commit": "c3", "started": "2026-12-04T08:00:00+00:00", "result": "failed or interrupted"}'],
+     "2026-12-04T08:00:00+00:00", 0),
+    ([AUDIT[1]], None, None),  # no deploy recorded yet
+])
+def test_the_last_deploys_end_and_result_come_from_the_audit_log(lines, ended, success):
+    import datetime
+    done = samples_of("deploySamples", "\n".join(lines) + "\n")
+    assert done.returncode == 0, done.stderr
+    served = metric_samples(done.stdout)
+    if ended is None:
+        assert served == {}
+        return
+    assert served == {"kono_deploy_last_timestamp_seconds": datetime.datetime.fromisoformat(ended).timestamp(),
+                      "kono_deploy_last_success": success}

@@ -191,13 +191,31 @@ def test_metrics_are_published_on_loopback_alone_unless_sources_are_allowed(sour
     compose = rendered(monitoring=True, metrics_allowed_cidrs=list(sources))
     assert compose["services"]["node_exporter"]["ports"] == [published]
     collector = compose["services"]["metrics"]
-    assert collector["network_mode"] == "none" and collector["cap_drop"] == ["ALL"] and "cap_add" not in collector
+    assert collector["network_mode"] == "none" and collector["cap_drop"] == ["ALL"]
+    assert collector["cap_add"] == ["DAC_READ_SEARCH"]  # it reads; it writes only its own volume
     assert "/var/run/docker.sock:/var/run/docker.sock:ro" in collector["volumes"]
     environment = collector["environment"]
     assert json.loads(environment["KONO_METRICS_CONTRACT"]) == json.loads(monitoring.contract_json())
     assert environment["KONO_SERVICES"].split() == [s.name for s in enabled(SERVICES, settings(monitoring=True))]
     # compose interpolates $ in environment values: the contract must carry none.
     assert "$" not in monitoring.contract_json()
+
+
+@pytest.mark.parametrize("https, certificate_from", [
+    ({}, None), (HTTPS["acme"], "certificates"), (HTTPS["provided"], "./config/tls")])
+def test_the_metrics_service_reads_the_served_certificate_and_the_deploys_audit_log_read_only(https, certificate_from):
+    compose = rendered(monitoring=True, **https)
+    collector = compose["services"]["metrics"]
+    environment = collector["environment"]
+    assert "./.kono:/facts/kono-state:ro" in collector["volumes"]
+    assert environment["KONO_METRICS_AUDIT_LOG"] == "/facts/kono-state/audit.log"
+    if certificate_from is None:
+        assert environment["KONO_METRICS_CERTIFICATE"] == ""
+        assert not [v for v in collector["volumes"] if "/facts/tls" in v]
+    else:
+        assert f"{certificate_from}:/facts/tls:ro" in collector["volumes"]
+        assert f"{certificate_from}:/etc/nginx/tls:ro" in compose["services"]["nginx"]["volumes"]  # what nginx serves
+        assert environment["KONO_METRICS_CERTIFICATE"] == "/facts/tls/certificate"  # its ssl_certificate's file
 
 
 def test_the_metrics_service_reads_the_backups_facts_and_thresholds_only_with_backups():
