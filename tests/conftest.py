@@ -25,6 +25,18 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: boots a throwaway host and runs the real pyinfra CLI (slow)")
 
 
+# The end-to-end modules that take longest, slowest first (as CI measured them). With
+# --no-loadscope-reorder (.ci/run), pytest-xdist hands whole modules to its workers in collection
+# order: the long ones start first and the short ones fill in after, rather than a long one starting
+# last (left to itself, xdist orders modules by their number of tests).
+SLOWEST_MODULES = ("test_cluster.py", "test_alerting.py", "test_backups.py", "test_transitions.py", "test_pitr.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: place for place, name in enumerate(SLOWEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOWEST_MODULES)))  # stable: a module's own order stays
+
+
 @pytest.fixture(scope="session")
 def lab():
     with Lab() as lab:
