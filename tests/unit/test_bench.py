@@ -28,9 +28,10 @@ def test_apt_work_is_package_lists_installs_and_updates_only():
 
 def test_the_benchmark_page_holds_exactly_what_the_scripts_print_for_the_stored_runs():
     import json
-    from bench import backup, cluster, pitr, run
+    from bench import backup, cluster, monitoring, pitr, run
     page = (REPO / "bench" / "README.md").read_text()
     assert run.table(json.loads((REPO / "bench" / "latest.json").read_text())) in page
     assert backup.table(json.loads((REPO / "bench" / "backup-latest.json").read_text())) in page
     assert pitr.table(json.loads((REPO / "bench" / "pitr-latest.json").read_text())) in page
     assert cluster.table(json.loads((REPO / "bench" / "cluster-latest.json").read_text())) in page
+    assert monitoring.table(json.loads((REPO / "bench" / "monitoring-latest.json").read_text())) in page
