@@ -167,6 +167,25 @@ def pyinfra_background(inventory: Path, deploy_file: str, *args: str, cwd: Path 
                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
+def kill_when_operation_starts(run: subprocess.Popen, operation: str, seconds: float = 300) -> tuple[list[str], str]:
+    """SIGKILL a pyinfra run (pyinfra_background) as soon as it says it starts ``operation``
+    ("--> Starting operation: [<deploy> | ]<operation>"). Returns (its lines up to then, the rest
+    it printed); fails, with its output, when it ended or ``seconds`` passed first."""
+    seen: list[str] = []
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            line = run.stdout.readline()
+            seen.append(line)
+            if not line or ("--> Starting operation: " in line and operation in line):
+                break
+    finally:
+        run.send_signal(signal.SIGKILL)
+        rest, _ = run.communicate(timeout=30)
+    assert operation in seen[-1], "".join(seen)[-3000:]
+    return seen, rest
+
+
 def bootstrap(inventory: Path, *args: str, **kwargs) -> Run:
     return pyinfra(inventory, "bootstrap.py", "--user", "admin", *args, **kwargs)
 

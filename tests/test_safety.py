@@ -3,7 +3,6 @@ deploy at a time with an audit record, and interrupted runs converge."""
 
 import json
 import shutil
-import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -125,20 +124,7 @@ def test_a_deploy_killed_in_the_middle_of_an_operation_is_finished_by_the_next(p
     data = ("--data", f"server_name={server_name}", "--data", f"releases_kept={point + 6}")
     records = len(audit_log(provisioned))
     victim = lab_tools.pyinfra_background(provisioned.inventory, "deploy.py", *data)
-    seen = []
-    deadline = time.monotonic() + 300
-
-    def started(line: str) -> bool:  # "--> Starting operation: [<deploy> | ]<operation>"
-        return "--> Starting operation: " in line and operation in line
-
-    while time.monotonic() < deadline:
-        line = victim.stdout.readline()
-        seen.append(line)
-        if not line or started(line):
-            break
-    victim.send_signal(signal.SIGKILL)
-    rest, _ = victim.communicate(timeout=30)
-    assert started(seen[-1]), "".join(seen)[-3000:]
+    _, rest = lab_tools.kill_when_operation_starts(victim, operation)
     # Killed before that operation ended: pyinfra had said nothing more of it.
     assert not any(word in rest for word in ("Success", "No changes", "Error")), rest
 
