@@ -111,8 +111,10 @@ def compose_file(settings: Settings, files: dict[str, str]) -> str:
     """compose.yaml: each service's own block from templates/services/, and from the tables its
     secrets, its labels, and the top-level secrets and volumes (those these settings enable)."""
     services = enabled(SERVICES, settings)
+    tls_folder = tls_source(settings)
+    monitoring = monitoring_context(settings, tls_folder)  # once, not per service
     blocks = {
-        s.name: _render(f"services/{s.name}.yaml.j2", s=settings, tls_source=tls_source(settings),
+        s.name: _render(f"services/{s.name}.yaml.j2", s=settings, tls_source=tls_folder,
                         api_environment=api_environment(settings.api_port, releases_url(settings), settings.releases_kept),
                         releases_port=RELEASES_PORT, script=s.script,
                         tls_origin=ORIGIN_URL + ORIGIN_TLS_PATH, origin_tls_copy=ORIGIN_TLS_COPY,
@@ -120,7 +122,7 @@ def compose_file(settings: Settings, files: dict[str, str]) -> str:
                         sshd_policy=maintainer_sshd_policy(), binlog_options=BINLOG_SERVER_OPTIONS,
                         binlog_user=BINLOG_USER, timeline_tag=TIMELINE_TAG,
                         secret_file=functools.partial(secret_file, service_name=s.name),
-                        monitoring=monitoring_context(settings, tls_source(settings)), service_names=" ".join(x.name for x in services)).rstrip("\n")
+                        monitoring=monitoring, service_names=" ".join(x.name for x in services)).rstrip("\n")
         for s in services
     }
     # A label per service with the digest of the files it mounts: compose recreates a service when
