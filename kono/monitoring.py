@@ -72,6 +72,7 @@ NODE_EXPORTER_PORT = 9100  # node_exporter's own, inside its container; metrics_
 ALERTMANAGER_PORT = 9093  # Alertmanager's own, inside its container; not published
 PROMETHEUS_PORT = 9090  # Prometheus's own, inside its container; not published (status reads it by docker exec)
 CONFIG_DIR = "/etc/kono-monitoring"  # where Prometheus finds the monitoring folder: prometheus.yml, alerts.yml
+SMTP_CA_NAME = "smtp-ca.pem"  # alert_smtp_ca_bundle's copy in that folder, which Alertmanager mounts too
 
 
 def contract_json() -> str:

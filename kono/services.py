@@ -298,6 +298,8 @@ SECRETS: tuple[Secret, ...] = (
     Secret("alerts", "webhook_url", ("alertmanager",), origin="alerts", only_when="webhook_on"),
     # The dead man's switch's URL (healthchecks.io and the like), likewise.
     Secret("alerts", "heartbeat_url", ("alertmanager",), origin="alerts", only_when="heartbeat_on"),
+    # The password of alert_smtp_username on the mail server, likewise.
+    Secret("alerts", "smtp_password", ("alertmanager",), origin="alerts", only_when="smtp_login_on"),
 )
 
 

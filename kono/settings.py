@@ -53,6 +53,8 @@ NODE_LABELS = ("edge", "app", "db")
 # A DNS name, lowercase; "*." in front only where the certificate is provided (HTTP-01 cannot prove one).
 DOMAIN = re.compile(r"^(\*\.)?(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 EMAIL = re.compile(r"^[^@\s'\"]+@[^@\s'\"]+\.[^@\s'\"]+$")
+SMTP_SERVER = re.compile(r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")
+SMTP_USERNAME = re.compile(r"^[^\s'\"]+$")
 # restic repositories off the host: object storage, SFTP, restic's REST server, rclone remotes.
 RESTIC_REPOSITORY = re.compile(r"^(s3|b2|azure|gs|swift|sftp|rest|rclone):[^\s'\"\\]+$")
 DAILY_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
@@ -117,6 +119,14 @@ def _ca_bundle(key: str, path: str) -> str:
     if "-----BEGIN CERTIFICATE-----" not in text:
         raise SettingsError(f"{key}: expected a PEM file of CA certificates, {path!r} holds none")
     return str(Path(path).expanduser())
+
+
+def _email_addresses(key: str, addresses: Any) -> tuple[str, ...]:
+    for index, address in enumerate(addresses):
+        if not isinstance(address, str) or not EMAIL.match(address) or "," in address:
+            raise SettingsError(f"{key}[{index}]: expected an email address like \"oncall@example.com\", "
+                                f"got {address!r}")
+    return tuple(addresses)
 
 
 def _cidrs(key: str, cidrs: Any) -> tuple[str, ...]:
@@ -254,6 +264,13 @@ class Settings:
                                                   "an SSH tunnel)", parse=_cidrs)
     alert_webhook: bool = knob("True or False")
     alert_heartbeat: bool = knob("True or False")
+    alert_email_to: tuple[str, ...] = knob("a list of email addresses", parse=_email_addresses)
+    alert_email_from: str | None = knob("an email address", _matches(EMAIL))
+    alert_smtp_server: str | None = knob("a mail server as \"host:port\" (like \"smtp.example.com:587\")",
+                                         lambda v: bool(SMTP_SERVER.match(v)) and 1 <= int(v.rsplit(":", 1)[1]) <= 65535)
+    alert_smtp_username: str | None = knob("a login name (no spaces or quotes)", _matches(SMTP_USERNAME))
+    alert_smtp_ca_bundle: str | None = knob("the path of a local PEM file of CA certificates",
+                                            lambda v: v.strip() != "", _ca_bundle)
     metrics_retention_days: int = knob("days, a whole number from 1 to 3650", lambda v: 1 <= v <= 3650)
     metrics_retention_mb: int = knob("megabytes, a whole number >= 64", lambda v: v >= 64)
     prometheus_image: str = knob(*IMAGE)
@@ -310,9 +327,24 @@ class Settings:
         return self.monitoring and self.alert_heartbeat
 
     @property
+    def email_on(self) -> bool:
+        """The alerts are emailed to the team too (through the operator's mail server)."""
+        return self.monitoring and bool(self.alert_email_to)
+
+    @property
+    def smtp_login_on(self) -> bool:
+        """Alertmanager logs in to the mail server (with the password the operator supplies)."""
+        return self.email_on and self.alert_smtp_username is not None
+
+    @property
+    def team_on(self) -> bool:
+        """The team is told of each alert (by webhook, email or both)."""
+        return self.webhook_on or self.email_on
+
+    @property
     def alerts_on(self) -> bool:
-        """Alertmanager sends the alerts on (to the webhook, the heartbeat, or both)."""
-        return self.webhook_on or self.heartbeat_on
+        """Alertmanager sends the alerts on (to the team, the heartbeat, or both)."""
+        return self.team_on or self.heartbeat_on
 
     @property
     def backups_on(self) -> bool:
@@ -387,6 +419,13 @@ def _check_monitoring(settings: Settings) -> None:
         if getattr(settings, knob) and not settings.monitoring:
             raise SettingsError(f"{knob}: expected False with monitoring = False (the alerts come from the host's "
                                 "monitoring), got True")
+    if settings.alert_email_to and not settings.monitoring:
+        raise SettingsError("alert_email_to: expected [] with monitoring = False (the alerts come from the host's "
+                            f"monitoring), got {list(settings.alert_email_to)}")
+    for knob in ("alert_email_from", "alert_smtp_server"):
+        if settings.email_on and getattr(settings, knob) is None:
+            raise SettingsError(f"{knob}: expected it set with alert_email_to (the emails need a sender and a "
+                                "mail server), got None")
     if settings.metrics_allowed_cidrs and not settings.firewall:
         raise SettingsError("metrics_allowed_cidrs: expected [] with firewall = False (the firewall is what keeps "
                             f"every other address out), got {list(settings.metrics_allowed_cidrs)}")

@@ -34,7 +34,7 @@ from kono.services import (DB_SECRETS_DIR, ORIGIN_TLS_COPY, ORIGIN_TLS_PATH, ORI
                            replacement_note, restarting_secrets, secret, secret_file, secrets_of, service,
                            BINLOG_SERVER_OPTIONS, BINLOG_USER, TIMELINE_TAG,
                            unready)
-from kono.monitoring import ALERTMANAGER_PORT, HEARTBEAT, monitoring_context
+from kono.monitoring import ALERTMANAGER_PORT, CONFIG_DIR, HEARTBEAT, SMTP_CA_NAME, monitoring_context
 from kono.settings import Settings
 from kono.ssh_policy import maintainer_sshd_policy
 
@@ -237,11 +237,14 @@ def project_files(settings: Settings) -> dict[str, str]:
             "monitoring/prometheus.yml.j2", m=monitoring_context(settings, tls_source(settings)), name=settings.host_name,
             alertmanager=f"alertmanager:{ALERTMANAGER_PORT}" if settings.alerts_on else None)
     if settings.alerts_on:
-        urls = {key: secret_file(f"alerts/{key}", service_name="alertmanager") if on else None
-                for key, on in (("webhook_url", settings.webhook_on), ("heartbeat_url", settings.heartbeat_on))}
+        # Where Alertmanager reads each alert secret that is asked for (the template names them).
+        secret_files = {e.name: secret_file(e.key, service_name="alertmanager")
+                        for e in enabled(SECRETS, settings) if e.origin == "alerts"}
+        if settings.email_on and settings.alert_smtp_ca_bundle:
+            files[f"monitoring/{SMTP_CA_NAME}"] = Path(settings.alert_smtp_ca_bundle).read_text()
         files["monitoring/alertmanager.yml"] = _render(
-            "monitoring/alertmanager.yml.j2", heartbeat_severity=HEARTBEAT,
-            webhook_url_file=urls["webhook_url"], heartbeat_url_file=urls["heartbeat_url"])
+            "monitoring/alertmanager.yml.j2", s=settings, heartbeat_severity=HEARTBEAT, secret_files=secret_files,
+            smtp_ca_file=f"{CONFIG_DIR}/{SMTP_CA_NAME}" if f"monitoring/{SMTP_CA_NAME}" in files else None)
     if settings.acme_on and settings.acme_ca_bundle:
         files["acme/ca-bundle.pem"] = Path(settings.acme_ca_bundle).read_text()
     files.update({f"maintainer/keys/{login}": "".join(key + "\n" for key in public_keys)

@@ -726,6 +726,61 @@ class WebhookReceiver:
         self._server.server_close()
 
 
+class MailReceiver:
+    """The team's mailbox in the lab: an SMTP submission server (aiosmtpd) on the lab's bridge, as strict
+    as a provider's: STARTTLS before anything (its certificate, for the bridge's address, signed by
+    ``ca``: the operator's alert_smtp_ca_bundle), then a login with ``password``, refused otherwise.
+    Keeps each message it accepts (when, envelope recipients, the parsed email)."""
+
+    def __init__(self, lab: Lab, ca: tuple) -> None:
+        import email
+        import email.policy
+        import secrets as random_values
+        import ssl
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        self.address, self.port = lab.gateway, _free_port(lab.gateway)
+        self.username, self.password = "kono-alerts", random_values.token_urlsafe(18)
+        self.received: list[tuple[float, list[str], email.message.EmailMessage]] = []
+        self.refused_logins = 0
+        make_certificate(lab.workdir / "mail-server", [], issuer=ca, ip=self.address)
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(lab.workdir / "mail-server.pem", lab.workdir / "mail-server.key")
+        receiver = self
+
+        def authenticate(server, session, envelope, mechanism, auth_data) -> AuthResult:
+            good = (isinstance(auth_data, LoginPassword) and auth_data.login.decode() == receiver.username
+                    and auth_data.password.decode() == receiver.password)
+            receiver.refused_logins += not good
+            return AuthResult(success=good, handled=False)  # (handled: aiosmtpd answers the client itself)
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+                message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+                receiver.received.append((time.time(), list(envelope.rcpt_tos), message))
+                return "250 OK"
+
+        self._controller = Controller(Handler(), hostname=self.address, port=self.port, tls_context=tls,
+                                      require_starttls=True, auth_required=True, auth_require_tls=True,
+                                      authenticator=authenticate)
+        self._controller.start()
+
+    @property
+    def server(self) -> str:
+        """alert_smtp_server: "host:port"."""
+        return f"{self.address}:{self.port}"
+
+    def subjects(self) -> list[str]:
+        return [str(message["Subject"]) for _, _, message in list(self.received)]
+
+    def __enter__(self) -> MailReceiver:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._controller.stop()
+
+
 def _free_port(address: str) -> int:
     with socket.socket() as probe:
         probe.bind((address, 0))

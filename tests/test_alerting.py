@@ -1,6 +1,8 @@
 """Alerts reach the team: with alert_webhook, Alertmanager on the host sends each alert once, and its
 end once, to the team's webhook: here a receiver on the lab's bridge whose URL carries a random
-token, supplied as the secret alerts/webhook_url. The faults are real: the backup repository stopped
+token, supplied as the secret alerts/webhook_url; with alert_email_to, the same by email, through a
+mail server on the bridge that takes mail only over STARTTLS (its certificate from a CA the
+operator names) and with the login whose password is the secret alerts/smtp_password. The faults are real: the backup repository stopped
 (BackupFailed, and BinaryLogsBehind with commits waiting), a database container stopped
 (ServiceUnhealthy, after its 5 minutes), a provided certificate ten days from its expiry
 (CertificateExpiresSoon) and a deploy cut short (DeployFailed). With alert_heartbeat, the dead man's
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests import lab as lab_tools
-from tests.lab import BACKUP_SCRIPT, ResticServer, WebhookReceiver, container, make_certificate
+from tests.lab import BACKUP_SCRIPT, MailReceiver, ResticServer, WebhookReceiver, container, make_certificate
 
 pytestmark = pytest.mark.e2e
 
@@ -24,6 +26,7 @@ TEAM = "team"  # the receiver's path for the team's webhook
 HEARTBEAT = "heartbeat"  # and for the dead man's switch
 DATA = "CREATE TABLE IF NOT EXISTS alerting_kept (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(64));"
 DOMAIN = "kono.test"
+ONCALL = "oncall@kono.test"  # alert_email_to
 
 
 def provide_certificate(secrets: Path, ca, days: float) -> None:
@@ -46,17 +49,22 @@ def alerting(provisioned):
     (secrets / "alerts").mkdir(exist_ok=True)
     ca = make_certificate(provisioned.lab.workdir / "alerting-ca", [], days=365, ca=True)
     provide_certificate(secrets, ca, days=10)
-    with WebhookReceiver(provisioned.lab) as receiver, ResticServer(provisioned.lab) as server:
+    with (WebhookReceiver(provisioned.lab) as receiver, MailReceiver(provisioned.lab, ca) as mail,
+          ResticServer(provisioned.lab) as server):
         (secrets / "alerts" / "webhook_url").write_text(receiver.url(TEAM) + "\n")
         (secrets / "alerts" / "heartbeat_url").write_text(receiver.url(HEARTBEAT) + "\n")
+        (secrets / "alerts" / "smtp_password").write_text(mail.password + "\n")
         inventory = lab_tools.write_inventory(
             provisioned.lab, [provisioned.host], provisioned.lab.workdir / "alerting-inventory.py",
             api_repo=provisioned.git.repo("api"), app_repo=provisioned.git.repo("app"),
             backup_repository=server.url, pitr=True, https="provided", domains=[DOMAIN],
-            monitoring=True, alert_webhook=True, alert_heartbeat=True)
+            monitoring=True, alert_webhook=True, alert_heartbeat=True,
+            alert_email_to=[ONCALL], alert_email_from=f"kono@{DOMAIN}", alert_smtp_server=mail.server,
+            alert_smtp_username=mail.username, alert_smtp_ca_bundle=str(provisioned.lab.workdir / "alerting-ca.pem"))
         outputs = [("deploy -vvv", lab_tools.deploy(inventory, "-vvv").output)]
-        yield provisioned, receiver, server, inventory, outputs, ca
-    for given in ("alerts/webhook_url", "alerts/heartbeat_url", "tls/certificate", "tls/private_key"):
+        yield provisioned, receiver, server, inventory, outputs, ca, mail
+    for given in ("alerts/webhook_url", "alerts/heartbeat_url", "alerts/smtp_password", "tls/certificate",
+                  "tls/private_key"):
         (secrets / given).unlink()
     provisioned.reset()
 
@@ -76,13 +84,31 @@ def wait_for_message(receiver: WebhookReceiver, title: str, seconds: float) -> f
     return time.monotonic() - start
 
 
+def assert_emailed_once_each(mail: MailReceiver, alerts: tuple[str, ...], name: str) -> None:
+    """Each alert emailed to ONCALL when it fired and when it ended, once each, as the webhook was told
+    (one notification, both integrations: the mail may come a moment after the POST)."""
+    deadline = time.monotonic() + 60
+    while not all(f"[RESOLVED] {alert} on {name}" in mail.subjects() for alert in alerts):
+        assert time.monotonic() < deadline, f"the mailbox got: {mail.subjects()} ({mail.refused_logins} logins refused)"
+        time.sleep(2)
+    for alert in alerts:
+        assert [t for t in mail.subjects() if f"] {alert} " in t] == [f"[FIRING] {alert} on {name}",
+                                                                       f"[RESOLVED] {alert} on {name}"]
+    assert {tuple(to) for _, to, _ in mail.received} == {(ONCALL,)}
+    assert mail.refused_logins == 0
+
+
+def mail_texts(mail: MailReceiver) -> list[str]:
+    return [message.get_content() for _, _, message in list(mail.received)]
+
+
 def beats(receiver: WebhookReceiver) -> list[float]:
     """When the dead man's switch heard the host."""
     return [at for at, _ in receiver.posts(HEARTBEAT)]
 
 
 def test_a_failed_backup_and_a_stopped_database_are_each_told_once_and_their_end_once(alerting):
-    provisioned, receiver, server, inventory, outputs, _ = alerting
+    provisioned, receiver, server, inventory, outputs, _, mail = alerting
     host = provisioned.host
     name = host.address  # the inventory names the host by its address
     host.ssh(lab_tools.API_SQL, user="kono", input=DATA)  # (an empty database is not backed up)
@@ -117,11 +143,13 @@ def test_a_failed_backup_and_a_stopped_database_are_each_told_once_and_their_end
     assert not [t for t in got if "Watchdog" in t], got  # the dead man's switch is not the team's
     texts = [attachment.get("text", "") for _, body in receiver.posts(TEAM) for attachment in body["attachments"]]
     assert any("db_dev on " in text and "unhealthy for 5 minutes" in text for text in texts), texts
+    assert_emailed_once_each(mail, ("BackupFailed", "BinaryLogsBehind", "ServiceUnhealthy"), name)
+    assert any("db_dev on " in text and "unhealthy for 5 minutes" in text for text in mail_texts(mail))
     assert lab_tools.deploy(inventory, "--json").changes == 0
 
 
 def test_a_certificate_near_its_expiry_and_a_deploy_cut_short_are_each_told_once_and_their_end_once(alerting):
-    provisioned, receiver, _, inventory, outputs, ca = alerting
+    provisioned, receiver, _, inventory, outputs, ca, mail = alerting
     host = provisioned.host
     name = host.address
     # The fixture's deploy gave the host a certificate for ten days (the rule says 21).
@@ -145,11 +173,12 @@ def test_a_certificate_near_its_expiry_and_a_deploy_cut_short_are_each_told_once
         assert [t for t in got if f"] {alert} " in t] == [f"[FIRING] {alert} on {name}", f"[RESOLVED] {alert} on {name}"]
     texts = [attachment.get("text", "") for _, body in receiver.posts(TEAM) for attachment in body["attachments"]]
     assert any(f"The certificate for {DOMAIN} on {name} expires in 9d" in text for text in texts), texts
+    assert_emailed_once_each(mail, ("CertificateExpiresSoon", "DeployFailed"), name)
     assert lab_tools.deploy(inventory, "--json").changes == 0
 
 
 def test_without_the_webhook_url_the_deploy_stops_before_changing_anything(alerting):
-    provisioned, _, _, inventory, outputs, _ = alerting
+    provisioned, _, _, inventory, outputs, _, _ = alerting
     url = provisioned.lab.workdir / "secrets" / "alerts" / "webhook_url"
     kept = url.read_text()
     url.unlink()
@@ -170,7 +199,7 @@ def test_without_the_webhook_url_the_deploy_stops_before_changing_anything(alert
 def test_the_webhook_url_is_in_no_message_output_log_container_or_git(alerting):
     """Alertmanager's failed sends are logged: a webhook that does not answer must not put its URL
     (and token) in that log either."""
-    provisioned, receiver, server, inventory, outputs, _ = alerting
+    provisioned, receiver, server, inventory, outputs, _, mail = alerting
     host = provisioned.host
     url_file = provisioned.lab.workdir / "secrets" / "alerts" / "webhook_url"
     kept = url_file.read_text()
@@ -196,8 +225,9 @@ def test_the_webhook_url_is_in_no_message_output_log_container_or_git(alerting):
         shown = lab_tools.status(inventory, timeout=120)
         outputs.append(("status", shown.stdout + shown.stderr))
         seen = [*outputs, ("alertmanager's log", logs), ("the webhook's messages", repr([body for _, _, body in receiver.received])),
+                ("the emails", "\n".join(str(message) for _, _, message in mail.received)),
                 *lab_tools.containers_and_git(host)]
-        values = {kept.strip(), receiver.token, closed, closed.rsplit("/", 1)[1], receiver.url(HEARTBEAT)}
+        values = {kept.strip(), receiver.token, closed, closed.rsplit("/", 1)[1], receiver.url(HEARTBEAT), mail.password}
         # Every secret file, the TLS key's lines among them (not the certificate: it is served to all).
         on_host = host.ssh("cd /srv/kono/config && for f in */*; do [ \"$f\" = tls/certificate ] || cat \"$f\"; echo; done",
                            user="kono").stdout
@@ -212,7 +242,7 @@ def test_the_webhook_url_is_in_no_message_output_log_container_or_git(alerting):
 
 
 def test_the_dead_mans_switch_hears_the_host_each_minute_and_no_more_once_its_prometheus_is_gone(alerting):
-    provisioned, receiver, _, inventory, outputs, _ = alerting
+    provisioned, receiver, _, inventory, outputs, _, _ = alerting
     host = provisioned.host
     began = time.time()  # (the tests before this one recreate Alertmanager: its beats pause then)
     deadline = time.monotonic() + 240

@@ -1,5 +1,6 @@
-"""The webhook's and the heartbeat's URLs (kono/alerts.py): supplied by the operator, checked as URLs
-without being shown, required given or on the host before anything changes; both need monitoring."""
+"""The webhook's and the heartbeat's URLs and the mail server's password (kono/alerts.py): supplied by
+the operator, checked without being shown, required given or on the host before anything changes;
+all need monitoring, and email its sender and server."""
 
 import pytest
 
@@ -53,3 +54,42 @@ def test_the_heartbeats_url_is_asked_for_with_alert_heartbeat_alone(tmp_path, mo
         f"{tmp_path}/alerts/heartbeat_url (alert_heartbeat = True), and the host has none"]
     monkeypatch.setenv("KONO_SECRET_ALERTS_HEARTBEAT_URL", "https://hc-ping.example.com/0f1e2d3c")
     assert alert_secrets(settings) == {"config/alerts/heartbeat_url": "https://hc-ping.example.com/0f1e2d3c"}
+
+
+EMAIL = dict(monitoring=True, alert_email_to=["oncall@example.com"], alert_email_from="kono@example.com",
+             alert_smtp_server="smtp.example.com:587")
+
+
+def test_the_mail_servers_password_is_asked_for_only_with_a_login(tmp_path, monkeypatch):
+    without_login = settings_of(**EMAIL, local_secrets_dir=str(tmp_path))
+    assert alert_secret_problems(without_login, {}, {}) == []
+    settings = settings_of(**EMAIL, alert_smtp_username="kono", local_secrets_dir=str(tmp_path))
+    assert alert_secret_problems(settings, {}, {}) == [
+        f"alerts/smtp_password: expected the mail server's password in $KONO_SECRET_ALERTS_SMTP_PASSWORD or "
+        f"{tmp_path}/alerts/smtp_password (alert_smtp_username is set), and the host has none"]
+    (tmp_path / "alerts").mkdir()
+    (tmp_path / "alerts" / "smtp_password").write_text("pa ss:w0rd\n")  # a file's newline is not part of it
+    assert alert_secrets(settings) == {"config/alerts/smtp_password": "pa ss:w0rd"}
+    monkeypatch.setenv("KONO_SECRET_ALERTS_SMTP_PASSWORD", "first line\ns3cr3t second")
+    with pytest.raises(SettingsError) as refused:
+        alert_secrets(settings)
+    assert str(refused.value).startswith("alerts/smtp_password: expected one line, not empty in "
+                                         "$KONO_SECRET_ALERTS_SMTP_PASSWORD")
+    assert "s3cr3t" not in str(refused.value)
+
+
+@pytest.mark.parametrize("knobs, error", [
+    (dict(alert_email_to=["oncall@example.com"]), r"^alert_email_to: expected \[\] with monitoring = False"),
+    ({**EMAIL, "alert_email_from": None}, r"^alert_email_from: expected it set with alert_email_to"),
+    ({**EMAIL, "alert_smtp_server": None}, r"^alert_smtp_server: expected it set with alert_email_to"),
+    ({**EMAIL, "alert_email_to": ["oncall"]}, r"^alert_email_to\[0\]: expected an email address"),
+    ({**EMAIL, "alert_email_to": ["a@example.com, b@example.com"]}, r"^alert_email_to\[0\]: expected an email"),
+    ({**EMAIL, "alert_smtp_server": "smtp.example.com"}, r"^alert_smtp_server: expected a mail server as "
+                                                         r"\"host:port\""),
+    ({**EMAIL, "alert_smtp_server": "smtp.example.com:70000"}, r"^alert_smtp_server: expected a mail server"),
+    ({**EMAIL, "alert_smtp_username": "two words"}, r"^alert_smtp_username: expected a login name"),
+    ({**EMAIL, "alert_smtp_ca_bundle": "/nonexistent/ca.pem"}, r"^alert_smtp_ca_bundle: expected a readable PEM"),
+])
+def test_email_knobs_are_checked_before_anything_changes(knobs, error):
+    with pytest.raises(SettingsError, match=error):
+        settings_of(**knobs)

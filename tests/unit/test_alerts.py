@@ -173,3 +173,43 @@ def test_with_alert_heartbeat_the_watchdog_goes_to_the_heartbeat_url_every_minut
     compose = yaml.safe_load(files["compose.yaml"])
     assert {"alerts_heartbeat_url", *(["alerts_webhook_url"] if webhook else [])} == {
         s if isinstance(s, str) else s["source"] for s in compose["services"]["alertmanager"]["secrets"]}
+
+
+def test_with_alert_email_to_the_team_is_emailed_each_alert_and_its_end_over_checked_tls(tmp_path):
+    from kono import stack
+    from kono.monitoring import CONFIG_DIR, SMTP_CA_NAME
+    from kono.services import SECRETS_DIR, secret
+    from tests.lab import amtool_path, make_certificate, settings_of
+    make_certificate(tmp_path / "ca", [], ca=True)
+    email = dict(monitoring=True, alert_email_to=["oncall@example.com", "lead@example.org"],
+                 alert_email_from="kono@example.com", alert_smtp_server="smtp.example.com:587")
+    for knobs in (dict(email), dict(email, alert_webhook=True, alert_smtp_username="kono",
+                                    alert_smtp_ca_bundle=str(tmp_path / "ca.pem"))):
+        stack.project_files.cache_clear()
+        files = stack.project_files(settings_of(**knobs))
+        (tmp_path / "alertmanager.yml").write_text(files["monitoring/alertmanager.yml"])
+        checked = subprocess.run([amtool_path(), "check-config", "alertmanager.yml"], cwd=tmp_path,
+                                 capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        config = yaml.safe_load(files["monitoring/alertmanager.yml"])
+        assert config["route"]["receiver"] == "team"
+        team = next(r for r in config["receivers"] if r["name"] == "team")
+        assert ("slack_configs" in team) == knobs.get("alert_webhook", False)
+        [mail] = team["email_configs"]
+        assert {k: mail[k] for k in ("to", "from", "smarthost", "require_tls", "send_resolved")} == {
+            "to": "oncall@example.com, lead@example.org", "from": "kono@example.com",
+            "smarthost": "smtp.example.com:587", "require_tls": True, "send_resolved": True}
+        assert "{{ .CommonLabels.alertname }} on {{ .CommonLabels.instance }}" in mail["headers"]["Subject"]
+        if "alert_webhook" in knobs:
+            assert mail["headers"]["Subject"] == team["slack_configs"][0]["title"]  # one wording
+        secrets = {s if isinstance(s, str) else s["source"]
+                   for s in yaml.safe_load(files["compose.yaml"])["services"]["alertmanager"].get("secrets", [])}
+        if "alert_smtp_username" in knobs:  # the password by file, never in the configuration
+            assert (mail["auth_username"], mail["auth_password_file"]) == (
+                "kono", f"{SECRETS_DIR}/{secret('alerts/smtp_password').compose_name}")
+            assert "alerts_smtp_password" in secrets
+            assert mail["tls_config"] == {"ca_file": f"{CONFIG_DIR}/{SMTP_CA_NAME}"}
+            assert files[f"monitoring/{SMTP_CA_NAME}"] == (tmp_path / "ca.pem").read_text()
+        else:
+            assert "auth_username" not in mail and "tls_config" not in mail and "alerts_smtp_password" not in secrets
+            assert f"monitoring/{SMTP_CA_NAME}" not in files

@@ -94,3 +94,37 @@ def test_the_labs_ssh_runs_again_a_docker_exec_that_never_started_and_nothing_el
                              tmp_path / "console")
     assert host.ssh("docker exec x true").stdout == "done\n" and len(calls) == 2
     assert host.ssh("docker exec x true", check=False).returncode == 126 and len(calls) == 3
+
+
+def test_the_labs_mail_server_is_as_strict_as_a_providers_starttls_first_then_only_its_login(tmp_path):
+    """The mail receiver test_alerting emails to (on loopback here): a client that skips STARTTLS cannot
+    log in, nor send without one; a wrong password is refused; the right one, over TLS checked
+    against the lab's CA, delivers."""
+    import smtplib
+    import ssl
+    from types import SimpleNamespace
+
+    from tests.lab import MailReceiver, make_certificate
+
+    ca = make_certificate(tmp_path / "ca", [], ca=True)
+    lab = SimpleNamespace(gateway="127.0.0.1", workdir=tmp_path)
+    checked = ssl.create_default_context(cafile=tmp_path / "ca.pem")
+    with MailReceiver(lab, ca) as mail:
+        with smtplib.SMTP(mail.address, mail.port, timeout=10) as plain:
+            plain.ehlo()
+            assert not plain.has_extn("auth")
+            with pytest.raises(smtplib.SMTPException):
+                plain.login(mail.username, mail.password)
+            with pytest.raises(smtplib.SMTPException):
+                plain.sendmail("kono@example.com", ["oncall@example.com"], "Subject: plain\n\nx")
+        with smtplib.SMTP(mail.address, mail.port, timeout=10) as client:
+            client.starttls(context=checked)
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                client.login(mail.username, mail.password + "x")
+        with smtplib.SMTP(mail.address, mail.port, timeout=10) as client:
+            client.starttls(context=checked)
+            client.login(mail.username, mail.password)
+            client.sendmail("kono@example.com", ["oncall@example.com"], "Subject: [FIRING] X on h\n\nbody")
+        assert mail.subjects() == ["[FIRING] X on h"]
+        assert mail.received[0][1] == ["oncall@example.com"]
+        assert mail.refused_logins > 0  # (smtplib tries each mechanism the server offers)
