@@ -1,14 +1,15 @@
 """Alerts reach the team: with alert_webhook, Alertmanager on the host sends each alert once, and its
 end once, to the team's webhook: here a receiver on the lab's bridge whose URL carries a random
 token, supplied as the secret alerts/webhook_url; with alert_email_to, the same by email, through a
-mail server on the bridge that takes mail only over STARTTLS (its certificate from a CA the
-operator names) and with the login whose password is the secret alerts/smtp_password. The faults are real: the backup repository stopped
-(BackupFailed, and BinaryLogsBehind with commits waiting), a database container stopped
-(ServiceUnhealthy, after its 5 minutes), a provided certificate ten days from its expiry
+mail server on the bridge that takes mail only over STARTTLS (its certificate from a CA the operator
+names) and with the login whose password is the secret alerts/smtp_password. The faults are real:
+the backup repository stopped (BackupFailed, and BinaryLogsBehind with commits waiting), a database
+container stopped (ServiceUnhealthy, after its 5 minutes), a disk of the host filled (DiskAlmostFull:
+a small filesystem of its own), a provided certificate ten days from its expiry
 (CertificateExpiresSoon) and a deploy cut short (DeployFailed). With alert_heartbeat, the dead man's
 switch (another path of the receiver) hears the host every minute, and stops hearing it when its
-Prometheus dies. The URLs, and every secret of the host, are in no message, output, log, container
-or git."""
+Prometheus dies. The URLs, the password and every secret of the host are in no message, output,
+log, container or git."""
 
 import datetime
 import secrets as random_values
@@ -27,6 +28,7 @@ HEARTBEAT = "heartbeat"  # and for the dead man's switch
 DATA = "CREATE TABLE IF NOT EXISTS alerting_kept (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(64));"
 DOMAIN = "kono.test"
 ONCALL = "oncall@kono.test"  # alert_email_to
+DISK = "/mnt/kono-small-disk"  # a filesystem of its own on the host, filled by a test
 
 
 def provide_certificate(secrets: Path, ca, days: float) -> None:
@@ -107,43 +109,51 @@ def beats(receiver: WebhookReceiver) -> list[float]:
     return [at for at, _ in receiver.posts(HEARTBEAT)]
 
 
-def test_a_failed_backup_and_a_stopped_database_are_each_told_once_and_their_end_once(alerting):
+def test_a_failed_backup_a_stopped_database_and_a_full_disk_are_each_told_once_and_their_end_once(alerting):
     provisioned, receiver, server, inventory, outputs, _, mail = alerting
     host = provisioned.host
     name = host.address  # the inventory names the host by its address
+    alerts = ("BackupFailed", "BinaryLogsBehind", "ServiceUnhealthy", "DiskAlmostFull")
     host.ssh(lab_tools.API_SQL, user="kono", input=DATA)  # (an empty database is not backed up)
     # Binary logs are being shipped (a new host's timeline has begun) before the repository stops.
     lab_tools.wait_shipped_past(host, datetime.datetime.now(datetime.timezone.utc), 180)
-    server.stop()
-    try:
-        failed = host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono", check=False)
-        assert failed.returncode != 0
-        host.ssh(f"docker stop {container('db_dev')}", user="kono")
-        stopped = time.monotonic()
-        # A commit that cannot reach the repository (pitr_max_lag_seconds 60: the rule allows twice it,
-        # then waits a minute).
-        host.ssh(lab_tools.API_SQL, user="kono", input="INSERT INTO alerting_kept (note) VALUES ('waiting');")
-        took = wait_for_message(receiver, f"[FIRING] BackupFailed on {name}", 180)
-        print(f"BackupFailed told {took:.0f} s after the failed run")
-        wait_for_message(receiver, f"[FIRING] BinaryLogsBehind on {name}", 5 * 60)
-        print(f"BinaryLogsBehind told {time.monotonic() - stopped:.0f} s after the repository stopped")
-        wait_for_message(receiver, f"[FIRING] ServiceUnhealthy on {name}", 5 * 60 + 150)
-        print(f"ServiceUnhealthy told {time.monotonic() - stopped:.0f} s after db_dev stopped (its rule waits 5 min)")
-    finally:
-        server.start()
-    outputs.append(("deploy", lab_tools.deploy(inventory).output))  # db_dev back
-    host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono")  # (it dumps db_dev too)
-    fixed = time.monotonic()
-    for alert in ("BackupFailed", "BinaryLogsBehind", "ServiceUnhealthy"):
-        wait_for_message(receiver, f"[RESOLVED] {alert} on {name}", 240)
-    print(f"all told resolved {time.monotonic() - fixed:.0f} s after the fix")
+    with host.small_disk(DISK) as disk:
+        server.stop()
+        try:
+            failed = host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono", check=False)
+            assert failed.returncode != 0
+            host.ssh(f"docker stop {container('db_dev')}", user="kono")
+            # A disk of the host filled to 95%, by the deploy user (the rule: above 85% for 5 minutes).
+            host.ssh(f"fallocate -l $(( $(df --output=avail -k {disk} | tail -1) * 95 / 100 ))K {disk}/fill",
+                     user="kono")
+            stopped = time.monotonic()
+            # A commit that cannot reach the repository (pitr_max_lag_seconds 60: the rule allows twice
+            # it, then waits a minute).
+            host.ssh(lab_tools.API_SQL, user="kono", input="INSERT INTO alerting_kept (note) VALUES ('waiting');")
+            took = wait_for_message(receiver, f"[FIRING] BackupFailed on {name}", 180)
+            print(f"BackupFailed told {took:.0f} s after the failed run")
+            wait_for_message(receiver, f"[FIRING] BinaryLogsBehind on {name}", 5 * 60)
+            print(f"BinaryLogsBehind told {time.monotonic() - stopped:.0f} s after the repository stopped")
+            for alert in ("ServiceUnhealthy", "DiskAlmostFull"):  # (their rules wait 5 minutes)
+                wait_for_message(receiver, f"[FIRING] {alert} on {name}", 5 * 60 + 150)
+                print(f"{alert} told {time.monotonic() - stopped:.0f} s after db_dev stopped and the disk filled")
+        finally:
+            server.start()
+        outputs.append(("deploy", lab_tools.deploy(inventory).output))  # db_dev back
+        host.ssh(f"docker exec {container('backup')} {BACKUP_SCRIPT} backup", user="kono")  # (it dumps db_dev too)
+        host.ssh(f"rm {disk}/fill", user="kono")
+        fixed = time.monotonic()
+        for alert in alerts:
+            wait_for_message(receiver, f"[RESOLVED] {alert} on {name}", 240)
+        print(f"all told resolved {time.monotonic() - fixed:.0f} s after the fix")
     got = messages(receiver)
-    for alert in ("BackupFailed", "BinaryLogsBehind", "ServiceUnhealthy"):  # once each, though they lasted minutes
+    for alert in alerts:  # once each, though they lasted minutes
         assert [t for t in got if f"] {alert} " in t] == [f"[FIRING] {alert} on {name}", f"[RESOLVED] {alert} on {name}"]
     assert not [t for t in got if "Watchdog" in t], got  # the dead man's switch is not the team's
     texts = [attachment.get("text", "") for _, body in receiver.posts(TEAM) for attachment in body["attachments"]]
     assert any("db_dev on " in text and "unhealthy for 5 minutes" in text for text in texts), texts
-    assert_emailed_once_each(mail, ("BackupFailed", "BinaryLogsBehind", "ServiceUnhealthy"), name)
+    assert any(f"{DISK} on {name} is 9" in text and "% full." in text for text in texts), texts
+    assert_emailed_once_each(mail, alerts, name)
     assert any("db_dev on " in text and "unhealthy for 5 minutes" in text for text in mail_texts(mail))
     assert lab_tools.deploy(inventory, "--json").changes == 0
 

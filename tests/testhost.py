@@ -352,6 +352,43 @@ class TestHost:
             self._supervisor.join(timeout=10)
         run("ip", "link", "del", f"vb-{self.name}", check=False, capture_output=True)
 
+    @contextlib.contextmanager
+    def small_disk(self, mountpoint: str, megabytes: int = 64):
+        """A filesystem of its own at ``mountpoint``, for a test to fill: an ext4 image on a loop device
+        of this machine (the guest has none), mounted in the guest's mount namespace alone (its
+        systemd shares it on, into containers that mount the host's root). Unmounted, detached and
+        deleted on exit; a guest that is gone by then took its mount with it."""
+        image = Path(f"{self.root}-disk.img")
+        subprocess.run(["truncate", "-s", f"{megabytes}M", str(image)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], check=True, capture_output=True)
+        device = subprocess.run(["losetup", "--find", "--show", str(image)], check=True, capture_output=True,
+                                text=True).stdout.strip()
+        number = os.stat(device).st_rdev
+        node = "/kono-test-disk"  # the device, for the mount alone (the guest's /dev and /run are nodev)
+        try:
+            self._in_guest_mounts(f"mkdir -p {mountpoint} && mknod {node} b {os.major(number)} {os.minor(number)} && "
+                                  f"mount {node} {mountpoint} && rm {node} && chmod 1777 {mountpoint}")
+            yield mountpoint
+        finally:
+            if self._guest_init():
+                self._in_guest_mounts(f"umount {mountpoint}; rm -f {node}", check=False)
+            subprocess.run(["losetup", "-d", device], check=False, capture_output=True)
+            image.unlink(missing_ok=True)
+
+    def _guest_init(self) -> int | None:
+        inits = _guest_inits(self._proc.pid) if self._proc is not None and self._proc.poll() is None else []
+        return inits[0][0] if inits else None
+
+    def _in_guest_mounts(self, script: str, check: bool = True) -> None:
+        """A shell script of this machine's, in the guest's mount namespace (its files, this machine's rights)."""
+        pid = self._guest_init()
+        if pid is None:
+            raise RuntimeError(f"{self.name} is not running")
+        done = subprocess.run(["nsenter", "-t", str(pid), "-m", "--", "sh", "-c", script], capture_output=True,
+                              text=True)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"{self.name}: {script!r} failed: {done.stderr.strip()}")
+
     def power_on(self) -> None:
         # A second nspawn on a running host's root cannot start ("Directory tree ... is currently
         # busy") and would take the first one's place in _proc: stop() then missed the running
