@@ -2,10 +2,12 @@
 host's nginx), renewal under load, and certificates the operator provides. Ends with the host back
 on plain HTTP, as the other modules expect it."""
 
+import re
 import socket
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,9 +85,9 @@ class Https:
                                          api_repo=self.provisioned.git.repo("api"),
                                          app_repo=self.provisioned.git.repo("app"), domains=[DOMAIN], **data)
 
-    def acme(self) -> Path:
+    def acme(self, **data) -> Path:
         return self.inventory(https="acme", acme_email="ops@kono.test", acme_directory_url=self.pebble.directory_url,
-                              acme_ca_bundle=str(self.pebble.ca_bundle))
+                              acme_ca_bundle=str(self.pebble.ca_bundle), **data)
 
     def served_key(self) -> None:
         self.keys.append(self.host.ssh(f"docker exec {container('nginx')} cat /etc/nginx/tls/private_key",
@@ -177,6 +179,41 @@ def test_status_shows_the_certificate_names_issuer_and_expiry(https):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     line = next(line for line in proc.stdout.splitlines() if " certificate " in line)
     assert DOMAIN in line and "Pebble" in line and line.endswith(" ok")
+
+
+def alert_lines_of(https, inventory: Path) -> list[str]:
+    shown = lab_tools.status(inventory, timeout=120)
+    https.outputs.append(("status", shown.stdout + shown.stderr))
+    return [line for line in shown.stdout.splitlines() if re.search(r"  alerts? ", line)]
+
+
+def test_with_monitoring_a_failed_renewal_fires_its_alert_until_a_renewal_succeeds(https):
+    """A real failed renewal: the CA cannot fetch its challenge from the host (its DNS points elsewhere),
+    in the check the acme service makes twice a day, made now with the certificate due (`check 100000`)."""
+    lab_tools.load_images(https.host, monitoring=True)
+    monitored = https.acme(monitoring=True)
+    https.deploy(monitored)
+    check_now = f"docker exec {container('acme')} sh {script('acme')} check 100000"
+    https.pebble.point_to(https.provisioned.lab.gateway)
+    try:
+        failed = https.host.ssh(check_now, user="kono", check=False)
+        https.outputs.append(("a failed check", failed.stdout + failed.stderr))
+        assert failed.returncode != 0 and "kono-acme: the check failed" in failed.stderr, failed.stderr[-2000:]
+        deadline = time.monotonic() + 120  # (a scrape every 15 s, the rule evaluated every 15 s)
+        while not any("CertificateRenewalFailed" in line for line in (lines := alert_lines_of(https, monitored))):
+            assert time.monotonic() < deadline, f"status says no failed renewal: {lines}"
+            time.sleep(10)
+        assert [line for line in lines if "CertificateRenewalFailed" in line][0].endswith(" NOT OK"), lines
+    finally:
+        https.pebble.point_to(https.host.address)
+    https.host.ssh(check_now, user="kono")  # renewed
+    deadline = time.monotonic() + 120
+    while [line.split("  ", 1)[1] for line in (lines := alert_lines_of(https, monitored))] != [
+            "alerts         none firing ok"]:
+        assert time.monotonic() < deadline, f"the failed renewal still fires after a good one: {lines}"
+        time.sleep(10)
+    https.served_key()
+    https.deploy(https.acme())  # monitoring off again, for the tests after this one
 
 
 def test_a_provided_certificate_is_served_and_a_new_one_applied_by_reload(https, tmp_path):

@@ -4,7 +4,9 @@
 #
 #   kono-acme.sh issue          a certificate for $ACME_DOMAINS, unless one for exactly those is installed
 #   kono-acme.sh renew [DAYS]   a new certificate when fewer than DAYS (default 30) days remain
-#   kono-acme.sh loop           the service: a check twice a day (issue, or renew when due)
+#   kono-acme.sh check [DAYS]   one check now (issue, or renew when fewer than DAYS days remain),
+#                               its result recorded for the metrics service: the loop's twice a day
+#   kono-acme.sh loop           the service: a check twice a day
 #   kono-acme.sh current        says "current" when the installed certificate is for $ACME_DOMAINS
 #                               from $ACME_DIRECTORY_URL's CA, else "stale" (the deploy reads it)
 #
@@ -73,17 +75,28 @@ renew() {
     install_certificate
 }
 
-check() {
-    if issued_here; then renew; else issue; fi
+check() {  # check [DAYS]
+    if issued_here; then renew "${1:-$RENEW_DAYS}"; else issue; fi
 }
 
 renewal_fact() {  # what the metrics service serves (monitoring = True; names: kono/monitoring.py)
     echo "kono_certificate_renewal_failing $1" > /acme/metrics.new && mv -f /acme/metrics.new /acme/metrics
 }
 
+recorded_check() {  # recorded_check [DAYS]
+    if check "$@"; then
+        renewal_fact 0
+    else
+        renewal_fact 1
+        echo "kono-acme: the check failed (above)" >&2
+        return 1
+    fi
+}
+
 case "${1:-}" in
     issue) issue ;;
     renew) renew "${2:-$RENEW_DAYS}" ;;
+    check) recorded_check "${2:-$RENEW_DAYS}" ;;
     current) if issued_here && [ -s /certificates/certificate ]; then echo current; else echo stale; fi ;;
     loop)
         echo $$ > /acme/kono-loop.pid
@@ -92,13 +105,8 @@ case "${1:-}" in
         while :; do
             sleep "$CHECK_SECONDS" &
             wait $!
-            if check; then
-                renewal_fact 0
-            else
-                renewal_fact 1
-                echo "kono-acme: the check failed (above); next try in $CHECK_SECONDS s" >&2
-            fi
+            recorded_check || echo "kono-acme: next try in $CHECK_SECONDS s" >&2
         done
         ;;
-    *) echo "usage: kono-acme.sh issue | renew [DAYS] | current | loop" >&2; exit 2 ;;
+    *) echo "usage: kono-acme.sh issue | renew [DAYS] | check [DAYS] | current | loop" >&2; exit 2 ;;
 esac
