@@ -738,7 +738,18 @@ class MailReceiver:
         import secrets as random_values
         import ssl
         from aiosmtpd.controller import Controller
-        from aiosmtpd.smtp import AuthResult, LoginPassword
+        from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+        class Submission(SMTP):
+            # AUTH LOGIN's prompts as Postfix (Cyrus SASL) and Dovecot send them, and as clients expect
+            # them (Alertmanager's LOGIN, which it picks when a server lists it first, answers only
+            # these: notify/email/email.go); aiosmtpd's own are "User Name\0" and "Password\0".
+            AuthLoginUsernameChallenge = "Username:"
+            AuthLoginPasswordChallenge = "Password:"
+
+        class Server(Controller):
+            def factory(self):
+                return Submission(self.handler, **self.SMTP_kwargs)
 
         self.address, self.port = lab.gateway, _free_port(lab.gateway)
         self.username, self.password = "kono-alerts", random_values.token_urlsafe(18)
@@ -761,7 +772,7 @@ class MailReceiver:
                 receiver.received.append((time.time(), list(envelope.rcpt_tos), message))
                 return "250 OK"
 
-        self._controller = Controller(Handler(), hostname=self.address, port=self.port, tls_context=tls,
+        self._controller = Server(Handler(), hostname=self.address, port=self.port, tls_context=tls,
                                       require_starttls=True, auth_required=True, auth_require_tls=True,
                                       authenticator=authenticate)
         self._controller.start()

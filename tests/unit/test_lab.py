@@ -100,6 +100,7 @@ def test_the_labs_mail_server_is_as_strict_as_a_providers_starttls_first_then_on
     """The mail receiver test_alerting emails to (on loopback here): a client that skips STARTTLS cannot
     log in, nor send without one; a wrong password is refused; the right one, over TLS checked
     against the lab's CA, delivers."""
+    import base64
     import smtplib
     import ssl
     from types import SimpleNamespace
@@ -121,6 +122,13 @@ def test_the_labs_mail_server_is_as_strict_as_a_providers_starttls_first_then_on
             client.starttls(context=checked)
             with pytest.raises(smtplib.SMTPAuthenticationError):
                 client.login(mail.username, mail.password + "x")
+        with smtplib.SMTP(mail.address, mail.port, timeout=10) as client:  # AUTH LOGIN asks as real servers do
+            client.starttls(context=checked)
+            client.ehlo()
+            assert client.esmtp_features["auth"].split()[0] == "LOGIN"  # (first: the one Alertmanager takes)
+            assert client.docmd("AUTH", "LOGIN") == (334, base64.b64encode(b"Username:"))
+            assert client.docmd(base64.b64encode(mail.username.encode()).decode()) == (334, base64.b64encode(b"Password:"))
+            assert client.docmd(base64.b64encode(mail.password.encode()).decode())[0] == 235
         with smtplib.SMTP(mail.address, mail.port, timeout=10) as client:
             client.starttls(context=checked)
             client.login(mail.username, mail.password)
