@@ -101,7 +101,8 @@ def assert_emailed_once_each(mail: MailReceiver, alerts: tuple[str, ...], name: 
 
 
 def mail_texts(mail: MailReceiver) -> list[str]:
-    return [message.get_content() for _, _, message in list(mail.received)]
+    """Each email's plain text (Alertmanager sends multipart/alternative, here with its text part alone)."""
+    return [message.get_body(preferencelist=("plain",)).get_content() for _, _, message in list(mail.received)]
 
 
 def beats(receiver: WebhookReceiver) -> list[float]:
