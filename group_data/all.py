@@ -39,6 +39,7 @@ maintainer_users = {               # login -> SSH public keys; each user is in t
 }
 # Their sudo passwords come from the operator, never from here: see README.md, "Secrets".
 local_secrets_dir = "secrets"      # git-ignored local directory of supplied secrets (see README.md, "Secrets")
+secrets_sops_file = None           # the team's SOPS-encrypted secrets (age), committed: read after $KONO_* and before local_secrets_dir
 
 # --- Code the maintainer deploys (git URLs; None until there is one) --------------------------
 api_repo = None                    # the API's repository, cloned into api_build by `kono-deploy`

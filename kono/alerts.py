@@ -51,7 +51,7 @@ def alert_secrets(settings: Settings) -> dict[str, str]:
     what its kind expects (without showing it)."""
     files = {}
     for entry in alert_entries(settings):
-        found = from_operator(*secret_sources(settings, entry))
+        found = from_operator(secret_sources(settings, entry))
         if found is None:
             continue
         value, source = found[0].strip(), found[1]
@@ -67,9 +67,8 @@ def alert_secret_problems(settings: Settings, given: dict[str, str], tree: dict)
     problems = []
     for entry in alert_entries(settings):
         if entry.path not in given and not has_file(tree, entry.path):
-            variable, path = secret_sources(settings, entry)
             what, knob, _expected, _good = KINDS[entry.name]
-            problems.append(f"{entry.key}: expected {what} in ${variable} or {path} ({knob}), "
+            problems.append(f"{entry.key}: expected {what} in {secret_sources(settings, entry)} ({knob}), "
                             "and the host has none")
     return problems
 

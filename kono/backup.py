@@ -162,7 +162,7 @@ def backup_secrets(settings: Settings) -> dict[str, str]:
     found = supplied_value(settings, password)
     if found:
         files[password.path] = found[0]
-    given = from_operator(*secret_sources(settings, credentials))
+    given = from_operator(secret_sources(settings, credentials))
     if given:
         lines = [line.strip() for line in given[0].splitlines() if line.strip()]
         bad = [line.split("=", 1)[0] for line in lines if not CREDENTIAL_LINE.match(line)]
@@ -191,13 +191,11 @@ def backup_secret_problems(settings: Settings, given: dict[str, str], tree: dict
             problems.append(f"{password.key}: expected the value the host has, since the repository was "
                             f"initialised with it; {source} holds a different one")
     elif not on_host["repository_password"]:
-        variable, path = secret_sources(settings, password)
-        problems.append(f"{password.key}: expected it in ${variable} or the file {path} (backup_repository is "
+        problems.append(f"{password.key}: expected it in {secret_sources(settings, password)} (backup_repository is "
                         f"set; it is never generated on the host, which it must outlive), and the host has none")
     if credentials.path not in given and not on_host["storage_credentials"] and \
             settings.backup_repository.startswith(NEEDS_CREDENTIALS):
-        variable, path = secret_sources(settings, credentials)
-        problems.append(f"{credentials.key}: expected KEY=value lines in ${variable} or the file {path} "
+        problems.append(f"{credentials.key}: expected KEY=value lines in {secret_sources(settings, credentials)} "
                         f"({settings.backup_repository.split(':')[0]}: needs credentials), and the host has none")
     return problems
 

@@ -55,7 +55,7 @@ def maintainer_passwords(settings: Settings) -> dict[str, str | None]:
     host's hash stays: ``missing_passwords`` checks it has one, once the deploy holds the lock)."""
     passwords: dict[str, str | None] = {}
     for login, _keys in settings.maintainer_users:
-        found = from_operator(*password_sources(settings, login))
+        found = from_operator(password_sources(settings, login))
         passwords[login] = found[0] if found else None
     return passwords
 
@@ -70,9 +70,8 @@ def missing_passwords(settings: Settings, passwords: dict[str, str | None], hash
     problems = []
     for login, password in passwords.items():
         if password is None and login not in on_host:
-            env, path = password_sources(settings, login)
-            problems.append(f"maintainer_users[{login!r}]: expected a password in ${env} "
-                            f"or the file {path}, and the host has none yet")
+            problems.append(f"maintainer_users[{login!r}]: expected a password in {password_sources(settings, login)}, "
+                            "and the host has none yet")
     return problems
 
 
@@ -127,11 +126,11 @@ def verified(password: str, hashed: str, memo: Path | None) -> bool:
 def verification_memo(settings: Settings, login: str) -> Path | None:
     """Where runs remember the hashes ``login``'s password verified against: beside the password's
     local file, only when the password comes from that file (never for one from the environment)."""
-    env, path = password_sources(settings, login)
-    found = from_operator(env, path)
-    if found is None or found[1] != str(path):
+    sources = password_sources(settings, login)
+    found = from_operator(sources)
+    if found is None or found[1] != str(sources.path):
         return None
-    return path.with_name(path.name + ".verified")
+    return sources.path.with_name(sources.path.name + ".verified")
 
 
 _GOOD_HASHES: dict[tuple[str, str], str] = {}  # (login, password) -> a hash found or made in this run

@@ -129,6 +129,20 @@ def _email_addresses(key: str, addresses: Any) -> tuple[str, ...]:
     return tuple(addresses)
 
 
+def _sops_file(key: str, path: str) -> str:
+    """The team's encrypted secrets file (kono/operator_input.py decrypts it), checked to be one."""
+    try:
+        text = Path(path).expanduser().read_text()
+    except OSError as error:
+        raise SettingsError(f"{key}: expected a readable SOPS-encrypted YAML file, got {path!r} "
+                            f"({error.strerror})") from None
+    if not re.search(r"^sops:\s*$", text, re.M):
+        raise SettingsError(f"{key}: expected a SOPS-encrypted YAML file (with its sops: metadata), {path!r} is "
+                            "not one: a plain file of secrets must never be committed (encrypt it with "
+                            "sops encrypt -i)")
+    return str(Path(path).expanduser())
+
+
 def _cidrs(key: str, cidrs: Any) -> tuple[str, ...]:
     for index, cidr in enumerate(cidrs):
         try:
@@ -221,6 +235,8 @@ class Settings:
         "a non-empty mapping of login name to a list of SSH public keys", lambda v: len(v) > 0,
         _maintainer_users, given_as=dict)
     local_secrets_dir: str = knob("a local directory path", lambda v: v.strip() != "")
+    secrets_sops_file: str | None = knob("the path of a SOPS-encrypted YAML file", lambda v: v.strip() != "",
+                                         _sops_file)
     # Code the maintainer deploys
     api_repo: str | None = knob(*GIT_REPO)
     api_branch: str = knob(*BRANCH)

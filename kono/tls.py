@@ -110,7 +110,7 @@ def provided_tls(settings: Settings) -> dict[str, str]:
     the host is to keep its own. Raises SettingsError before anything changes."""
     if not settings.tls_provided:
         return {}
-    found = {entry.key: from_operator(*secret_sources(settings, entry)) for entry in tls_secrets()}
+    found = {entry.key: from_operator(secret_sources(settings, entry)) for entry in tls_secrets()}
     given = {key: value for key, value in found.items() if value}
     if len(given) == 1:
         missing = next(key for key in found if key not in given)
@@ -132,8 +132,7 @@ def missing_pair(settings: Settings, provided: dict[str, str], tree: dict) -> li
     problems = []
     for entry in tls_secrets():
         if not has_file(tree, entry.path):
-            variable, path = secret_sources(settings, entry)
-            problems.append(f"{entry.key}: expected it in ${variable} or the file {path} "
+            problems.append(f"{entry.key}: expected it in {secret_sources(settings, entry)} "
                             f"(https = 'provided'), and the host has none yet")
     return problems
 

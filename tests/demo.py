@@ -9,6 +9,8 @@ and the official images are replaced by local test doubles (tests/images/). Ctrl
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import secrets
 import signal
 import subprocess
@@ -33,11 +35,16 @@ def main() -> int:
     with Lab() as lab, lab_tools.GitServer(lab) as git:  # git: the sample API and app
         say("booting a fresh Debian 13 server (systemd-nspawn)")
         host = lab.boot()
-        # The operator's maintainer passwords: random for the demo, in the lab's git-ignored secrets dir.
+        # The operator's maintainer passwords: random for the demo, in the team's encrypted secrets file
+        # (SOPS, for the demo's own throwaway age identity), as a team commits it beside its inventory.
         passwords = {login: secrets.token_urlsafe(12) for login in lab_tools.MAINTAINERS}
-        lab_tools.write_maintainer_passwords(lab, passwords)
-        inventory = lab_tools.write_inventory(lab, [host], lab.workdir / "inventory.py",
-                                              api_repo=git.repo("api"), app_repo=git.repo("app"))
+        identity, team_file = lab.workdir / "age-identity.txt", lab.workdir / "secrets.sops.yaml"
+        lab_tools.encrypt_secrets("".join(f"maintainer_password_{login}: {json.dumps(password)}\n"
+                                          for login, password in passwords.items()),
+                                  team_file, lab_tools.age_identity(identity))
+        os.environ["SOPS_AGE_KEY_FILE"] = str(identity)  # (for pyinfra, run from here)
+        inventory = lab_tools.write_inventory(lab, [host], lab.workdir / "inventory.py", api_repo=git.repo("api"),
+                                              app_repo=git.repo("app"), secrets_sops_file=str(team_file))
         say(f"server {host.address} is up; bootstrap (Docker, deploy user, hardening), as admin with sudo")
         lab_tools.bootstrap(inventory)
         say("building local test doubles of the official images inside it (no registry here)")
@@ -57,9 +64,9 @@ def main() -> int:
     maintainer:   ssh -F {lab.ssh_config} -p 8022 sysop@{host.address}      (or wheel@)
                   inside: kono-deploy, kono-deploy --rollback api, sudo -i,
                           tail /var/log/api/api.log /var/log/nginx/access.log
-    sudo passwords: {', '.join(f'{k}: {v}' for k, v in passwords.items())}   (demo only; files in {lab.workdir / 'secrets'})
+    sudo passwords: {', '.join(f'{k}: {v}' for k, v in passwords.items())}   (demo only; encrypted in {team_file})
     the host:     ssh -F {lab.ssh_config} kono@{host.address}   (deploy user; admin@ has sudo)
-    redeploy:     .venv/bin/pyinfra {inventory} deploy.py
+    redeploy:     SOPS_AGE_KEY_FILE={identity} .venv/bin/pyinfra {inventory} deploy.py
     status:       .venv/bin/python -m kono.cli.status {inventory}
 """, flush=True)
         if not args.no_wait:

@@ -208,7 +208,7 @@ def test_without_the_webhook_url_the_deploy_stops_before_changing_anything(alert
         failed = lab_tools.deploy(inventory, check=False)
         outputs.append(("deploy without the webhook url", failed.output))
         assert failed.returncode != 0
-        assert ("alerts/webhook_url: expected the webhook's URL in $KONO_SECRET_ALERTS_WEBHOOK_URL or "
+        assert ("alerts/webhook_url: expected the webhook's URL in $KONO_SECRET_ALERTS_WEBHOOK_URL or the file "
                 f"{url} (alert_webhook = True), and the host has none") in failed.output
         assert provisioned.snapshot() == before
     finally:

@@ -1,12 +1,12 @@
-"""Secret sources and rotation: supplied values land as given, conflicts stop before any change,
-and a rotation changes the database account and the file together, recreating only its users."""
+"""Secret sources (the environment, the team's SOPS file, local files) and rotation: supplied values
+land as given, conflicts stop before any change, and a rotation changes the database account and the file together, recreating only its users."""
 
 import secrets
 
 import pytest
 
 from tests import lab as lab_tools
-from tests.lab import host_secret, mysql
+from tests.lab import age_identity, encrypt_secrets, host_secret, mysql
 
 pytestmark = pytest.mark.e2e
 
@@ -66,3 +66,35 @@ def test_rotating_an_unknown_secret_is_refused(provisioned):
     run = lab_tools.rotate(provisioned.inventory, "production/nope", check=False)
     assert run.returncode != 0
     assert "rotate: expected one of production/db_root_password" in run.output
+
+
+def test_the_teams_encrypted_file_is_a_source_and_a_machine_without_its_identity_changes_nothing(provisioned):
+    """secrets_sops_file: a rotation takes its new value from the team's SOPS file (age), decrypted on
+    this machine only; where no identity of its recipients is, the deploy stops before any change,
+    saying so."""
+    provisioned.wait_healthy()
+    lab, host = provisioned.lab, provisioned.host
+    recipient = age_identity(lab.workdir / "team-identity.txt")
+    age_identity(lab.workdir / "not-a-recipient.txt")
+    value = secrets.token_hex(16)
+    team_file = lab.workdir / "team.sops.yaml"
+    encrypt_secrets(f"production:\n  db_api_password: {value}\n", team_file, recipient)
+    inventory = lab_tools.write_inventory(lab, [host], lab.workdir / "team-inventory.py",
+                                          api_repo=provisioned.git.repo("api"), app_repo=provisioned.git.repo("app"),
+                                          secrets_sops_file=str(team_file))
+    with_identity = {"SOPS_AGE_KEY_FILE": str(lab.workdir / "team-identity.txt")}
+    before = provisioned.snapshot()
+    refused = lab_tools.deploy(inventory, check=False, env={"SOPS_AGE_KEY_FILE": str(lab.workdir / "not-a-recipient.txt")})
+    assert refused.returncode != 0
+    assert f"secrets_sops_file: could not decrypt {team_file} with an age identity of this machine" in refused.output
+    assert provisioned.snapshot() == before
+    old = host_secret(host, "production", "db_api_password")
+    run = lab_tools.rotate(inventory, "production/db_api_password", "-vv", env=with_identity)
+    assert host_secret(host, "production", "db_api_password") == value
+    assert mysql(host, "api", value, "SELECT 1;").returncode == 0
+    assert mysql(host, "api", old, "SELECT 1;").returncode != 0
+    provisioned.wait_healthy()
+    done = lab_tools.deploy(inventory, "--json", env=with_identity)
+    assert done.changes == 0  # the file's value is the host's now
+    for output in (refused.output, run.output, done.output):
+        assert value not in output

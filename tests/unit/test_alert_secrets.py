@@ -34,7 +34,7 @@ def test_a_value_that_is_not_a_url_is_refused_without_being_shown(tmp_path, monk
 
 def test_given_nowhere_and_not_on_the_host_stops_the_deploy_naming_where_it_is_looked_for(tmp_path):
     problems = alert_secret_problems(alerting(tmp_path), {}, {})
-    assert problems == [f"alerts/webhook_url: expected the webhook's URL in $KONO_SECRET_ALERTS_WEBHOOK_URL or "
+    assert problems == [f"alerts/webhook_url: expected the webhook's URL in $KONO_SECRET_ALERTS_WEBHOOK_URL or the file "
                         f"{tmp_path}/alerts/webhook_url (alert_webhook = True), and the host has none"]
     on_host = {"config/alerts/webhook_url": ("f", "600", 70)}
     assert alert_secret_problems(alerting(tmp_path), {}, on_host) == []
@@ -50,7 +50,7 @@ def test_alert_knobs_need_monitoring(knob):
 def test_the_heartbeats_url_is_asked_for_with_alert_heartbeat_alone(tmp_path, monkeypatch):
     settings = settings_of(monitoring=True, alert_heartbeat=True, local_secrets_dir=str(tmp_path))
     assert alert_secret_problems(settings, {}, {}) == [
-        f"alerts/heartbeat_url: expected the heartbeat's URL in $KONO_SECRET_ALERTS_HEARTBEAT_URL or "
+        f"alerts/heartbeat_url: expected the heartbeat's URL in $KONO_SECRET_ALERTS_HEARTBEAT_URL or the file "
         f"{tmp_path}/alerts/heartbeat_url (alert_heartbeat = True), and the host has none"]
     monkeypatch.setenv("KONO_SECRET_ALERTS_HEARTBEAT_URL", "https://hc-ping.example.com/0f1e2d3c")
     assert alert_secrets(settings) == {"config/alerts/heartbeat_url": "https://hc-ping.example.com/0f1e2d3c"}
@@ -65,7 +65,7 @@ def test_the_mail_servers_password_is_asked_for_only_with_a_login(tmp_path, monk
     assert alert_secret_problems(without_login, {}, {}) == []
     settings = settings_of(**EMAIL, alert_smtp_username="kono", local_secrets_dir=str(tmp_path))
     assert alert_secret_problems(settings, {}, {}) == [
-        f"alerts/smtp_password: expected the mail server's password in $KONO_SECRET_ALERTS_SMTP_PASSWORD or "
+        f"alerts/smtp_password: expected the mail server's password in $KONO_SECRET_ALERTS_SMTP_PASSWORD or the file "
         f"{tmp_path}/alerts/smtp_password (alert_smtp_username is set), and the host has none"]
     (tmp_path / "alerts").mkdir()
     (tmp_path / "alerts" / "smtp_password").write_text("pa ss:w0rd\n")  # a file's newline is not part of it
