@@ -109,14 +109,17 @@ def _domains(key: str, names: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _local_text(key: str, path: str, what: str) -> str:
+    """A file on the operator's machine that a knob names: its text, or a SettingsError saying ``what``."""
+    try:
+        return Path(path).expanduser().read_text()
+    except OSError as error:
+        raise SettingsError(f"{key}: expected a readable {what}, got {path!r} ({error.strerror})") from None
+
+
 def _ca_bundle(key: str, path: str) -> str:
     """A local CA bundle file (on the operator's machine), checked to hold certificates."""
-    try:
-        text = Path(path).expanduser().read_text()
-    except OSError as error:
-        raise SettingsError(f"{key}: expected a readable PEM file of CA certificates, got {path!r} "
-                            f"({error.strerror})") from None
-    if "-----BEGIN CERTIFICATE-----" not in text:
+    if "-----BEGIN CERTIFICATE-----" not in _local_text(key, path, "PEM file of CA certificates"):
         raise SettingsError(f"{key}: expected a PEM file of CA certificates, {path!r} holds none")
     return str(Path(path).expanduser())
 
@@ -131,12 +134,7 @@ def _email_addresses(key: str, addresses: Any) -> tuple[str, ...]:
 
 def _sops_file(key: str, path: str) -> str:
     """The team's encrypted secrets file (kono/operator_input.py decrypts it), checked to be one."""
-    try:
-        text = Path(path).expanduser().read_text()
-    except OSError as error:
-        raise SettingsError(f"{key}: expected a readable SOPS-encrypted YAML file, got {path!r} "
-                            f"({error.strerror})") from None
-    if not re.search(r"^sops:\s*$", text, re.M):
+    if not re.search(r"^sops:\s*$", _local_text(key, path, "SOPS-encrypted YAML file"), re.M):
         raise SettingsError(f"{key}: expected a SOPS-encrypted YAML file (with its sops: metadata), {path!r} is "
                             "not one: a plain file of secrets must never be committed (encrypt it with "
                             "sops encrypt -i)")
