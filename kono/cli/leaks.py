@@ -39,15 +39,14 @@ def secret_values(local_secrets_dir: Path, sops_file: Path | None, environ: dict
     """{value: where it comes from} for every secret this machine holds."""
     prefixes = (SECRET_ENV.split("{")[0], PASSWORD_ENV.split("{")[0])
     values = {value: f"${name}" for name, value in environ.items() if name.startswith(prefixes)}
+    found = []  # (where, text)
     if local_secrets_dir.is_dir():
-        for path in sorted(p for p in local_secrets_dir.rglob("*") if p.is_file()):
-            text = path.read_text(errors="replace")
-            values[text.strip()] = str(path)
-            values.update({line.strip(): str(path) for line in text.splitlines()})  # (a PEM's lines, KEY=value lines)
+        found += [(str(path), path.read_text(errors="replace"))
+                  for path in sorted(p for p in local_secrets_dir.rglob("*") if p.is_file())]
     if sops_file is not None:
-        values.update({value.strip(): f"{sops_file}'s {key}" for key, value in decrypted(sops_file).items()})
-        values.update({line.strip(): f"{sops_file}'s {key}" for key, value in decrypted(sops_file).items()
-                       for line in value.splitlines()})
+        found += [(f"{sops_file}'s {key}", value) for key, value in decrypted(sops_file).items()]
+    for where, text in found:  # the whole value, and each of its lines (a PEM's, KEY=value lines)
+        values.update({part.strip(): where for part in (text, *text.splitlines())})
     return {value: where for value, where in values.items() if len(value) >= SHORTEST and not value.startswith("-----")}
 
 
