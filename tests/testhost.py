@@ -578,6 +578,12 @@ class Lab:
         logind = root / "etc/systemd/logind.conf.d"
         logind.mkdir(parents=True, exist_ok=True)
         (logind / "kono-testhost.conf").write_text("[Login]\nUserStopDelaySec=infinity\n")
+        # The same stop hangs a reboot ~2 min ("Job user@1000.service/stop", seen on the console of
+        # a test host with the stack): a user's manager gets 10 s to stop, then is killed. Nothing
+        # of the stack runs in one (its services are Docker's, stopped before).
+        user_units = root / "etc/systemd/system/user@.service.d"
+        user_units.mkdir(parents=True, exist_ok=True)
+        (user_units / "kono-testhost.conf").write_text("[Service]\nTimeoutStopSec=10s\n")
         (root / "etc/hostname").write_text(host.name + "\n")
         with open(root / "etc/hosts", "a") as hosts:
             hosts.write(f"127.0.1.1 {host.name}\n")
