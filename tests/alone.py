@@ -2,7 +2,7 @@
 test of each end-to-end module (the one most likely to lean on those before it), so that each runs
 without the tests before it in its module; a test that needs an earlier one's state fails here.
 
-    .venv/bin/python -m tests.alone [PYTEST ARGS]     (CI runs it after the whole suite, on two workers)
+    .venv/bin/python -m tests.alone [PYTEST ARGS]     (CI runs it after the whole suite, on three workers)
 """
 
 from __future__ import annotations
