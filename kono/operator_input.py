@@ -108,6 +108,21 @@ def sops_command() -> str:
     return found
 
 
+def run_sops(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """sops with these arguments, text in and out, reading only ``input`` (none: nothing); never
+    looking for a newer release of itself (that reaches for GitHub)."""
+    # (stdin only without input: gevent's subprocess.run, in pyinfra's process, refuses both, even None)
+    given = {"stdin": subprocess.DEVNULL} if input is None else {"input": input}
+    return subprocess.run([sops_command(), *args], capture_output=True, text=True, **given,
+                          env={**os.environ, **(env or {}), "SOPS_DISABLE_VERSION_CHECK": "1"})
+
+
+def sops_said(done: subprocess.CompletedProcess) -> str:
+    """What a failed sops said first (its own words: no value of the file is in them)."""
+    said = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    return said[0] if said else f"sops exited {done.returncode}"
+
+
 def decrypted(path: Path) -> dict[str, str]:
     """The encrypted file's values, {"<env>/<name>": value}, decrypted in memory (once per version of
     the file in a run). Raises SettingsError, without a value in it, when it cannot be."""
@@ -119,14 +134,12 @@ def decrypted(path: Path) -> dict[str, str]:
 
 @functools.lru_cache(maxsize=4)
 def _decrypted(path: str, _mtime_ns: int, _size: int) -> dict[str, str]:
-    done = subprocess.run([sops_command(), "decrypt", "--output-type", "json", path], capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, env={**os.environ, "SOPS_DISABLE_VERSION_CHECK": "1"})
+    done = run_sops("decrypt", "--output-type", "json", path)
     if done.returncode != 0:
-        said = [line.strip() for line in done.stderr.splitlines() if line.strip()]
         raise SettingsError(
             f"secrets_sops_file: could not decrypt {path} with an age identity of this machine ($SOPS_AGE_KEY_FILE, "
             f"$SOPS_AGE_KEY or ~/.config/sops/age/keys.txt; a recipient added since needs the file re-encrypted): "
-            f"{said[0] if said else f'sops exited {done.returncode}'}")
+            f"{sops_said(done)}")
     return dict(_flattened(json.loads(done.stdout)))
 
 

@@ -736,11 +736,11 @@ def age_identity(path: Path) -> str:
 
 def encrypt_secrets(plain: str, path: Path, *recipients: str) -> None:
     """As an operator would with `sops encrypt`: the plain text on standard input, never in a file."""
-    encrypted = subprocess.run(
-        [operator_input.sops_command(), "encrypt", "--age", ",".join(recipients), "--input-type", "yaml",
-         "--output-type", "yaml", "--filename-override", str(path), "/dev/stdin"], input=plain, capture_output=True,
-        text=True, check=True, env={**os.environ, "SOPS_DISABLE_VERSION_CHECK": "1"}).stdout
-    path.write_text(encrypted)
+    encrypted = operator_input.run_sops("encrypt", "--age", ",".join(recipients), "--input-type", "yaml",
+                                        "--output-type", "yaml", "--filename-override", str(path), "/dev/stdin",
+                                        input=plain)
+    encrypted.check_returncode()
+    path.write_text(encrypted.stdout)
 
 
 class MailReceiver:

@@ -17,13 +17,11 @@ named with how to rotate it. Both files are then committed.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
-from kono.operator_input import decrypted, sops_command
+from kono.operator_input import decrypted, run_sops, sops_said
 from kono.services import SECRETS
 from kono.settings import SettingsError
 
@@ -64,19 +62,12 @@ def rotation_advice(key: str) -> str:
     return "revoke it where it was issued (the webhook, mail or storage provider), put the new one in the file, then deploy"
 
 
-def _sops(config: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sops_command(), "--config", str(config), *args], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, env={**os.environ, "SOPS_DISABLE_VERSION_CHECK": "1"})
-
-
 def _reencrypt(config: Path, file: Path, rotate: bool) -> None:
-    done = _sops(config, "updatekeys", "--yes", str(file))
+    done = run_sops("--config", str(config), "updatekeys", "--yes", str(file))
     if done.returncode == 0 and rotate:
-        done = _sops(config, "rotate", "--in-place", str(file))
+        done = run_sops("--config", str(config), "rotate", "--in-place", str(file))
     if done.returncode != 0:
-        said = [line.strip() for line in done.stderr.splitlines() if line.strip()]
-        raise SettingsError(f"{file}: sops could not re-encrypt it ({said[0] if said else done.returncode}); "
-                            "are you one of its recipients?")
+        raise SettingsError(f"{file}: sops could not re-encrypt it ({sops_said(done)}); are you one of its recipients?")
 
 
 def main(argv: list[str]) -> int:

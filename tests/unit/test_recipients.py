@@ -2,22 +2,19 @@
 decrypt it; one removed cannot decrypt it as re-encrypted (a new data key), and is told what to
 rotate; names and keys are checked first."""
 
-import os
-import subprocess
 
 import pytest
 
 from kono import operator_input
 from kono.cli.recipients import main, read_recipients, rotation_advice, sops_config
-from kono.operator_input import sops_command
+from kono.operator_input import run_sops
 from tests.lab import age_identity
 from tests.unit.test_sops import PLAIN
 
 
 def decrypts(tmp_path, identity: str) -> bool:
-    return subprocess.run([sops_command(), "decrypt", str(tmp_path / "secrets.sops.yaml")], capture_output=True,
-                          env={**os.environ, "SOPS_AGE_KEY_FILE": str(tmp_path / identity), "HOME": str(tmp_path),
-                               "SOPS_DISABLE_VERSION_CHECK": "1"}).returncode == 0
+    return run_sops("decrypt", str(tmp_path / "secrets.sops.yaml"),
+                    env={"SOPS_AGE_KEY_FILE": str(tmp_path / identity), "HOME": str(tmp_path)}).returncode == 0
 
 
 def recipients(tmp_path, *args: str, identity: str, monkeypatch) -> int:
@@ -31,10 +28,10 @@ def test_add_then_remove_a_recipient(tmp_path, monkeypatch, capsys):
     alice, bob = age_identity(tmp_path / "alice.txt"), age_identity(tmp_path / "bob.txt")
     assert recipients(tmp_path, "add", "alice", alice, identity="alice.txt", monkeypatch=monkeypatch) == 0
     # The team's first file, encrypted by the creation rules the tool wrote.
-    encrypted = subprocess.run([sops_command(), "--config", str(tmp_path / ".sops.yaml"), "encrypt", "--filename-override",
-                                str(tmp_path / "secrets.sops.yaml"), "/dev/stdin"], input=PLAIN, capture_output=True,
-                               text=True, check=True).stdout
-    (tmp_path / "secrets.sops.yaml").write_text(encrypted)
+    encrypted = run_sops("--config", str(tmp_path / ".sops.yaml"), "encrypt", "--filename-override",
+                         str(tmp_path / "secrets.sops.yaml"), "/dev/stdin", input=PLAIN)
+    encrypted.check_returncode()
+    (tmp_path / "secrets.sops.yaml").write_text(encrypted.stdout)
     assert decrypts(tmp_path, "alice.txt") and not decrypts(tmp_path, "bob.txt")
     assert recipients(tmp_path, "add", "bob", bob, identity="alice.txt", monkeypatch=monkeypatch) == 0
     assert decrypts(tmp_path, "alice.txt") and decrypts(tmp_path, "bob.txt")
