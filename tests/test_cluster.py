@@ -644,8 +644,14 @@ def stopped(loads, edges) -> list:
     results = [load.stop() for load in loads]
     for edge, result in zip(edges, results):
         assert result.requests > 100 and result.stopped_early == 0, (edge.address, str(result))
-        assert not result.failures, (edge.address, str(result))
+        assert not result.failures, (edge.address, str(result), nginx_errors(edge))
     return results
+
+
+def nginx_errors(edge) -> str:
+    """The last lines of the edge nginx's error log: which hop failed a request (a failure's clue)."""
+    return edge.ssh(f"docker exec {edge_nginx(edge)} tail -n 40 /var/log/nginx/error.log", user="kono",
+                    check=False).stdout
 
 
 def test_the_db_nodes_power_cut_under_writes_loses_at_most_the_pitr_limit_restored_on_a_brand_new_host(cluster):
