@@ -4,8 +4,9 @@
 // mounted read-only; the container has no network): each service's health and restarts, Docker's
 // disk use; from the facts services write in their state volumes (mounted read-only): the last
 // backup's, how far binary logs are shipped, whether certificate renewal fails; from the served
-// certificate, its expiry; from the deploys' audit log, the last deploy's end and result. Only metrics the contract names (KONO_METRICS_CONTRACT, from kono/monitoring.py) are
-// written: a sample it does not know fails the round. A failed round removes the file (stale values
+// certificate, its expiry; from the deploys' audit log (what was appended to it), the last deploy's
+// end and result. Only metrics the contract names (KONO_METRICS_CONTRACT, from kono/monitoring.py)
+// are written: a sample it does not know fails the round. A failed round removes the file (stale values
 // are never served) and leaves the container unhealthy (its healthcheck reads /tmp/kono-metrics.ok).
 'use strict';
 const crypto = require('crypto');
@@ -106,6 +107,48 @@ function deploySamples(text) {
   ];
 }
 
+// The audit log grows for the host's life: read whole once, then only what was appended since the
+// round before (a line not yet ended waits for its end). A file that is shorter or another one (its
+// inode) is read anew. -> a function giving the last deploy's samples each round.
+function auditFollower(path) {
+  let inode = null;
+  let offset = 0;
+  let pending = Buffer.alloc(0);
+  let last = [];
+  return () => {
+    let fd;
+    try {
+      fd = fs.openSync(path, 'r');
+    } catch (error) {
+      if (error.code !== 'ENOENT') throw new Error(`${path}: ${error.message}`);
+      inode = null;
+      return [];
+    }
+    try {
+      const stat = fs.fstatSync(fd);
+      if (stat.ino !== inode || stat.size < offset) [inode, offset, pending, last] = [stat.ino, 0, Buffer.alloc(0), []];
+      const appended = Buffer.alloc(stat.size - offset);
+      let read = 0;
+      while (read < appended.length) {
+        const n = fs.readSync(fd, appended, read, appended.length - read, offset + read);
+        if (n === 0) break;
+        read += n;
+      }
+      offset += read;
+      const text = Buffer.concat([pending, appended.subarray(0, read)]);
+      const ended = text.lastIndexOf(0x0a) + 1;
+      pending = text.subarray(ended);
+      const found = deploySamples(text.subarray(0, ended).toString('utf8'));
+      if (found.length) last = found;
+      return last;
+    } catch (error) {
+      throw new Error(`${path}: ${error.message}`);
+    } finally {
+      fs.closeSync(fd);
+    }
+  };
+}
+
 function readOptional(path, samples) {  // samples(text) of the file at path; none when it is not there (yet)
   if (!path) return [];
   let text;
@@ -138,7 +181,7 @@ function docker(path) {
   });
 }
 
-async function collect(project, services, contract, files, constants) {
+async function collect(project, services, contract, files, constants, lastDeploy) {
   const filters = encodeURIComponent(JSON.stringify({ label: [`com.docker.compose.project=${project}`] }));
   const listed = await docker(`/containers/json?all=1&filters=${filters}`);
   const inspected = await Promise.all(listed.map((c) => docker(`/containers/${c.Id}/json`)));
@@ -147,7 +190,7 @@ async function collect(project, services, contract, files, constants) {
   return render(contract, [
     ...serviceSamples(services, inspected), ...diskSamples(df),
     ...files.facts.flatMap((path) => readOptional(path, factSamples)),  // nothing written yet: a new host
-    ...readOptional(files.certificate, certificateSamples), ...readOptional(files.auditLog, deploySamples),
+    ...readOptional(files.certificate, certificateSamples), ...lastDeploy(),
     ...settled]);
 }
 
@@ -160,12 +203,12 @@ async function main() {
   const files = {
     facts: (process.env.KONO_METRICS_FACTS || '').split(' ').filter(Boolean),
     certificate: process.env.KONO_METRICS_CERTIFICATE, // none without HTTPS
-    auditLog: env('KONO_METRICS_AUDIT_LOG'),
   };
+  const lastDeploy = auditFollower(env('KONO_METRICS_AUDIT_LOG'));
   const constants = JSON.parse(env('KONO_METRICS_CONSTANTS'));
   for (;;) {
     try {
-      const text = await collect(project, services, contract, files, constants);
+      const text = await collect(project, services, contract, files, constants, lastDeploy);
       // Renamed into place: node_exporter never reads half a file.
       fs.writeFileSync(`${file}.new`, text, { mode: 0o644 });
       fs.renameSync(`${file}.new`, file);
@@ -183,4 +226,4 @@ if (require.main === module) {
   main();
 }
 
-module.exports = { render, serviceSamples, diskSamples, factSamples, certificateSamples, deploySamples };
+module.exports = { render, serviceSamples, diskSamples, factSamples, certificateSamples, deploySamples, auditFollower };

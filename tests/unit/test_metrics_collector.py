@@ -152,3 +152,40 @@ def test_the_last_deploys_end_and_result_come_from_the_audit_log(lines, ended, s
         return
     assert served == {"kono_deploy_last_timestamp_seconds": datetime.datetime.fromisoformat(ended).timestamp(),
                       "kono_deploy_last_success": success}
+
+
+def test_the_audit_log_is_followed_a_line_cut_between_rounds_waits_and_a_new_file_is_read_anew(tmp_path):
+    """Each round reads only what was appended to the audit log (it grows for the host's life); the
+    last deploy stays known when only other records follow it."""
+    import base64
+    import datetime
+    log = tmp_path / "audit.log"
+    cut = ('{"commit": "b2", "who": "zoë", "started": "2026-12-04T07:00:00+00:00", "finished": '
+           '"2026-12-04T07:00:40+00:00", "result": "failed or interrupted"}\n').encode()
+    middle = cut.index("ë".encode()) + 1  # between the two bytes of one character
+    steps = [("none", b""), ("write", ("\n".join(AUDIT) + "\n").encode()), ("append", cut[:middle]),
+             ("append", cut[middle:]), ("append", (AUDIT[1] + "\n").encode()),
+             # another file, longer than what was read: read from its start
+             ("replace", ('{"commit": "c3", "started": "2026-12-04T08:00:00+00:00", "result": "success"}\n'
+                          + (AUDIT[1] + "\n") * 8).encode()),
+             ("write", b"")]
+    program = (f"const m = require({json.dumps(str(SCRIPT))}); const fs = require('fs');"
+               "const [contract, path, steps] = JSON.parse(fs.readFileSync(0, 'utf8'));"
+               "const last = m.auditFollower(path); const rounds = [];"
+               "for (const [action, data] of steps) {"
+               "  const bytes = Buffer.from(data, 'base64');"
+               "  if (action === 'write') fs.writeFileSync(path, bytes);"
+               "  if (action === 'append') fs.appendFileSync(path, bytes);"
+               "  if (action === 'replace') { fs.writeFileSync(path + '.new', bytes); fs.renameSync(path + '.new', path); }"
+               "  rounds.push(m.render(contract, last())); }"
+               "process.stdout.write(JSON.stringify(rounds));")
+    done = subprocess.run(["node", "-e", program], capture_output=True, text=True, input=json.dumps(
+        [json.loads(contract_json()), str(log), [(a, base64.b64encode(d).decode()) for a, d in steps]]))
+    assert done.returncode == 0, done.stderr
+
+    def deploy(started_or_ended: str, success: int) -> dict:
+        return {"kono_deploy_last_timestamp_seconds": datetime.datetime.fromisoformat(started_or_ended).timestamp(),
+                "kono_deploy_last_success": success}
+    a1, b2 = deploy("2026-12-04T06:02:00+00:00", 1), deploy("2026-12-04T07:00:40+00:00", 0)
+    assert [metric_samples(text) for text in json.loads(done.stdout)] == [
+        {}, a1, a1, b2, b2, deploy("2026-12-04T08:00:00+00:00", 1), {}]
