@@ -513,7 +513,9 @@ def swarm_nodes(cluster: Cluster, remove_strays: bool = False):
         stray = f"node {found['hostname']} ({found['address']}) is in the swarm but not in the inventory"
         drift(stray)
         if remove_strays:
-            logger.warning(f"{host.print_prefix}{stray}: drained (its tasks move first), then removed")
+            logger.warning(f"{host.print_prefix}{stray}: drained (its tasks move first), then removed; switch "
+                           "it off now: until then it counts itself a member, and containers it starts join the "
+                           "cluster's networks")
             yield remove_node(found)
         else:
             logger.warning(f"{host.print_prefix}{stray}: it keeps its tasks until a deploy with "

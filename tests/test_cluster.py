@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from kono import commands
 from kono.services import script
 from tests import lab as lab_tools
 
@@ -610,6 +611,22 @@ def test_a_node_the_inventory_drops_is_named_then_drained_and_removed_when_the_o
     members = nodes(h1)
     assert len(members) == 2 and h3.address not in {n["address"] for n in members}, members
     assert lab_tools.deploy(without, "--json", env=cluster["env"]).changes == 0
+    # Then, as README says, the operator switches it off. Left on (as this module once did), it still
+    # counted itself a member: api containers it started after its removal were in the api's name on
+    # every edge and took requests (CI: some of them hung 30 s). Off, each edge's nginx finds only the
+    # api's running replicas on the nodes that stay.
+    h3.stop()
+    live = {address for host in (h1, h2) for address in host.ssh(
+        f"for c in $({commands.running_containers(lab_tools.DEFAULTS['compose_project'], 'api')}); do "
+        "docker inspect -f '{{range .NetworkSettings.Networks}}{{println .IPAddress}}{{end}}' $c; done",
+        user="kono").stdout.split()}
+    resolved = {edge.address: wait_for(lambda: api_addresses(edge), lambda found: found <= live, 120) for edge in (h1, h2)}
+    assert all(found and found <= live for found in resolved.values()), (resolved, live)
+
+
+def api_addresses(edge) -> set[str]:
+    """The addresses the api's name has for the edge's nginx (what it passes requests to)."""
+    return set(edge.ssh(f"docker exec {edge_nginx(edge)} getent ahostsv4 api | cut -d' ' -f1", user="kono").stdout.split())
 
 
 # -- The db node lost, then HTTPS and the web app at every edge (the cluster as the tests above leave it) --
