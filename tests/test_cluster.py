@@ -666,9 +666,13 @@ def stopped(loads, edges) -> list:
 
 
 def nginx_errors(edge) -> str:
-    """The last lines of the edge nginx's error log: which hop failed a request (a failure's clue)."""
-    return edge.ssh(f"docker exec {edge_nginx(edge)} tail -n 40 /var/log/nginx/error.log", user="kono",
-                    check=False).stdout
+    """The edge nginx's requests that took a second or more (with the upstream each went to) and its
+    last error-log lines: which hop held or failed a request (a failure's clue)."""
+    def read(name: str) -> list[str]:
+        return edge.ssh(f"docker exec {edge_nginx(edge)} cat /var/log/nginx/{name}", user="kono",
+                        check=False).stdout.splitlines()
+    slow = [line for line in read("access.log") if re.search(r" rt=(?!0\.)", line)]
+    return "\n".join(["requests of 1 s or more:", *slow[-20:], "errors:", *read("error.log")[-40:]])
 
 
 def test_the_db_nodes_power_cut_under_writes_loses_at_most_the_pitr_limit_restored_on_a_brand_new_host(cluster):
