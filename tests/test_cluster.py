@@ -607,7 +607,8 @@ def test_a_node_the_inventory_drops_is_named_then_drained_and_removed_when_the_o
     assert f"({h3.address}) is in the swarm but not in the inventory" in named.output, named.output[-3000:]
     assert len(nodes(h1)) == 3  # named, not touched
     removed = lab_tools.deploy(without, "--data", "swarm_remove_strays=True", env=cluster["env"])
-    assert "drained (its tasks move first), then removed; switch it off now" in removed.output, removed.output[-3000:]
+    told = "drained (its tasks move first), then removed; switch it off now"
+    assert told in removed.output, removed.output[-3000:]
     members = nodes(h1)
     assert len(members) == 2 and h3.address not in {n["address"] for n in members}, members
     assert lab_tools.deploy(without, "--json", env=cluster["env"]).changes == 0
