@@ -593,9 +593,13 @@ class AcmeServer:
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent),
             # No PEBBLE_VA_ALWAYS_VALID: every challenge is really fetched. No random validation delay,
             # and no nonces rejected at random (lego retries them, but a test should not depend on it).
+            # No valid authorization reused in a new order (Pebble's README: half the time by default):
+            # each order fetches its challenge, so a renewal that must fail (its DNS points elsewhere)
+            # fails every time (CI once saw one skip its challenge and succeed).
             subprocess.Popen(["pebble", "-config", str(self.workdir / "pebble.json"), "-dnsserver", f"{address}:{dns}"],
                              stdout=open(self.workdir / "pebble.log", "wb"), stderr=subprocess.STDOUT,
-                             env={**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"},
+                             env={**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0",
+                                  "PEBBLE_AUTHZREUSE": "0"},
                              preexec_fn=die_with_parent),
         ]
         for where in ((address, port), (address, management), (address, control)):
