@@ -974,8 +974,9 @@ class Writer:
         loop = (f"echo $$ > {self.PID_FILE}; "
                 f"i={self.first - 1}; while [ $i -lt {self.first - 1 + rows} ]; do i=$((i+1)); t=$(date +%s.%N); "
                 f"if MYSQL_PWD=$(cat {root_password_file('db_production')}) mysql -uroot kono "
-                "-e \"INSERT INTO orders VALUES ($i, NOW(6), $t)\"; then echo \"$i $t\"; fi; sleep 0.1; done")
+                "-e \"INSERT INTO orders VALUES ($i, NOW(6), $t)\"; then echo \"$i $t $(date +%s.%N)\"; fi; sleep 0.1; done")
         self.acked: list[tuple[int, float]] = []
+        self.acknowledged_at: dict[int, float] = {}  # each acked row: when its client had the answer (after its commit)
         self._proc = subprocess.Popen(
             [*host.ssh_args("kono"), f"docker exec {container('db_production')} sh -c '{loop}'"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
@@ -984,7 +985,8 @@ class Writer:
 
     def _read(self) -> None:
         for line in self._proc.stdout:
-            number, at = line.split()
+            number, at, answered = line.split()
+            self.acknowledged_at[int(number)] = float(answered)
             self.acked.append((int(number), float(at)))
 
     def stop(self, host_alive: bool = True) -> list[tuple[int, float]]:
