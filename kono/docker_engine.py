@@ -43,7 +43,7 @@ def no_new_privileges(settings: Settings) -> bool:
     no service that runs there needs new privileges (the maintainer's sudo, on the db node)."""
     if not settings.swarm:
         return True
-    return all(s.no_new_privileges for s in SERVICES if s.runs_on in settings.swarm_labels)
+    return all(s.no_new_privileges for s in SERVICES if s.runs_on_node(settings.swarm_labels))
 
 
 def daemon_config(settings: Settings) -> str:

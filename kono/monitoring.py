@@ -18,7 +18,7 @@ import datetime
 import json
 from dataclasses import dataclass
 
-from kono.commands import AUDIT_LOG, STATE_DIR
+from kono.commands import AUDIT_LOG, STATE_DIR, overlay_network
 from kono.settings import BACKUP_MAX_AGE
 
 
@@ -67,6 +67,9 @@ PROMETHEUS_SERIES = ("up",)
 # which the metrics service (files/monitoring/kono-metrics.js) writes and node_exporter reads.
 METRICS_DIR = "/metrics"
 METRICS_FILE = f"{METRICS_DIR}/kono.prom"
+# On a cluster, where the metrics service lists each node's node_exporter for Prometheus (its
+# file_sd format: {targets, labels}), in the same volume, which Prometheus mounts there too.
+NODES_FILE = f"{METRICS_DIR}/nodes.json"
 METRICS_INTERVAL_SECONDS = 15  # how often kono-metrics.js reads the engine (a scrape sees values this old at most)
 NODE_EXPORTER_PORT = 9100  # node_exporter's own, inside its container; metrics_port publishes it
 ALERTMANAGER_PORT = 9093  # Alertmanager's own, inside its container; not published
@@ -124,7 +127,10 @@ def monitoring_context(settings, tls_folder: str | None) -> dict:
             "facts": " ".join(f"/facts/{volume}/{name}" for volume, name in facts),
             "certificate": f"{TLS_MOUNT}/{CERTIFICATE_FILE}" if tls_folder else "",
             "audit_log": f"{STATE_MOUNT}/{AUDIT_LOG.removeprefix(STATE_DIR + '/')}",
-            "constants": json.dumps(constants(settings), separators=(",", ":"))}
+            "constants": json.dumps(constants(settings), separators=(",", ":")),
+            # A cluster's: the file above, and the overlay network on which Prometheus reaches them.
+            "nodes_file": NODES_FILE if settings.swarm else "",
+            "network": overlay_network(settings.compose_project, settings.swarm_overlay_encryption) if settings.swarm else ""}
 
 
 HEARTBEAT = "heartbeat"  # the severity of the alert that always fires (alerts.yml, Watchdog)

@@ -63,13 +63,17 @@ class Service:
     # that is the point (the maintainer's sudo).
     no_new_privileges: bool = True
     # On a cluster (engine = "swarm"): the node label (kono/settings.py, NODE_LABELS) of the nodes it
-    # runs on, and how many copies: None one; "global" one on every such node; else the Settings
-    # knob that says.
-    runs_on: str = "db"
+    # runs on (None: every node), and how many copies: None one; "global" one on every such node; else
+    # the Settings knob that says.
+    runs_on: str | None = "db"
     replicas: str | None = None
     # On a cluster: the stack's overlay networks it joins. "default" is every service's; "edge" only
     # the edges' nginx and the origin, which hands them the certificate's key.
     networks: tuple[str, ...] = ("default",)
+
+    def runs_on_node(self, labels: tuple[str, ...]) -> bool:
+        """Whether it runs on a cluster node with these labels."""
+        return self.runs_on is None or self.runs_on in labels
 
 
 @dataclass(frozen=True)
@@ -190,12 +194,14 @@ SERVICES: tuple[Service, ...] = (
             impact="nothing users see: binary logs wait on the database server and are shipped when it is back",
             capabilities=("CHOWN", "DAC_OVERRIDE"), read_only_tmpfs=("/tmp:mode=1777",)),
     # Monitoring (README.md, "Monitoring"). node_exporter (nobody, no capability) serves the host's
-    # metrics, read from its root mounted read-only, and the stack's own from the metrics volume.
+    # metrics, read from its root mounted read-only, and the stack's own from the metrics volume. On a
+    # cluster, one on every node; the metrics service, Prometheus and Alertmanager on the db node.
     Service("node_exporter", image="node_exporter_image", only_when="monitoring",
             impact="metrics are not served until it is back: a scrape meanwhile fails",
-            read_only_tmpfs=()),
+            read_only_tmpfs=(), runs_on=None, replicas="global"),
     # files/monitoring/kono-metrics.js: reads the Docker engine through its socket (read-only mount; no
-    # network), writes the stack's metrics into the metrics volume. Root in its container for the
+    # network), writes the stack's metrics into the metrics volume (on a cluster, the swarm's too, as
+    # the db node, a manager, sees it; and where Prometheus finds every node's node_exporter). Root in its container for the
     # socket (root's own file); DAC_READ_SEARCH alone, to read (never write) the served certificate,
     # a provided one being the deploy user's 0600 file.
     Service("metrics", inputs=("monitoring",), image="node_image", only_when="monitoring",

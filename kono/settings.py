@@ -426,9 +426,6 @@ def load(data: Any, name: str = "") -> Settings:
 
 
 def _check_monitoring(settings: Settings) -> None:
-    if settings.monitoring and settings.swarm:
-        raise SettingsError("monitoring: expected False with engine = \"swarm\" (a cluster's monitoring is not built "
-                            "yet, issue #28), got True")
     for knob in ("alert_webhook", "alert_heartbeat"):
         if getattr(settings, knob) and not settings.monitoring:
             raise SettingsError(f"{knob}: expected False with monitoring = False (the alerts come from the host's "

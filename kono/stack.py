@@ -184,10 +184,13 @@ def stack_file(settings: Settings, compose_text: str) -> str:
             block["ports"] = published
         if "secrets" in block:
             block["secrets"] = [{"source": name_, "mode": 0o400} for name_ in block["secrets"]]
-        placement = {"constraints": [f"node.labels.kono.{entry.runs_on} == true"]}
+        # A swarm has no network_mode (the metrics service's "none"): it joins the stack's network,
+        # where it listens on nothing.
+        block.pop("network_mode", None)
+        placement = {"placement": {"constraints": [f"node.labels.kono.{entry.runs_on} == true"]}} if entry.runs_on else {}
         deploy = {"mode": "global"} if entry.replicas == "global" else \
             {"mode": "replicated", "replicas": getattr(settings, entry.replicas) if entry.replicas else 1}
-        deploy.update({"endpoint_mode": "dnsrr", "placement": placement,
+        deploy.update({"endpoint_mode": "dnsrr", **placement,
                        "update_config": STACK_UPDATE[entry.rollout], "rollback_config": STACK_UPDATE[entry.rollout]})
         if "mem_limit" in block:
             deploy["resources"] = {"limits": {"memory": block.pop("mem_limit")}}

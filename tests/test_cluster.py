@@ -487,6 +487,102 @@ def test_a_missing_replica_is_drift_and_the_next_deploy_brings_it_back(cluster):
     assert lab_tools.deploy(inventory, "--json", env=cluster["env"]).changes == 0
 
 
+def team_messages(receiver) -> list[str]:
+    """What the team's webhook got, in order: each message's title and text ("[FIRING] NodeDown on
+    <db node>: Swarm node <address> is down (as <db node> sees it).")."""
+    return [f"{a['title']}: {a.get('text', '').strip()}" for _, body in receiver.posts("team")
+            for a in body.get("attachments", [])]
+
+
+def wait_for_team(receiver, title: str, about: str, seconds: float) -> float:
+    """Seconds until a message with this title and ``about`` in its text came; fails with what came."""
+    start = time.monotonic()
+    while not any(m.startswith(title) and about in m for m in team_messages(receiver)):
+        if time.monotonic() - start > seconds:
+            raise AssertionError(f"no {title!r} about {about!r} within {seconds} s; the webhook got: "
+                                 f"{team_messages(receiver)}")
+        time.sleep(2)
+    return time.monotonic() - start
+
+
+def prometheus_targets(host) -> dict[str, str]:
+    """{instance: health} of Prometheus's node job, as its API on the db node lists them."""
+    listed = host.ssh(f"docker exec {lab_tools.container('prometheus')} wget -q -O - "
+                      "http://127.0.0.1:9090/api/v1/targets", user="kono", check=False).stdout
+    try:
+        active = json.loads(listed)["data"]["activeTargets"]
+    except (ValueError, KeyError):
+        return {}
+    return {t["labels"]["instance"]: t["health"] for t in active if t["labels"].get("job") == "node"}
+
+
+def test_monitoring_on_a_cluster_tells_the_team_of_each_dead_node_and_of_an_api_with_nowhere_to_run(cluster):
+    """#28 on a cluster. Monitoring turned on converges in one deploy: node_exporter on every node,
+    the metrics service, Prometheus and Alertmanager on the db node; the next deploy changes nothing.
+    Prometheus reads every node (named by its address); metrics_port answers no other address. Both
+    app nodes lose their power: the team's webhook is told NodeDown for each, then, once the api has
+    had no node to run on for 5 minutes, ServiceBelowReplicas; status names the firing alerts. Powered
+    on, each alert is told resolved, once. Monitoring turned off: its services leave the swarm."""
+    hosts = cluster["hosts"]
+    h1, h2, h3 = hosts
+    with ThreadPoolExecutor(len(hosts)) as pool:
+        list(pool.map(lambda host: lab_tools.load_images(host, monitoring=True), hosts))
+    secrets_dir = cluster["work"] / "secrets" / "alerts"
+    secrets_dir.mkdir(exist_ok=True)
+    with lab_tools.WebhookReceiver(h1.lab) as receiver:
+        (secrets_dir / "webhook_url").write_text(receiver.url("team") + "\n")
+        monitored = write_cluster_inventory(h1.lab, hosts, cluster["work"] / "monitored.py", cluster["shape"],
+                                            {**cluster["data"], "monitoring": True, "alert_webhook": True})
+        lab_tools.deploy(monitored, env=cluster["env"])
+        assert lab_tools.deploy(monitored, "--json", env=cluster["env"]).changes == 0
+        placed = tasks(h1)
+        assert sorted(placed["node_exporter"]) == sorted(h.address for h in hosts), placed
+        for name in ("metrics", "prometheus", "alertmanager"):
+            assert placed[name] == [h1.address], (name, placed)
+        every_node = {h.address: "up" for h in hosts}
+        seen = wait_for(lambda: prometheus_targets(h1), lambda found: found == every_node, 120)
+        assert seen == every_node, seen
+        metrics_port = lab_tools.settings_of().metrics_port
+        for host in hosts:  # no metrics_allowed_cidrs: published nowhere (Prometheus reads the overlay)
+            assert not reachable(host.address, metrics_port), host.address
+        quiet = wait_for_status(monitored, lambda s: "alerts         none firing ok" in s.stdout, 120)
+        assert quiet.returncode == 0 and "alerts         none firing ok" in quiet.stdout, quiet.stdout
+        assert team_messages(receiver) == []
+        cut = time.monotonic()
+        h2.power_cut()
+        h3.power_cut()
+        try:
+            told = {host.address: wait_for_team(receiver, f"[FIRING] NodeDown on {h1.address}",
+                                                f"Swarm node {host.address} is down", 300) for host in (h2, h3)}
+            below = wait_for_team(receiver, f"[FIRING] ServiceBelowReplicas on {h1.address}",
+                                  "api runs fewer tasks than declared", 600 - (time.monotonic() - cut))
+            print(f"dead app nodes: NodeDown told {max(told.values()):.0f} s, ServiceBelowReplicas "
+                  f"{time.monotonic() - cut:.0f} s after the power cut")
+            shown = lab_tools.status(monitored)
+            assert shown.returncode == 1, shown.stdout
+            for about in ("alert          NodeDown: Swarm node ", "alert          ServiceBelowReplicas: api "):
+                assert f"{h1.address}  {about}" in shown.stdout, shown.stdout
+        finally:
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(lambda host: host.power_on(), (h2, h3)))
+        back = time.monotonic()
+        for about in (f"Swarm node {h2.address} is down", f"Swarm node {h3.address} is down"):
+            wait_for_team(receiver, f"[RESOLVED] NodeDown on {h1.address}", about, 300)
+        wait_for_team(receiver, f"[RESOLVED] ServiceBelowReplicas on {h1.address}", "api runs fewer", 300)
+        print(f"resolved {time.monotonic() - back:.0f} s after the power came back")
+        time.sleep(60)  # nothing told twice (Alertmanager's group interval)
+        messages = team_messages(receiver)
+        assert sorted(m.split(":")[0] for m in messages) == sorted(
+            [f"[FIRING] NodeDown on {h1.address}"] * 2 + [f"[RESOLVED] NodeDown on {h1.address}"] * 2
+            + [f"[FIRING] ServiceBelowReplicas on {h1.address}", f"[RESOLVED] ServiceBelowReplicas on {h1.address}"]), \
+            messages
+        assert not [m for m in messages if receiver.token in m]
+    # Off again, in one deploy: the monitoring services leave the swarm; the cluster is as before.
+    lab_tools.deploy(cluster["inventory"], env=cluster["env"])
+    assert not {"node_exporter", "metrics", "prometheus", "alertmanager"} & set(tasks(h1))
+    assert wait_for_status(cluster["inventory"], lambda s: s.returncode == 0, 180).returncode == 0
+
+
 def three_managers(cluster):
     """The cluster redeclared with three managers (a majority survives one's death), the app label
     moved from h2 to h1 (h3 keeps it): (its inventory, its shape)."""

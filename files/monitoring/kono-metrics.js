@@ -5,7 +5,9 @@
 // disk use; from the facts services write in their state volumes (mounted read-only): the last
 // backup's, how far binary logs are shipped, whether certificate renewal fails; from the served
 // certificate, its expiry; from the deploys' audit log (what was appended to it), the last deploy's
-// end and result. Only metrics the contract names (KONO_METRICS_CONTRACT, from kono/monitoring.py)
+// end and result. On a cluster it runs on the db node, a manager: the swarm's nodes and tasks too
+// (swarmSamples), and where Prometheus finds each node's node_exporter (nodeTargets, in
+// KONO_METRICS_NODES_FILE). Only metrics the contract names (KONO_METRICS_CONTRACT, from kono/monitoring.py)
 // are written: a sample it does not know fails the round. A failed round removes the file (stale values
 // are never served) and leaves the container unhealthy (its healthcheck reads /tmp/kono-metrics.ok).
 'use strict';
@@ -47,11 +49,90 @@ function serviceSamples(services, inspected) {
   const samples = [];
   for (const service of services) {
     const own = inspected.filter((c) => c.Config.Labels['com.docker.compose.service'] === service);
-    const healthy = own.length > 0 && own.every((c) => c.State.Running && (!c.State.Health || c.State.Health.Status === 'healthy'));
+    const healthy = own.length > 0 && own.every(runsHealthy);
     samples.push({ name: 'kono_service_healthy', labels: { service }, value: healthy ? 1 : 0 });
     samples.push({ name: 'kono_service_restarts_total', labels: { service }, value: own.reduce((n, c) => n + c.RestartCount, 0) });
   }
   return samples;
+}
+
+function runsHealthy(container) {
+  return container.State.Running && (!container.State.Health || container.State.Health.Status === 'healthy');
+}
+
+// -- A cluster: the metrics service runs on the db node, a manager, and sees the swarm. --------------
+
+const STACK_LABEL = 'com.docker.stack.namespace'; // what `docker stack deploy` labels its objects with
+
+// The stack's services (`GET /services?status=true`) -> {service ID: its name in the tables}.
+function stackServices(project, services) {
+  return Object.fromEntries(services.map((s) => [s.ID, s.Spec.Name.startsWith(`${project}_`) ? s.Spec.Name.slice(project.length + 1) : s.Spec.Name]));
+}
+
+// A node's address as the swarm knows it (a manager's Status.Addr may be 0.0.0.0: its manager address then).
+function nodeAddress(node) {
+  const address = (node.Status || {}).Addr || '';
+  if (address && address !== '0.0.0.0') return address;
+  return ((node.ManagerStatus || {}).Addr || '').replace(/:[0-9]+$/, '');
+}
+
+// A task meant to run that runs: as kono/stack.py's parse_swarm_services counts them (status says the same).
+function taskRuns(task) {
+  return task.DesiredState === 'running' && (task.Status || {}).State === 'running';
+}
+
+// The swarm (`GET /nodes`, `/services?status=true`, `/tasks`) and the containers of the stack on this
+// node -> each node's readiness; each service's running and desired tasks; the health of those of
+// its tasks that run here (the db node's services; a task elsewhere is counted, not inspected); its
+// restarts, which a swarm makes new tasks: `failed` counts those seen failing (taskFailures).
+function swarmSamples(project, nodes, services, tasks, inspected, failed) {
+  const names = stackServices(project, services);
+  const samples = nodes.map((node) => (
+    { name: 'kono_swarm_node_ready', labels: { node: nodeAddress(node) }, value: (node.Status || {}).State === 'ready' ? 1 : 0 }));
+  const meant = new Set(tasks.filter((t) => t.DesiredState === 'running').map((t) => t.ID));
+  for (const service of services) {
+    const name = names[service.ID];
+    const running = tasks.filter((t) => t.ServiceID === service.ID && taskRuns(t)).length;
+    samples.push({ name: 'kono_swarm_service_replicas_running', labels: { service: name }, value: running });
+    samples.push({ name: 'kono_swarm_service_replicas_desired', labels: { service: name }, value: (service.ServiceStatus || {}).DesiredTasks || 0 });
+    samples.push({ name: 'kono_service_restarts_total', labels: { service: name }, value: failed[service.ID] || 0 });
+    const here = inspected.filter((c) => c.Config.Labels['com.docker.swarm.service.id'] === service.ID
+      && meant.has(c.Config.Labels['com.docker.swarm.task.id']));
+    if (here.length) samples.push({ name: 'kono_service_healthy', labels: { service: name }, value: here.every(runsHealthy) ? 1 : 0 });
+  }
+  return samples;
+}
+
+// A counter of each service's tasks that failed (or were rejected) since the metrics service began:
+// the swarm lists a service's last few tasks only, so each is counted once, when first seen failed;
+// those failed before it began are not counted (a counter starts at 0). -> (tasks) => {service ID: n}.
+function taskFailures() {
+  let seen = null;
+  const counts = {};
+  return (tasks) => {
+    const failed = tasks.filter((t) => ['failed', 'rejected'].includes((t.Status || {}).State));
+    for (const task of failed) {
+      if (seen !== null && !seen.has(task.ID)) counts[task.ServiceID] = (counts[task.ServiceID] || 0) + 1;
+    }
+    seen = new Set(failed.map((t) => t.ID));
+    return { ...counts };
+  };
+}
+
+// Every node's node_exporter as Prometheus reads it (file_sd_configs): its task's address on the
+// stack's network, named by its node's address; only on nodes that are up (a dead node is NodeDown,
+// not a scrape failing too).
+function nodeTargets(project, nodes, services, tasks, network, port) {
+  const exporter = Object.entries(stackServices(project, services)).find(([, name]) => name === 'node_exporter');
+  const ready = Object.fromEntries(nodes.filter((n) => (n.Status || {}).State === 'ready').map((n) => [n.ID, nodeAddress(n)]));
+  const targets = [];
+  for (const task of tasks) {
+    if (!exporter || task.ServiceID !== exporter[0] || !taskRuns(task) || !(task.NodeID in ready)) continue;
+    const attached = (task.NetworksAttachments || []).find((a) => ((a.Network || {}).Spec || {}).Name === network);
+    const address = attached && (attached.Addresses || [])[0];
+    if (address) targets.push({ targets: [`${address.split('/')[0]}:${port}`], labels: { instance: ready[task.NodeID] } });
+  }
+  return targets.sort((a, b) => a.labels.instance.localeCompare(b.labels.instance));
 }
 
 // `GET /system/df` -> Docker's disk use by kind.
@@ -181,17 +262,38 @@ function docker(path) {
   });
 }
 
-async function collect(project, services, contract, files, constants, lastDeploy) {
-  const filters = encodeURIComponent(JSON.stringify({ label: [`com.docker.compose.project=${project}`] }));
-  const listed = await docker(`/containers/json?all=1&filters=${filters}`);
+function query(filters) {
+  return encodeURIComponent(JSON.stringify(filters));
+}
+
+// One round: the exposition text, and on a cluster the node_exporter targets.
+async function collect(project, services, contract, files, constants, lastDeploy, cluster) {
+  const label = cluster ? `${STACK_LABEL}=${project}` : `com.docker.compose.project=${project}`;
+  const listed = await docker(`/containers/json?all=1&filters=${query({ label: [label] })}`);
   const inspected = await Promise.all(listed.map((c) => docker(`/containers/${c.Id}/json`)));
   const df = await docker('/system/df');
   const settled = Object.entries(constants).map(([name, value]) => ({ name, labels: {}, value }));
-  return render(contract, [
-    ...serviceSamples(services, inspected), ...diskSamples(df),
+  let stack = serviceSamples(services, inspected);
+  let targets = null;
+  if (cluster) {
+    const [nodes, swarmServices, tasks] = await Promise.all([
+      docker('/nodes'), docker(`/services?status=true&filters=${query({ label: [`${STACK_LABEL}=${project}`] })}`),
+      docker('/tasks')]);
+    const own = tasks.filter((t) => swarmServices.some((s) => s.ID === t.ServiceID));
+    stack = swarmSamples(project, nodes, swarmServices, own, inspected, cluster.failed(own));
+    targets = nodeTargets(project, nodes, swarmServices, own, cluster.network, cluster.port);
+  }
+  const text = render(contract, [
+    ...stack, ...diskSamples(df),
     ...files.facts.flatMap((path) => readOptional(path, factSamples)),  // nothing written yet: a new host
     ...readOptional(files.certificate, certificateSamples), ...lastDeploy(),
     ...settled]);
+  return { text, targets };
+}
+
+function writeAtomically(path, text) { // renamed into place: no reader sees half a file
+  fs.writeFileSync(`${path}.new`, text, { mode: 0o644 });
+  fs.renameSync(`${path}.new`, path);
 }
 
 async function main() {
@@ -206,12 +308,19 @@ async function main() {
   };
   const lastDeploy = auditFollower(env('KONO_METRICS_AUDIT_LOG'));
   const constants = JSON.parse(env('KONO_METRICS_CONSTANTS'));
+  const nodesFile = process.env.KONO_METRICS_NODES_FILE; // a cluster's only
+  const cluster = nodesFile ? { failed: taskFailures(), network: env('KONO_METRICS_NETWORK'),
+    port: Number(env('KONO_METRICS_NODE_EXPORTER_PORT')) } : null;
+  let targetsWritten = null;
   for (;;) {
     try {
-      const text = await collect(project, services, contract, files, constants, lastDeploy);
-      // Renamed into place: node_exporter never reads half a file.
-      fs.writeFileSync(`${file}.new`, text, { mode: 0o644 });
-      fs.renameSync(`${file}.new`, file);
+      const { text, targets } = await collect(project, services, contract, files, constants, lastDeploy, cluster);
+      writeAtomically(file, text);
+      const listed = targets && `${JSON.stringify(targets, null, 1)}\n`;
+      if (listed && listed !== targetsWritten) { // Prometheus reads the file again at each change
+        writeAtomically(nodesFile, listed);
+        targetsWritten = listed;
+      }
       fs.writeFileSync('/tmp/kono-metrics.ok', String(Date.now()));
     } catch (error) {
       console.error(`kono-metrics: ${error.message}`);
@@ -226,4 +335,7 @@ if (require.main === module) {
   main();
 }
 
-module.exports = { render, serviceSamples, diskSamples, factSamples, certificateSamples, deploySamples, auditFollower };
+module.exports = {
+  render, serviceSamples, diskSamples, factSamples, certificateSamples, deploySamples, auditFollower,
+  swarmSamples, taskFailures, nodeTargets, nodeAddress,
+};

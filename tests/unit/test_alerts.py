@@ -213,3 +213,30 @@ def test_with_alert_email_to_the_team_is_emailed_each_alert_and_its_end_over_che
         else:
             assert "auth_username" not in mail and "tls_config" not in mail and "alerts_smtp_password" not in secrets
             assert f"monitoring/{SMTP_CA_NAME}" not in files
+
+
+def test_a_clusters_prometheus_configuration_is_valid_and_scrapes_the_listed_nodes(promtool, tmp_path):
+    """On a cluster: every node's node_exporter, as the metrics service lists them (file_sd)."""
+    from kono import stack
+    from tests.lab import settings_of
+    files = stack.project_files(dataclasses.replace(
+        settings_of(monitoring=True, engine="swarm", swarm_role="manager", swarm_labels=["db", "edge", "app"],
+                    swarm_address_pool="10.200.0.0/16"), host_name="db-1.example.com"))
+    for path, content in files.items():
+        if path.startswith("monitoring/"):
+            (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / path).write_text(content)
+    config = yaml.safe_load(files["monitoring/prometheus.yml"])
+    [node_job] = [job for job in config["scrape_configs"] if job["job_name"] == "node"]
+    # promtool checks that the file_sd file exists where the configuration says: here, beside it.
+    listed = node_job["file_sd_configs"][0]["files"][0]
+    node_job["file_sd_configs"][0]["files"] = ["nodes.json"]
+    (tmp_path / "monitoring" / "prometheus.yml").write_text(yaml.safe_dump(config))
+    (tmp_path / "monitoring" / "nodes.json").write_text(
+        '[{"targets": ["10.200.0.6:9100"], "labels": {"instance": "10.231.0.2"}}]\n')
+    checked = subprocess.run([promtool, "check", "config", "prometheus.yml"], cwd=tmp_path / "monitoring",
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"SUCCESS: {len(RULES)} rules found" in checked.stdout
+    from kono.monitoring import NODES_FILE
+    assert listed == NODES_FILE

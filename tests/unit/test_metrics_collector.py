@@ -189,3 +189,96 @@ def test_the_audit_log_is_followed_a_line_cut_between_rounds_waits_and_a_new_fil
     a1, b2 = deploy("2026-12-04T06:02:00+00:00", 1), deploy("2026-12-04T07:00:40+00:00", 0)
     assert [metric_samples(text) for text in json.loads(done.stdout)] == [
         {}, a1, a1, b2, b2, deploy("2026-12-04T08:00:00+00:00", 1), {}]
+
+
+# -- a cluster: the metrics service on the db node (a manager) reads the swarm -----------------------
+# Shaped as the Engine API gives them: GET /nodes, /services?status=true, /tasks, /containers/{id}/json.
+
+def node(node_id: str, address: str, state: str = "ready", manager: str | None = None) -> dict:
+    return {"ID": node_id, "Status": {"State": state, "Addr": address},
+            **({"ManagerStatus": {"Addr": manager}} if manager else {})}
+
+
+def swarm_service(service_id: str, name: str, desired: int) -> dict:
+    return {"ID": service_id, "Spec": {"Name": f"kono_{name}"}, "ServiceStatus": {"DesiredTasks": desired}}
+
+
+def task(task_id: str, service_id: str, node_id: str, state: str = "running", desired: str = "running",
+         address: str | None = None) -> dict:
+    attached = [{"Network": {"Spec": {"Name": "kono_default"}}, "Addresses": [f"{address}/24"]},
+                {"Network": {"Spec": {"Name": "ingress"}}, "Addresses": ["10.255.0.9/16"]}] if address else []
+    return {"ID": task_id, "ServiceID": service_id, "NodeID": node_id, "DesiredState": desired,
+            "Status": {"State": state}, "NetworksAttachments": attached}
+
+
+def swarm_container(service_id: str, task_id: str, running: bool = True, health: str | None = "healthy") -> dict:
+    state = {"Running": running, **({"Health": {"Status": health}} if health else {})}
+    return {"Config": {"Labels": {"com.docker.swarm.service.id": service_id, "com.docker.swarm.task.id": task_id}},
+            "State": state, "RestartCount": 0}
+
+
+def run_js(program: str, value) -> subprocess.CompletedProcess:
+    return subprocess.run(["node", "-e", f"const m = require({json.dumps(str(SCRIPT))});"
+                           "const v = JSON.parse(require('fs').readFileSync(0, 'utf8'));" + program],
+                          input=json.dumps(value), capture_output=True, text=True)
+
+
+NODES = [node("n1", "0.0.0.0", manager="10.231.0.2:2377"), node("n2", "10.231.0.3"), node("n3", "10.231.0.4", state="down")]
+SERVICES = [swarm_service("s-api", "api", 2), swarm_service("s-db", "db_production", 1),
+            swarm_service("s-ne", "node_exporter", 3)]
+
+
+def test_a_clusters_nodes_replicas_and_the_db_nodes_own_services_health():
+    tasks = [task("t1", "s-api", "n2"), task("t2", "s-api", "n3", desired="shutdown"),  # moved off the dead node
+             task("t3", "s-api", "n2", state="pending"),
+             task("t4", "s-db", "n1"), task("t5", "s-db", "n1", state="failed", desired="shutdown"),
+             task("t6", "s-ne", "n1"), task("t7", "s-ne", "n2"), task("t8", "s-ne", "n3")]
+    # On the db node: db_production's running task (healthy), its old task's exited container, and a
+    # node_exporter still starting.
+    inspected = [swarm_container("s-db", "t4"), swarm_container("s-db", "t5", running=False),
+                 swarm_container("s-ne", "t6", health="starting")]
+    done = run_js("const failed = m.taskFailures(); failed(v.tasks);"
+                  "process.stdout.write(m.render(v.contract, m.swarmSamples('kono', v.nodes, v.services, v.tasks,"
+                  " v.inspected, failed(v.tasks))));",
+                  {"contract": json.loads(contract_json()), "nodes": NODES, "services": SERVICES, "tasks": tasks,
+                   "inspected": inspected})
+    assert done.returncode == 0, done.stderr
+    lines = set(done.stdout.splitlines())
+    assert {'kono_swarm_node_ready{node="10.231.0.2"} 1',  # a manager's 0.0.0.0: its manager address
+            'kono_swarm_node_ready{node="10.231.0.3"} 1', 'kono_swarm_node_ready{node="10.231.0.4"} 0',
+            'kono_swarm_service_replicas_running{service="api"} 1',  # the pending one is not running yet
+            'kono_swarm_service_replicas_desired{service="api"} 2',
+            'kono_swarm_service_replicas_running{service="db_production"} 1',
+            'kono_swarm_service_replicas_running{service="node_exporter"} 3',
+            'kono_service_healthy{service="db_production"} 1',  # the old task's container does not count
+            'kono_service_healthy{service="node_exporter"} 0',  # the one here still starting
+            'kono_service_restarts_total{service="db_production"} 0'} <= lines, done.stdout
+    # api runs on other nodes: counted by the swarm, not inspected from here.
+    assert not [line for line in lines if line.startswith('kono_service_healthy{service="api"}')]
+    checked = subprocess.run([promtool_path(), "check", "metrics"], input=done.stdout, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_swarm_services_restarts_are_its_tasks_seen_failing_once_each():
+    first = [task("t1", "s-api", "n2", state="failed", desired="shutdown"), task("t2", "s-api", "n2")]
+    later = [*first, task("t3", "s-api", "n2", state="failed", desired="shutdown"),
+             task("t4", "s-api", "n2", state="rejected", desired="shutdown"), task("t5", "s-db", "n1")]
+    pruned = later[2:]  # the swarm keeps a few tasks per slot: t1 is gone, and counted still
+    done = run_js("const failed = m.taskFailures();"
+                  "process.stdout.write(JSON.stringify([failed(v[0]), failed(v[1]), failed(v[2]), failed(v[2])]));",
+                  [first, later, pruned])
+    assert done.returncode == 0, done.stderr
+    # Failed before the service began: not counted (a counter starts at 0); then each once.
+    assert json.loads(done.stdout) == [{}, {"s-api": 2}, {"s-api": 2}, {"s-api": 2}]
+
+
+def test_prometheus_finds_each_up_nodes_node_exporter_on_the_stacks_network_named_by_its_node():
+    tasks = [task("t6", "s-ne", "n1", address="10.200.0.6"), task("t7", "s-ne", "n2", address="10.200.0.7"),
+             task("t8", "s-ne", "n3", address="10.200.0.8"),  # its node is down
+             task("t9", "s-ne", "n2", state="shutdown", desired="shutdown", address="10.200.0.9"),
+             task("t1", "s-api", "n2", address="10.200.0.10")]
+    done = run_js("process.stdout.write(JSON.stringify(m.nodeTargets('kono', v.nodes, v.services, v.tasks,"
+                  " 'kono_default', 9100)));", {"nodes": NODES, "services": SERVICES, "tasks": tasks})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [{"targets": ["10.200.0.6:9100"], "labels": {"instance": "10.231.0.2"}},
+                                       {"targets": ["10.200.0.7:9100"], "labels": {"instance": "10.231.0.3"}}]

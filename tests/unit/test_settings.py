@@ -103,9 +103,7 @@ def test_a_host_that_changes_deploy_user_must_change_ssh_user_with_it():
         check_login(load(data(deploy_user="ops")), data(deploy_user="ops"))  # ssh_user stays group_data's "kono"
 
 
-def test_monitoring_is_refused_on_a_cluster_and_metrics_sources_need_the_firewall():
-    with pytest.raises(SettingsError, match=r"^monitoring: expected False with engine = \"swarm\""):
-        load(data(monitoring=True, engine="swarm", swarm_nodes={}))
+def test_metrics_sources_need_the_firewall():
     with pytest.raises(SettingsError, match=r"^metrics_allowed_cidrs: expected \[\] with firewall = False"):
         load(data(monitoring=True, metrics_allowed_cidrs=["192.0.2.0/24"], firewall=False))
     assert load(data(monitoring=True, metrics_allowed_cidrs=["192.0.2.0/24"])).metrics_allowed_cidrs == ("192.0.2.0/24",)

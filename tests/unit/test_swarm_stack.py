@@ -245,3 +245,40 @@ def test_a_database_password_rotated_on_a_cluster_restarts_its_database_too_and_
     assert [s.name for s in restarted_by("production/db_api_password")] == ["api"]
     assert [s.name for s in restarted_by("production/db_api_password", immutable=True)] == ["db_production", "api"]
     assert [s.name for s in restarted_by("production/api_key", immutable=True)] == ["api"]
+
+
+def test_monitoring_on_a_cluster_node_exporter_on_every_node_the_rest_beside_the_data():
+    files = project_files(swarm_settings(monitoring=True, alert_webhook=True))
+    services = yaml.safe_load(files["stack.yaml"])["services"]
+    # Every node's metrics: one node_exporter on each, whatever its labels (no constraint).
+    assert services["node_exporter"]["deploy"]["mode"] == "global"
+    assert "placement" not in services["node_exporter"]["deploy"]
+    # What reads the swarm (a manager's API), the facts and the certificate, and keeps the history: the db node.
+    for name in ("metrics", "prometheus", "alertmanager"):
+        assert services[name]["deploy"]["placement"]["constraints"] == ["node.labels.kono.db == true"], name
+        assert services[name]["deploy"]["replicas"] == 1
+    # A swarm has no network_mode; the metrics service publishes nothing.
+    assert "network_mode" not in services["metrics"] and "ports" not in services["metrics"]
+    environment = services["metrics"]["environment"]
+    assert environment["KONO_METRICS_NODES_FILE"] == "/metrics/nodes.json"
+    assert environment["KONO_METRICS_NETWORK"] == commands.overlay_network("kono", True)
+    assert environment["KONO_METRICS_NODE_EXPORTER_PORT"] == "9100"
+    # Prometheus reads that list from the metrics volume.
+    assert "metrics:/metrics:ro" in services["prometheus"]["volumes"]
+    prometheus = yaml.safe_load(files["monitoring/prometheus.yml"])
+    node_job = next(job for job in prometheus["scrape_configs"] if job["job_name"] == "node")
+    assert node_job["file_sd_configs"] == [{"files": ["/metrics/nodes.json"]}] and "static_configs" not in node_job
+    # Without metrics_allowed_cidrs, no port: a swarm cannot bind loopback alone (Prometheus scrapes
+    # over the stack's network). With them, every node publishes it (its firewall lets them in alone).
+    assert "ports" not in services["node_exporter"]
+    opened = yaml.safe_load(project_files(swarm_settings(monitoring=True, metrics_allowed_cidrs=["192.0.2.0/24"]))
+                            ["stack.yaml"])["services"]["node_exporter"]
+    assert opened["ports"] == [{"target": 9100, "published": 9100, "protocol": "tcp", "mode": "host"}]
+
+
+def test_a_single_hosts_monitoring_is_as_before():
+    files = project_files(settings_of(monitoring=True))
+    compose = yaml.safe_load(files["compose.yaml"])["services"]
+    assert compose["metrics"]["network_mode"] == "none"
+    assert not any(name.startswith("KONO_METRICS_NODES") for name in compose["metrics"]["environment"])
+    assert all(not volume.startswith("metrics:") for volume in compose["prometheus"]["volumes"])
