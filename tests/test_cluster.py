@@ -554,7 +554,7 @@ def test_monitoring_on_a_cluster_tells_the_team_of_each_dead_node_and_of_an_api_
         try:
             told = {host.address: wait_for_team(receiver, f"[FIRING] NodeDown on {h1.address}",
                                                 f"Swarm node {host.address} is down", 300) for host in (h2, h3)}
-            below = wait_for_team(receiver, f"[FIRING] ServiceBelowReplicas on {h1.address}",
+            wait_for_team(receiver, f"[FIRING] ServiceBelowReplicas on {h1.address}",
                                   "api runs fewer tasks than declared", 600 - (time.monotonic() - cut))
             print(f"dead app nodes: NodeDown told {max(told.values()):.0f} s, ServiceBelowReplicas "
                   f"{time.monotonic() - cut:.0f} s after the power cut")
