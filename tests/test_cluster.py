@@ -519,7 +519,8 @@ def prometheus_targets(host) -> dict[str, str]:
 def test_monitoring_on_a_cluster_tells_the_team_of_each_dead_node_and_of_an_api_with_nowhere_to_run(cluster):
     """#28 on a cluster. Monitoring turned on converges in one deploy: node_exporter on every node,
     the metrics service, Prometheus and Alertmanager on the db node; the next deploy changes nothing.
-    Prometheus reads every node (named by its address); metrics_port answers no other address. Both
+    Prometheus reads every node (named by its address); each node serves metrics_port to
+    metrics_allowed_cidrs (this machine) and to no other address (another node). Both
     app nodes lose their power: the team's webhook is told NodeDown for each, then, once the api has
     had no node to run on for 5 minutes, ServiceBelowReplicas; status names the firing alerts. Powered
     on, each alert is told resolved, once. Monitoring turned off: its services leave the swarm."""
@@ -532,7 +533,9 @@ def test_monitoring_on_a_cluster_tells_the_team_of_each_dead_node_and_of_an_api_
     with lab_tools.WebhookReceiver(h1.lab) as receiver:
         (secrets_dir / "webhook_url").write_text(receiver.url("team") + "\n")
         monitored = write_cluster_inventory(h1.lab, hosts, cluster["work"] / "monitored.py", cluster["shape"],
-                                            {**cluster["data"], "monitoring": True, "alert_webhook": True})
+                                            {**cluster["data"], "monitoring": True, "alert_webhook": True,
+                                             "metrics_allowed_cidrs": [f"{h1.lab.gateway}/32"]})
+        lab_tools.bootstrap(monitored)  # each node's firewall lets metrics_port in from those sources
         lab_tools.deploy(monitored, env=cluster["env"])
         assert lab_tools.deploy(monitored, "--json", env=cluster["env"]).changes == 0
         placed = tasks(h1)
@@ -542,9 +545,17 @@ def test_monitoring_on_a_cluster_tells_the_team_of_each_dead_node_and_of_an_api_
         every_node = {h.address: "up" for h in hosts}
         seen = wait_for(lambda: prometheus_targets(h1), lambda found: found == every_node, 120)
         assert seen == every_node, seen
-        metrics_port = lab_tools.settings_of().metrics_port
-        for host in hosts:  # no metrics_allowed_cidrs: published nowhere (Prometheus reads the overlay)
-            assert not reachable(host.address, metrics_port), host.address
+        port = lab_tools.settings_of().metrics_port
+        for host in hosts:  # every node's own metrics, to the allowed source; kono's from the db node's
+            served = subprocess.run(["curl", "-sS", "--fail", "-m", "10", f"http://{host.address}:{port}/metrics"],
+                                    capture_output=True, text=True)
+            assert served.returncode == 0 and "\nnode_memory_MemTotal_bytes " in served.stdout, (host.address, served.stderr)
+            assert ("\nkono_swarm_node_ready{" in served.stdout) == (host is h1), host.address
+        # From another address (a node of the cluster itself): nginx answers, metrics_port does not.
+        web = h3.ssh(f"curl -s -o /dev/null -w '%{{http_code}}' -m 10 http://{h2.address}/", check=False)
+        assert web.returncode == 0 and web.stdout != "000", web
+        closed = h3.ssh(f"curl -sS -m 10 http://{h2.address}:{port}/metrics", check=False)
+        assert closed.returncode != 0 and "node_" not in closed.stdout, closed
         quiet = wait_for_status(monitored, lambda s: "alerts         none firing ok" in s.stdout, 120)
         assert quiet.returncode == 0 and "alerts         none firing ok" in quiet.stdout, quiet.stdout
         assert team_messages(receiver) == []
@@ -577,9 +588,11 @@ def test_monitoring_on_a_cluster_tells_the_team_of_each_dead_node_and_of_an_api_
             + [f"[FIRING] ServiceBelowReplicas on {h1.address}", f"[RESOLVED] ServiceBelowReplicas on {h1.address}"]), \
             messages
         assert not [m for m in messages if receiver.token in m]
-    # Off again, in one deploy: the monitoring services leave the swarm; the cluster is as before.
+    # Off again, in one deploy: the monitoring services leave the swarm; the cluster is as before
+    # (its firewall too, by bootstrap).
     lab_tools.deploy(cluster["inventory"], env=cluster["env"])
     assert not {"node_exporter", "metrics", "prometheus", "alertmanager"} & set(tasks(h1))
+    lab_tools.bootstrap(cluster["inventory"])
     assert wait_for_status(cluster["inventory"], lambda s: s.returncode == 0, 180).returncode == 0
 
 

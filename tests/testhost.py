@@ -274,8 +274,11 @@ class TestHost:
         while time.monotonic() < end:
             if self._proc is not None and self._proc.poll() not in (None, NSPAWN_REBOOT_EXIT):
                 raise RuntimeError(f"{self.name}: nspawn exited; console: {self.console_tail()}")
-            if self.ssh("true", check=False, timeout=15).returncode == 0:
-                return
+            try:
+                if self.ssh("true", check=False, timeout=15).returncode == 0:
+                    return
+            except subprocess.TimeoutExpired:  # a login begun, not ended in 15 s (booting on a loaded machine)
+                pass
             time.sleep(1)
         raise TimeoutError(f"{self.name} ({self.address}) never answered SSH; console: {self.console_tail()}")
 
