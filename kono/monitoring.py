@@ -33,7 +33,8 @@ METRICS = {
     "kono_service_healthy": Metric(
         "1 when every container of the service runs (and passes its health check, where it has one)",
         ("service",)),
-    "kono_service_restarts_total": Metric("restarts of the service's containers", ("service",), "counter"),
+    "kono_service_restarts_total": Metric("restarts of the service's containers (a cluster's: its tasks seen failing)",
+                                          ("service",), "counter"),
     "kono_backup_last_success_timestamp_seconds": Metric("when the last successful backup started (Unix time)"),
     "kono_backup_last_size_bytes": Metric("bytes the last successful backup read"),
     "kono_backup_failing": Metric("1 while the last backup run failed"),
