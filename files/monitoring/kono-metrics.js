@@ -1,7 +1,7 @@
 // The metrics service: the stack's own metrics, in Prometheus's text format, written every
 // KONO_METRICS_INTERVAL_SECONDS into KONO_METRICS_FILE, which node_exporter's textfile collector
 // serves beside the host's (one endpoint, metrics_port). Read from the Docker engine (its socket,
-// mounted read-only; the container has no network): each service's health and restarts, Docker's
+// mounted read-only; on a single host the container has no network): each service's health and restarts, Docker's
 // disk use; from the facts services write in their state volumes (mounted read-only): the last
 // backup's, how far binary logs are shipped, whether certificate renewal fails; from the served
 // certificate, its expiry; from the deploys' audit log (what was appended to it), the last deploy's
@@ -273,9 +273,11 @@ async function collect(project, services, contract, files, constants, lastDeploy
   const inspected = await Promise.all(listed.map((c) => docker(`/containers/${c.Id}/json`)));
   const df = await docker('/system/df');
   const settled = Object.entries(constants).map(([name, value]) => ({ name, labels: {}, value }));
-  let stack = serviceSamples(services, inspected);
+  let stack;
   let targets = null;
-  if (cluster) {
+  if (!cluster) {
+    stack = serviceSamples(services, inspected);
+  } else {
     const [nodes, swarmServices, tasks] = await Promise.all([
       docker('/nodes'), docker(`/services?status=true&filters=${query({ label: [`${STACK_LABEL}=${project}`] })}`),
       docker('/tasks')]);
