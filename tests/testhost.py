@@ -411,7 +411,12 @@ class TestHost:
                     os.kill(pid, signal.SIGKILL)
 
     def stop(self, poweroff_timeout: float = 30) -> None:
-        """Power off (SIGTERM to nspawn itself), wait for it to exit, then delete the root filesystem."""
+        """Power off (SIGTERM to nspawn itself), wait for it to exit, then delete the root filesystem.
+        Once stopped, nothing more: its address, and with it its name and its veth's name, may be
+        another lab's host's by then (a second stop deleted that host's veth: CI's test_reprovision
+        lost its new host's network when test_cluster's module ended and stopped h3 a second time)."""
+        if self not in self.lab.hosts:
+            return
         self._stopping.set()
         proc = self._proc
         if proc is not None and proc.poll() is None:
