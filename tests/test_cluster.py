@@ -652,8 +652,15 @@ def test_an_app_node_dies_under_load_the_service_stays_and_the_node_rejoins_by_i
     inventory, _ = three_managers(cluster)
     lab_tools.deploy(inventory, env=cluster["env"])  # converged already when the module ran in order
     # The app label left h2 for h1: the swarm moves h2's replica (a constraint no longer met).
-    placed = wait_for(lambda: tasks(h1), lambda p: sorted(p.get("api", [])) == sorted([h1.address, h3.address]), 60)
-    assert sorted(placed["api"]) == sorted([h1.address, h3.address]), placed
+    spread = sorted([h1.address, h3.address])
+    placed = wait_for(lambda: tasks(h1), lambda p: sorted(p.get("api", [])) == spread, 60)
+    if sorted(placed.get("api", [])) != spread:
+        # The swarm places a task once and never moves it back: a replica placed while h1 was briefly
+        # not ready to it (CI, under load) stays on h3 beside the other. README's answer, start-first:
+        print(f"api replicas on {placed.get('api')}: respread by `docker service update --force kono_api`")
+        h1.ssh("docker service update --force --detach=false --quiet kono_api", user="kono", timeout=300)
+        placed = wait_for(lambda: tasks(h1), lambda p: sorted(p.get("api", [])) == spread, 120)
+    assert sorted(placed["api"]) == spread, placed
     before = lab_tools.status(inventory)
     assert before.returncode == 0, before.stdout + before.stderr
     for host in (h1, h2, h3):
