@@ -200,10 +200,10 @@ SERVICES: tuple[Service, ...] = (
             impact="metrics are not served until it is back: a scrape meanwhile fails",
             read_only_tmpfs=(), runs_on=None, replicas="global"),
     # files/monitoring/kono-metrics.js: reads the Docker engine through its socket (read-only mount; no
-    # network), writes the stack's metrics into the metrics volume (on a cluster, the swarm's too, as
-    # the db node, a manager, sees it; and where Prometheus finds every node's node_exporter). Root in its container for the
-    # socket (root's own file); DAC_READ_SEARCH alone, to read (never write) the served certificate,
-    # a provided one being the deploy user's 0600 file.
+    # network on a single host), writes the stack's metrics into the metrics volume (on a cluster, the
+    # swarm's too, as the db node, a manager, sees it; and where Prometheus finds every node's
+    # node_exporter). Root in its container for the socket (root's own file); DAC_READ_SEARCH alone,
+    # to read (never write) the served certificate, a provided one being the deploy user's 0600 file.
     Service("metrics", inputs=("monitoring",), image="node_image", only_when="monitoring",
             script="/kono/kono-metrics.js", capabilities=("DAC_READ_SEARCH",),
             impact="the stack's own metrics are missing from a scrape until it is back; the host's are served",

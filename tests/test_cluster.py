@@ -520,10 +520,10 @@ def test_monitoring_on_a_cluster_tells_the_team_of_each_dead_node_and_of_an_api_
     """#28 on a cluster. Monitoring turned on converges in one deploy: node_exporter on every node,
     the metrics service, Prometheus and Alertmanager on the db node; the next deploy changes nothing.
     Prometheus reads every node (named by its address); without metrics_allowed_cidrs no node
-    publishes metrics_port. Both
-    app nodes lose their power: the team's webhook is told NodeDown for each, then, once the api has
-    had no node to run on for 5 minutes, ServiceBelowReplicas; status names the firing alerts. Powered
-    on, each alert is told resolved, once. Monitoring turned off: its services leave the swarm."""
+    publishes metrics_port. Both app nodes lose their power: the team's webhook is told NodeDown for
+    each, then, once the api has had no node to run on for 5 minutes, ServiceBelowReplicas; status
+    names the firing alerts. Powered on, each alert is told resolved, once. Monitoring turned off: its
+    services leave the swarm."""
     hosts = cluster["hosts"]
     h1, h2, h3 = hosts
     with ThreadPoolExecutor(len(hosts)) as pool:
@@ -556,7 +556,7 @@ def test_monitoring_on_a_cluster_tells_the_team_of_each_dead_node_and_of_an_api_
             told = {host.address: wait_for_team(receiver, f"[FIRING] NodeDown on {h1.address}",
                                                 f"Swarm node {host.address} is down", 300) for host in (h2, h3)}
             wait_for_team(receiver, f"[FIRING] ServiceBelowReplicas on {h1.address}",
-                                  "api runs fewer tasks than declared", 600 - (time.monotonic() - cut))
+                          "api runs fewer tasks than declared", 600 - (time.monotonic() - cut))
             print(f"dead app nodes: NodeDown told {max(told.values()):.0f} s, ServiceBelowReplicas "
                   f"{time.monotonic() - cut:.0f} s after the power cut")
             shown = lab_tools.status(monitored)

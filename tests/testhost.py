@@ -444,9 +444,8 @@ class TestHost:
         shutil.rmtree(self.root, ignore_errors=True)
         if self.root.exists():
             shutil.rmtree(self.root)  # says what could not be removed; the address stays claimed
-        if self in self.lab.hosts:
-            self.lab.hosts.remove(self)
-            self.lab.release_address(self.address)
+        self.lab.hosts.remove(self)
+        self.lab.release_address(self.address)
 
 
 class Lab:
