@@ -37,12 +37,12 @@ from pyinfra.api.exceptions import OperationError
 from kono import commands, host_state
 from kono.host_state import Read, read
 from kono.plan import drift
-from kono.settings import NODE_LABELS, Settings, SettingsError, load
+from kono.services import SERVICES, enabled
+from kono.settings import NODE_LABEL_PREFIX, NODE_LABELS, Settings, SettingsError, load
 
 MANAGER_PORT = 2377  # cluster management (tcp)
 SWARM_PORTS = {"tcp": (MANAGER_PORT, 7946), "udp": (7946, 4789)}  # + node gossip (both), overlay VXLAN (udp)
 MANAGER_COUNTS = (1, 3)  # 3 keep a majority (2 of 3) when one dies; 2 would stop with either
-LABEL = "kono."  # node labels: kono.edge=true, ...; placement reads node.labels.kono.<label>
 # Knobs the whole cluster shares (each is the swarm's or its overlay network's): one value, or an error.
 CLUSTER_WIDE = {"swarm_address_pool": "pool", "swarm_overlay_encryption": "setting"}
 JOIN_REQUEST = f"{commands.STATE_DIR}/swarm/join.json"  # under the project directory, removed once read
@@ -171,7 +171,7 @@ def parse_node(node: dict) -> dict:
     manager = node.get("ManagerStatus") or {}
     return {"id": node.get("ID", ""), "hostname": (node.get("Description") or {}).get("Hostname", ""),
             "role": spec.get("Role", ""), "availability": spec.get("Availability", ""),
-            "labels": {k: v for k, v in (spec.get("Labels") or {}).items() if k.startswith(LABEL)},
+            "labels": {k: v for k, v in (spec.get("Labels") or {}).items() if k.startswith(NODE_LABEL_PREFIX)},
             "state": status.get("State", ""), "address": status.get("Addr", ""),
             "manager_address": manager.get("Addr", "").rsplit(":", 1)[0],
             "reachability": manager.get("Reachability", ""), "leader": bool(manager.get("Leader"))}
@@ -258,6 +258,13 @@ def same_swarm(state: dict, founded: dict, founder_address: str) -> bool:
     return founder_address in state["managers"]
 
 
+def spread_services(settings: Settings) -> dict[str, tuple[str, int]]:
+    """{service: (the node label key its placement requires, its copies)} of the services a swarm runs
+    as several copies over the nodes with a label (the api over the app nodes): kept evenly spread."""
+    return {entry.name: (f"{NODE_LABEL_PREFIX}{entry.runs_on}", getattr(settings, entry.replicas))
+            for entry in enabled(SERVICES, settings) if entry.runs_on and entry.replicas not in (None, "global")}
+
+
 # --- Commands ---------------------------------------------------------------------------------
 
 OVERLAY_SUBNET_BITS = 24  # each overlay network's subnet (Docker's default): 254 containers
@@ -288,7 +295,7 @@ def swarm_join(request_file: str) -> str:
 
 def node_changes(node: Node, found: dict) -> list[str]:
     """The commands (run on a manager) that give a node of the swarm the labels and role declared."""
-    wanted = {f"{LABEL}{label}": "true" for label in node.labels}
+    wanted = {f"{NODE_LABEL_PREFIX}{label}": "true" for label in node.labels}
     changes = []
     add = [f"{key}={value}" for key, value in sorted(wanted.items()) if found["labels"].get(key) != value]
     remove = sorted(key for key in found["labels"] if key not in wanted)
@@ -482,13 +489,19 @@ def swarm_joined(role: str, address: str, founder: str, founder_address: str, di
 
 
 @operation()
-def swarm_nodes(cluster: Cluster, remove_strays: bool = False):
+def swarm_nodes(cluster: Cluster, remove_strays: bool = False, project: str = "kono",
+                spread: dict[str, tuple[str, int]] | None = None, wait_timeout: int = 300):
     """
     Give each node the labels (``kono.<label>=true``) and role the inventory declares; name the swarm's
-    nodes that the inventory does not (they keep their tasks until the operator removes them).
+    nodes that the inventory does not (they keep their tasks until the operator removes them). When
+    labels or roles change, the services kept spread are spread again once the swarm has moved what
+    the change moves (``commands.respread``: a label that left a node moves its task to a node that
+    may already run its twin, and the swarm never moves it back).
 
     + cluster: the inventory's cluster (``cluster_of``)
     + remove_strays: drain and remove the nodes the inventory does not name, rather than name them
+    + project: the stack's name; spread: ``spread_services``; wait_timeout: seconds to wait for each
+      of them to run its copies again, and for each copy started to spread them
 
     **Example:**
 
@@ -500,6 +513,7 @@ def swarm_nodes(cluster: Cluster, remove_strays: bool = False):
     if host.state.is_executing and _JOINED:
         state = _state_now()  # nodes joined in this run: the list read before lacks them
     pairs, strays = matched(cluster, state, cluster.founder.name)  # read here, on the first manager
+    changed = False
     for node, found in pairs:
         if found is None:
             drift(f"node {node.name} ({node.address}) is not in the swarm")
@@ -508,7 +522,12 @@ def swarm_nodes(cluster: Cluster, remove_strays: bool = False):
             drift(f"node {node.name} ({node.address}) is {found['state']}")
         for change in node_changes(node, found):
             drift(f"node {node.name}: labels or role differ from the inventory's")
+            changed = True
             yield change
+    if changed and spread:
+        logger.warning(f"{host.print_prefix}node labels or roles change: where the swarm moves a copy of "
+                       f"{', '.join(spread)} beside its twin, the copies are spread again (one more starts first)")
+        yield commands.respread(project, spread, wait_timeout)
     for found in strays:
         stray = f"node {found['hostname']} ({found['address']}) is in the swarm but not in the inventory"
         drift(stray)
@@ -549,4 +568,5 @@ def form_cluster(settings: Settings, cluster: Cluster | None, name: str) -> None
                      _serial=True)
     if node == founder:
         swarm_nodes(name="Node labels and roles as the inventory declares", cluster=cluster,
-                    remove_strays=settings.swarm_remove_strays)
+                    remove_strays=settings.swarm_remove_strays, project=settings.compose_project,
+                    spread=spread_services(settings), wait_timeout=settings.compose_wait_timeout)

@@ -156,15 +156,52 @@ def services_state(project: str, swarm: bool = False) -> str:
 
 
 def swarm_services(project: str) -> str:
-    """Three lines: "swarm_services <JSON>", the stack's services with their desired task counts
+    """Four lines: "swarm_services <JSON>", the stack's services with their desired task counts
     (``GET /services?status=true``); "swarm_tasks <JSON>", the swarm's tasks meant to run (``GET
     /tasks``), whose running ones are counted: the service status counts a task that last said
     "running" even on a node that died since; "swarm_networks <JSON>", the stack's networks (``GET
-    /networks``). Any manager's answer, empty on a worker."""
+    /networks``); "swarm_nodes <JSON>", the swarm's nodes (``GET /nodes``). Any manager's answer,
+    empty on a worker."""
     stack = {"label": [f"{STACK_NAMESPACE_LABEL}={project}"]}
     return (f"printf 'swarm_services '; {_engine_get('services', stack, 'status=true')}; echo; "
             f"printf 'swarm_tasks '; {_engine_get('tasks', {'desired-state': ['running']})}; echo; "
-            f"printf 'swarm_networks '; {_engine_get('networks', stack)}; echo")
+            f"printf 'swarm_networks '; {_engine_get('networks', stack)}; echo; "
+            f"printf 'swarm_nodes '; {_engine_get('nodes', {})}; echo")
+
+
+def respread(project: str, services: dict[str, tuple[str, int]], wait_timeout: int) -> str:
+    """Spread each service's tasks evenly over the nodes it may run on ({service: (the node label
+    key its placement requires, its copies)}), from a manager. A swarm places a task once and never
+    moves it: a replica placed while its twin's other node was not there stays beside it, and one
+    node's death then takes both. First wait (``wait_timeout``) until its copies run on ready,
+    active nodes with the label (a label just moved: the swarm is still replacing a task); then,
+    while one such node runs two more than another, run one copy more (the scheduler puts it on the
+    emptiest node, and it is healthy before the next step) and then one fewer (the swarm stops one
+    on the fullest node): no moment with fewer copies than declared. At most ``copies`` rounds; it
+    ends at the declared copies whatever happens (a run stopped between the two steps left one
+    more). A service not on the swarm yet is left alone."""
+    steps = []
+    for name, (label, copies) in services.items():
+        service = quote(f"{project}_{name}")
+        running = (f"docker service ps {service} --filter \"node=$id\" --filter desired-state=running "
+                   "--format '{{.CurrentState}}' | grep -c '^Running'")
+        # The running copies on each ready, active node with the label, fewest first.
+        counts = (f"counts=$(for id in $(docker node ls -q --filter node.label={quote(label + '=true')}); do "
+                  f"[ \"$(docker node inspect -f '{{{{.Status.State}}}}/{{{{.Spec.Availability}}}}' \"$id\")\" = ready/active ] "
+                  f"&& {running}; done | sort -n)")
+        total = "$(echo \"$counts\" | awk '{ n += $1 } END { print n + 0 }')"
+        fewest, most = "$(echo \"$counts\" | head -n1)", "$(echo \"$counts\" | tail -n1)"
+        scale = f"timeout {int(wait_timeout)} docker service scale --detach=false {service}"
+        steps.append(
+            f"if docker service inspect {service} >/dev/null 2>&1; then "
+            f"for i in $(seq {int(wait_timeout)}); do {counts}; [ {total} -ge {copies} ] && break; sleep 1; done; "
+            f"for round in $(seq {copies}); do {counts}; [ -n \"$counts\" ] && [ $(({most} - {fewest})) -gt 1 ] || break; "
+            f"echo \"{name}: its copies run unevenly on the nodes labelled {label} ($(echo $counts | tr ' ' /)): "
+            "one more starts on the emptiest, then one stops on the fullest\"; "
+            f"{scale}={copies + 1} >/dev/null; {scale}={copies} >/dev/null || exit 1; done; "
+            f"[ \"$(docker service inspect -f '{{{{.Spec.Mode.Replicated.Replicas}}}}' {service})\" = {copies} ] "
+            f"|| {scale}={copies} >/dev/null || exit 1; fi")
+    return "; ".join(steps) if steps else "true"
 
 
 STACK_NAMESPACE_LABEL = "com.docker.stack.namespace"  # what `docker stack deploy` labels its objects with

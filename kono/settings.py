@@ -50,6 +50,7 @@ SWARM_ROLES = ("manager", "worker")
 # What a cluster node is for: nginx runs on every edge node, the api's replicas on the app nodes, the
 # databases, backups and the maintainer (and their volumes) on the one db node.
 NODE_LABELS = ("edge", "app", "db")
+NODE_LABEL_PREFIX = "kono."  # a node's label key: kono.edge=true, ...; placement reads node.labels.kono.<label>
 # A DNS name, lowercase; "*." in front only where the certificate is provided (HTTP-01 cannot prove one).
 DOMAIN = re.compile(r"^(\*\.)?(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
 EMAIL = re.compile(r"^[^@\s'\"]+@[^@\s'\"]+\.[^@\s'\"]+$")

@@ -28,6 +28,7 @@ from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 from pyinfra.api.exceptions import OperationError
 
 from kono import commands
+from kono.cluster import parse_node, spread_services
 from kono.host_state import Read, read
 from kono.plan import drift
 from kono.services import (DB_SECRETS_DIR, ORIGIN_TLS_COPY, ORIGIN_TLS_PATH, ORIGIN_URL, RELEASES_PORT, api_environment, releases_url, SECRETS, SECRETS_DIR, SERVICES, VOLUMES, enabled, reloaded_folders,
@@ -35,7 +36,7 @@ from kono.services import (DB_SECRETS_DIR, ORIGIN_TLS_COPY, ORIGIN_TLS_PATH, ORI
                            BINLOG_SERVER_OPTIONS, BINLOG_USER, TIMELINE_TAG,
                            unready)
 from kono.monitoring import ALERTMANAGER_PORT, CONFIG_DIR, HEARTBEAT, SMTP_CA_NAME, monitoring_context
-from kono.settings import Settings
+from kono.settings import NODE_LABEL_PREFIX, Settings
 from kono.ssh_policy import maintainer_sshd_policy
 
 COMPOSE_STOP_SECONDS = 10  # compose's stop_grace_period for a service that sets none
@@ -187,7 +188,7 @@ def stack_file(settings: Settings, compose_text: str) -> str:
         # A swarm has no network_mode (the metrics service's "none"): it joins the stack's network,
         # where it listens on nothing.
         block.pop("network_mode", None)
-        placement = {"placement": {"constraints": [f"node.labels.kono.{entry.runs_on} == true"]}} if entry.runs_on else {}
+        placement = {"placement": {"constraints": [f"node.labels.{NODE_LABEL_PREFIX}{entry.runs_on} == true"]}} if entry.runs_on else {}
         deploy = {"mode": "global"} if entry.replicas == "global" else \
             {"mode": "replicated", "replicas": getattr(settings, entry.replicas) if entry.replicas else 1}
         deploy.update({"endpoint_mode": "dnsrr", **placement,
@@ -480,6 +481,36 @@ def parse_swarm_services(lines: list[str]) -> dict[str, tuple[int, int]]:
     return services
 
 
+def parse_swarm_placement(lines: list[str]) -> dict[str, dict[str, int]]:
+    """{service: {node id: its running tasks there}} of the stack, from ``commands.swarm_services``'s lines."""
+    names = {entry.get("ID", ""): (entry.get("Spec") or {}).get("Name", "") for entry in _listed(lines, "swarm_services")}
+    stacks = {entry.get("ID", ""): ((entry.get("Spec") or {}).get("Labels") or {}).get(commands.STACK_NAMESPACE_LABEL, "")
+              for entry in _listed(lines, "swarm_services")}
+    placement: dict[str, dict[str, int]] = {}
+    for task in _listed(lines, "swarm_tasks"):
+        service = task.get("ServiceID", "")
+        if service in names and (task.get("Status") or {}).get("State") == "running":
+            on_node = placement.setdefault(names[service].removeprefix(f"{stacks[service]}_"), {})
+            on_node[task.get("NodeID", "")] = on_node.get(task.get("NodeID", ""), 0) + 1
+    return placement
+
+
+def unevenly_spread(placement: dict[str, dict[str, int]], nodes: list[dict],
+                    spread: dict[str, tuple[str, int]]) -> dict[str, dict[str, int]]:
+    """{service: {node: its running copies there}} of the services of ``spread`` ({service: (the node
+    label key its placement requires, its copies)}) that one ready, active node with that label runs
+    two more copies of than another (``placement``: ``parse_swarm_placement``; ``nodes``:
+    ``cluster.parse_node``'s)."""
+    uneven = {}
+    for name, (label, _) in spread.items():
+        counts = dict(sorted((node["hostname"] or node["id"], placement.get(name, {}).get(node["id"], 0)) for node in nodes
+                             if node["labels"].get(label) == "true"
+                             and (node["state"], node["availability"]) == ("ready", "active")))
+        if counts and max(counts.values()) - min(counts.values()) > 1:
+            uneven[name] = counts
+    return uneven
+
+
 def parse_swarm_networks(lines: list[str]) -> list[str]:
     """The names of the stack's networks, from ``commands.swarm_services``'s lines."""
     return sorted(entry.get("Name", "") for entry in _listed(lines, "swarm_networks"))
@@ -493,7 +524,7 @@ class StackState(FactBase):
     @staticmethod
     def default() -> dict:
         return {"digest": None, "applied": None, "services": {}, "recorded": {}, "secrets": {}, "swarm_services": {},
-                "swarm_networks": []}
+                "swarm_networks": [], "swarm_placement": {}, "swarm_nodes": []}
 
     def command(self, directory: str, project: str, swarm: bool = False) -> str:
         return commands.stack_state(directory, project, reloaded_folders(), service_secret_paths(), swarm)
@@ -520,6 +551,8 @@ class StackState(FactBase):
         state["services"] = parse_services(output)
         state["swarm_services"] = parse_swarm_services(output)
         state["swarm_networks"] = parse_swarm_networks(output)
+        state["swarm_placement"] = parse_swarm_placement(output)
+        state["swarm_nodes"] = [parse_node(node) for node in _listed(output, "swarm_nodes")]
         return state
 
 
@@ -602,7 +635,7 @@ def bring_up(settings: Settings) -> None:
                  wait_timeout=settings.compose_wait_timeout,
                  services=tuple(s.name for s in enabled(SERVICES, settings)),
                  secret_versions={s.compose_name: s.path for s in compose_secrets(settings)},
-                 networks=tuple(overlay_networks(settings).values()))
+                 networks=tuple(overlay_networks(settings).values()), spread=spread_services(settings))
         return
     compose_up(name="Validate the project and bring the stack up if it changed or is not healthy",
                directory=settings.project_dir, project=settings.compose_project,
@@ -619,13 +652,16 @@ def not_converged(swarm_services: dict[str, tuple[int, int]], wanted: tuple[str,
 
 @operation()
 def stack_up(directory: str, project: str, wait_timeout: int, services: tuple[str, ...],
-             secret_versions: dict[str, str], networks: tuple[str, ...]):
+             secret_versions: dict[str, str], networks: tuple[str, ...],
+             spread: dict[str, tuple[str, int]] | None = None):
     """
     ``docker stack deploy`` (``commands.stack_up``) from this manager only when the project changed
     since the last successful one, or a service of the stack has not converged (fewer tasks running
     than it should). A compose project of the same name on this host (a single host turned into a
     cluster's db node) is stopped first, said in the plan: its volumes stay, and the stack's services
-    take them over.
+    take them over. A service kept spread whose copies crowd one node (the swarm put a copy there
+    while the other node was away, and never moves it back) is spread again (``commands.respread``),
+    said in the plan.
 
     + directory: the project directory (stack.yaml and compose.yaml)
     + project: the stack's name (the compose project's: the volumes are named after it)
@@ -634,6 +670,7 @@ def stack_up(directory: str, project: str, wait_timeout: int, services: tuple[st
     + secret_versions: {secret's compose name: its file}, each made a swarm secret per version
     + networks: the stack's overlay networks (``overlay_networks``); a stack on others moves to
       them, every service restarting, said in the plan
+    + spread: ``cluster.spread_services``
 
     **Example:**
 
@@ -641,12 +678,27 @@ def stack_up(directory: str, project: str, wait_timeout: int, services: tuple[st
 
         stack_up(name="Stack on the swarm", directory="/srv/kono", project="kono", wait_timeout=300,
                  services=("db_production", "api", "nginx"), secret_versions={"production_api_key": "config/production/api_key"},
-                 networks=("kono_default", "kono_edge"))
+                 networks=("kono_default", "kono_edge"), spread={"api": ("kono.app", 2)})
     """
+    spread = spread or {}
     state = read(StackState, directory=directory, project=project, swarm=True)
     lagging = not_converged(state["swarm_services"], services)
-    if state["digest"] and state["digest"] == state["applied"] and not lagging:
-        host.noop("the stack is up to date and every service runs its tasks")
+    uneven = unevenly_spread(state["swarm_placement"], state["swarm_nodes"], spread)
+    for name, counts in uneven.items():
+        drift(f"service {name} runs its copies unevenly: " + ", ".join(f"{n} on {node}" for node, n in counts.items()))
+        logger.warning(f"{host.print_prefix}the {name}'s copies crowd a node: one more starts on the emptiest node, "
+                       "then one on the fullest stops (never fewer copies running than declared)")
+    # A spread interrupted between its two steps leaves one copy too many; the stack's file says the same still.
+    for name, (_, desired) in state["swarm_services"].items():
+        if name in spread and desired and desired != spread[name][1]:
+            drift(f"service {name} is scaled to {desired} copies, not {spread[name][1]}")
+            uneven.setdefault(name, {})
+    up_to_date = bool(state["digest"]) and state["digest"] == state["applied"] and not lagging
+    if up_to_date and not uneven:
+        host.noop("the stack is up to date and every service runs its tasks, spread as declared")
+        return
+    if up_to_date:
+        yield commands.respread(project, {name: spread[name] for name in uneven}, wait_timeout)
         return
     for name, (running, desired) in lagging.items():
         drift(f"service {name} runs {running} of {desired} tasks" if desired else f"service {name} is not on the swarm")
@@ -663,3 +715,5 @@ def stack_up(directory: str, project: str, wait_timeout: int, services: tuple[st
                        "services: everything is down meanwhile (its volumes stay, and the stack takes them over)")
     yield commands.stack_up(directory, project, STACK_FILE, wait_timeout, service_secret_paths(), secret_versions,
                             networks, reloaded_folders())
+    if uneven:
+        yield commands.respread(project, {name: spread[name] for name in uneven}, wait_timeout)

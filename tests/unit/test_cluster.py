@@ -286,3 +286,31 @@ def test_a_kernel_without_ipsec_esp_is_named_before_the_cluster_changes(monkeypa
     monkeypatch.setattr(cluster, "read", lambda fact: {"esp4": True, "xfrm_user": True})
     monkeypatch.setattr(cluster, "host", type("Host", (), {"noop": noted.append})())
     assert list(cluster.overlay_encryption_possible._inner()) == [] and noted
+
+
+def test_labels_moved_between_nodes_are_followed_by_spreading_the_copies_again(monkeypatch):
+    """A label that leaves a node moves its task to a node that may run its twin already (and the swarm
+    never moves it back): after the labels change, the copies are spread again; no change, no step."""
+    nodes = [{**NODES[0], "Spec": {**NODES[0]["Spec"], "Labels": {"kono.db": "true", "kono.edge": "true"}}},
+             {**NODES[1], "Spec": {**NODES[1]["Spec"], "Labels": {"kono.app": "true", "kono.edge": "true"}},
+              "Status": {"State": "ready", "Addr": "10.0.1.6"}}]
+    state = parse_swarm_state(state_lines(nodes=nodes))
+    monkeypatch.setattr(cluster, "read", lambda fact, **kwargs: state)
+    monkeypatch.setattr(cluster, "drift", lambda finding: None)
+    said = []
+    monkeypatch.setattr(cluster.logger, "warning", said.append)
+    monkeypatch.setattr(cluster, "host", type("Host", (), {"print_prefix": "[h1] ",
+                                                           "state": type("State", (), {"is_executing": False})()})())
+    spread = {"api": ("kono.app", 2)}
+
+    def steps(hosts):
+        return list(cluster.swarm_nodes._inner(cluster=cluster_of(hosts), project="kono", spread=spread, wait_timeout=300))
+
+    same = [swarm_host("10.0.1.5", "manager", ["db", "edge"]), swarm_host("10.0.1.6", labels=["app", "edge"])]
+    assert steps(same) == [] and said == []
+    moved = [swarm_host("10.0.1.5", "manager", ["db", "edge", "app"]), swarm_host("10.0.1.6", labels=["edge"])]
+    assert steps(moved) == ["docker node update --label-add kono.app=true n1 >/dev/null",
+                            "docker node update --label-rm kono.app n2 >/dev/null",
+                            commands.respread("kono", spread, 300)]
+    assert said == ["[h1] node labels or roles change: where the swarm moves a copy of api beside its twin, the "
+                    "copies are spread again (one more starts first)"]

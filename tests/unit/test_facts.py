@@ -55,7 +55,8 @@ def test_stack_state_reads_digests_and_each_services_state_and_health():
 def test_stack_state_of_a_host_never_brought_up():
     state = StackState().process(["digest", "applied ", "containers []"])
     assert state == {"digest": hashlib.sha256(b"").hexdigest(), "applied": None, "services": {},
-                     "recorded": {}, "secrets": {}, "swarm_services": {}, "swarm_networks": []}
+                     "recorded": {}, "secrets": {}, "swarm_services": {}, "swarm_networks": [],
+                     "swarm_placement": {}, "swarm_nodes": []}
 
 
 def test_no_containers_when_docker_is_down_and_a_clear_error_without_curl():

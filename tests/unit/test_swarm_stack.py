@@ -7,11 +7,12 @@ import subprocess
 import pytest
 import yaml
 
-from kono import commands
+from kono import cluster, commands
+from kono.cluster import parse_node
 from kono.rotation import rotation_target
 from kono.services import SECRETS, SERVICES, enabled, restarted_by
 from kono.settings import SettingsError
-from kono.stack import StackState, not_converged, parse_swarm_services, project_files
+from kono.stack import StackState, not_converged, parse_swarm_services, project_files, unevenly_spread
 from tests.lab import settings_of
 from tests.unit.test_commands import syntax_ok
 
@@ -164,7 +165,7 @@ def test_the_stack_moving_to_another_network_is_said_before_it_happens(monkeypat
     from kono import stack as stack_module
     warned = []
     monkeypatch.setattr(stack_module, "read", lambda fact, **kwargs: {
-        "digest": "new", "applied": "old", "services": {}, "swarm_services": {"api": (2, 2)},
+        **StackState.default(), "digest": "new", "applied": "old", "swarm_services": {"api": (2, 2)},
         "swarm_networks": ["kono_default"]})
     monkeypatch.setattr(stack_module.logger, "warning", warned.append)
     monkeypatch.setattr(stack_module, "drift", lambda finding: None)
@@ -282,3 +283,128 @@ def test_a_single_hosts_monitoring_is_as_before():
     assert compose["metrics"]["network_mode"] == "none"
     assert not any(name.startswith("KONO_METRICS_NODES") for name in compose["metrics"]["environment"])
     assert all(not volume.startswith("metrics:") for volume in compose["prometheus"]["volumes"])
+
+
+# A swarm of three nodes for the spread command, after swarmkit: the scheduler puts a new task on the
+# node, of those that may run it, with the fewest of its service (manager/scheduler/scheduler.go,
+# nodeLess); a scale-down stops tasks on the node with the most (manager/orchestrator/replicated/
+# services.go, reconcile). $FAKE_DIR holds "nodes" (id, state/availability, label) and "tasks" (the
+# node of each running task) and "replicas".
+FAKE_SWARM = r"""#!/bin/sh
+d=$FAKE_DIR; echo "$*" >> "$d/log"
+eligible() { awk '$2 == "ready/active" && $3 == "app" { print $1 }' "$d/nodes"; }
+count() { grep -cx "$1" "$d/tasks"; }
+case "$1 $2" in
+"service inspect") [ -f "$d/replicas" ] || exit 1; [ "$3" = -f ] && cat "$d/replicas"; exit 0 ;;
+"node ls") awk '$3 == "app" { print $1 }' "$d/nodes" ;;
+"node inspect") awk -v id="$5" '$1 == id { print $2 }' "$d/nodes" ;;
+"service ps") grep -x "${5#node=}" "$d/tasks" | sed 's/.*/Running 2 minutes ago/' ;;
+"service scale")
+  n=${4#*=}; echo "$n" > "$d/replicas"
+  while [ "$(wc -l < "$d/tasks")" -lt "$n" ]; do
+    for id in $(eligible); do echo "$(count "$id") $id"; done | sort -n | head -n1 | cut -d' ' -f2 >> "$d/tasks"
+  done
+  while [ "$(wc -l < "$d/tasks")" -gt "$n" ]; do
+    most=$(for id in $(awk '{ print $1 }' "$d/nodes"); do echo "$(count "$id") $id"; done | sort -n | tail -n1 | cut -d' ' -f2)
+    awk -v id="$most" '$0 == id && !done { done = 1; next } { print }' "$d/tasks" > "$d/t" && mv "$d/t" "$d/tasks"
+  done ;;
+esac
+"""
+
+
+def run_respread(tmp_path, tasks, replicas, nodes="n1 ready/active app\nn2 ready/active app\nn3 ready/active -\n"):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "docker").write_text(FAKE_SWARM)
+    (tmp_path / "bin" / "docker").chmod(0o755)
+    (tmp_path / "nodes").write_text(nodes)
+    (tmp_path / "tasks").write_text("".join(f"{t}\n" for t in tasks))
+    if replicas is not None:
+        (tmp_path / "replicas").write_text(f"{replicas}\n")
+    command = commands.respread("kono", {"api": ("kono.app", 2)}, 5)
+    run = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60,
+                         env={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "FAKE_DIR": str(tmp_path)})
+    log = (tmp_path / "log").read_text() if (tmp_path / "log").exists() else ""
+    scales = [line.split()[-1] for line in log.splitlines() if line.startswith("service scale")]
+    return run, sorted((tmp_path / "tasks").read_text().split()), scales
+
+
+def test_copies_crowding_one_node_are_spread_one_more_first_then_one_fewer(tmp_path):
+    run, tasks, scales = run_respread(tmp_path, ["n2", "n2"], 2)
+    assert run.returncode == 0, run.stderr
+    assert tasks == ["n1", "n2"]
+    assert scales == ["kono_api=3", "kono_api=2"]  # never fewer than two running
+    assert "api: its copies run unevenly on the nodes labelled kono.app (0/2)" in run.stdout
+    assert syntax_ok(commands.respread("kono", {"api": ("kono.app", 2)}, 300))
+
+
+def test_copies_spread_evenly_or_over_one_node_left_are_left_alone(tmp_path):
+    for case, (tasks, nodes) in enumerate([(["n1", "n2"], None),
+                                           (["n1", "n1"], "n1 ready/active app\nn2 down/active app\n"),
+                                           (["n1", "n1"], "n1 ready/active app\nn2 ready/drain app\n")]):
+        folder = tmp_path / str(case)
+        folder.mkdir()
+        run, after, scales = run_respread(folder, tasks, 2, *([nodes] if nodes else []))
+        assert run.returncode == 0 and after == sorted(tasks) and scales == [], (case, run.stdout, run.stderr)
+
+
+def test_a_spread_stopped_between_its_steps_ends_at_the_declared_copies_and_no_stack_is_no_step(tmp_path):
+    (tmp_path / "stopped").mkdir()
+    run, tasks, scales = run_respread(tmp_path / "stopped", ["n1", "n1", "n2"], 3)
+    assert run.returncode == 0, run.stderr
+    assert tasks == ["n1", "n2"] and scales == ["kono_api=2"]
+    (tmp_path / "none").mkdir()
+    run, _, scales = run_respread(tmp_path / "none", [], None)
+    assert run.returncode == 0 and scales == [], run.stderr
+
+
+def test_copies_crowding_a_node_are_drift_and_the_deploy_spreads_them_saying_so_first(monkeypatch):
+    from kono import stack as stack_module
+    nodes = [{"ID": "n1", "Description": {"Hostname": "kono-11"}, "Spec": {"Role": "manager", "Availability": "active",
+              "Labels": {"kono.app": "true", "kono.db": "true"}}, "Status": {"State": "ready", "Addr": "0.0.0.0"}},
+             {"ID": "n2", "Description": {"Hostname": "kono-12"}, "Spec": {"Role": "worker", "Availability": "active",
+              "Labels": {"kono.edge": "true"}}, "Status": {"State": "ready", "Addr": "10.0.1.6"}},
+             {"ID": "n3", "Description": {"Hostname": "kono-13"}, "Spec": {"Role": "worker", "Availability": "active",
+              "Labels": {"kono.app": "true"}}, "Status": {"State": "ready", "Addr": "10.0.1.7"}}]
+    services = [{"ID": "s1", "Spec": {"Name": "kono_api", "Labels": {"com.docker.stack.namespace": "kono"}},
+                 "ServiceStatus": {"DesiredTasks": 2}},
+                {"ID": "s2", "Spec": {"Name": "kono_db_dev", "Labels": {"com.docker.stack.namespace": "kono"}},
+                 "ServiceStatus": {"DesiredTasks": 1}}]
+    running = {"Status": {"State": "running"}}
+    crowded = [{"ServiceID": "s1", "NodeID": "n3", **running}, {"ServiceID": "s1", "NodeID": "n3", **running},
+               {"ServiceID": "s1", "NodeID": "n1", "Status": {"State": "starting"}},
+               {"ServiceID": "s2", "NodeID": "n1", **running}]
+    state = StackState().process(["digest", "applied ", "containers []", f"swarm_services {json.dumps(services)}",
+                                  f"swarm_tasks {json.dumps(crowded)}", f"swarm_nodes {json.dumps(nodes)}"])
+    assert state["swarm_placement"] == {"api": {"n3": 2}, "db_dev": {"n1": 1}}
+    spread = {"api": ("kono.app", 2)}
+    assert unevenly_spread(state["swarm_placement"], state["swarm_nodes"], spread) == {"api": {"kono-11": 0, "kono-13": 2}}
+    assert unevenly_spread({"api": {"n1": 1, "n3": 1}}, state["swarm_nodes"], spread) == {}
+    down = [{**node, "Status": {"State": "down"}} if node["ID"] == "n1" else node for node in nodes]
+    assert unevenly_spread(state["swarm_placement"], [parse_node(n) for n in down], spread) == {}
+    assert cluster.spread_services(swarm_settings(api_replicas=3)) == {"api": ("kono.app", 3)}
+
+    def plan(placement_state):
+        said, found, noops = [], [], []
+        monkeypatch.setattr(stack_module, "read", lambda fact, **kwargs: placement_state)
+        monkeypatch.setattr(stack_module.logger, "warning", said.append)
+        monkeypatch.setattr(stack_module, "drift", found.append)
+        monkeypatch.setattr(stack_module, "host", type("Host", (), {"print_prefix": "[h1] ", "noop": noops.append})())
+        steps = list(stack_module.stack_up._inner(directory="/srv/kono", project="kono", wait_timeout=300,
+                                                  services=("api", "db_dev"), secret_versions={},
+                                                  networks=("kono_default",), spread=spread))
+        return steps, said, found, noops
+
+    up_to_date = {**state, "digest": "d", "applied": "d", "swarm_services": {"api": (2, 2), "db_dev": (1, 1)}}
+    steps, said, found, noops = plan(up_to_date)
+    assert steps == [commands.respread("kono", spread, 300)]
+    assert found == ["service api runs its copies unevenly: 0 on kono-11, 2 on kono-13"]
+    assert said == ["[h1] the api's copies crowd a node: one more starts on the emptiest node, then one on the "
+                    "fullest stops (never fewer copies running than declared)"]
+    spread_evenly = {**up_to_date, "swarm_placement": {"api": {"n1": 1, "n3": 1}, "db_dev": {"n1": 1}}}
+    assert plan(spread_evenly)[0] == [] and plan(spread_evenly)[3] != []
+    stopped_midway = {**spread_evenly, "swarm_services": {"api": (3, 3), "db_dev": (1, 1)}}
+    steps, said, found, _ = plan(stopped_midway)
+    assert steps == [commands.respread("kono", spread, 300)] and found == ["service api is scaled to 3 copies, not 2"]
+    changed = {**up_to_date, "applied": "old"}
+    steps = plan(changed)[0]
+    assert len(steps) == 2 and steps[1] == commands.respread("kono", spread, 300) and "stack deploy" in steps[0]
