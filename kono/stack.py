@@ -468,29 +468,25 @@ def parse_swarm_services(lines: list[str]) -> dict[str, tuple[int, int]]:
     """{service: (running tasks, desired tasks)} of the stack, from ``commands.swarm_services``'s
     lines (a manager's answer; nothing on any other host). Running: its tasks meant to run that do
     (a task on a dead node is meant to stop once the swarm restarts it elsewhere)."""
-    running: dict[str, int] = {}
-    for task in _listed(lines, "swarm_tasks"):
-        if (task.get("Status") or {}).get("State") == "running":
-            running[task.get("ServiceID", "")] = running.get(task.get("ServiceID", ""), 0) + 1
-    services = {}
-    for entry in _listed(lines, "swarm_services"):
-        spec = entry.get("Spec") or {}
-        stack = (spec.get("Labels") or {}).get(commands.STACK_NAMESPACE_LABEL, "")
-        name = spec.get("Name", "").removeprefix(f"{stack}_")
-        services[name] = (running.get(entry.get("ID", ""), 0), (entry.get("ServiceStatus") or {}).get("DesiredTasks", 0))
-    return services
+    placement = parse_swarm_placement(lines)
+    return {_service_name(entry): (sum(placement.get(_service_name(entry), {}).values()),
+                                   (entry.get("ServiceStatus") or {}).get("DesiredTasks", 0))
+            for entry in _listed(lines, "swarm_services")}
+
+
+def _service_name(entry: dict) -> str:
+    """A stack service's name in the tables, from its entry in the Engine API's /services list."""
+    spec = entry.get("Spec") or {}
+    return spec.get("Name", "").removeprefix(f"{(spec.get('Labels') or {}).get(commands.STACK_NAMESPACE_LABEL, '')}_")
 
 
 def parse_swarm_placement(lines: list[str]) -> dict[str, dict[str, int]]:
     """{service: {node id: its running tasks there}} of the stack, from ``commands.swarm_services``'s lines."""
-    names = {entry.get("ID", ""): (entry.get("Spec") or {}).get("Name", "") for entry in _listed(lines, "swarm_services")}
-    stacks = {entry.get("ID", ""): ((entry.get("Spec") or {}).get("Labels") or {}).get(commands.STACK_NAMESPACE_LABEL, "")
-              for entry in _listed(lines, "swarm_services")}
+    names = {entry.get("ID", ""): _service_name(entry) for entry in _listed(lines, "swarm_services")}
     placement: dict[str, dict[str, int]] = {}
     for task in _listed(lines, "swarm_tasks"):
-        service = task.get("ServiceID", "")
-        if service in names and (task.get("Status") or {}).get("State") == "running":
-            on_node = placement.setdefault(names[service].removeprefix(f"{stacks[service]}_"), {})
+        if task.get("ServiceID", "") in names and (task.get("Status") or {}).get("State") == "running":
+            on_node = placement.setdefault(names[task["ServiceID"]], {})
             on_node[task.get("NodeID", "")] = on_node.get(task.get("NodeID", ""), 0) + 1
     return placement
 
@@ -697,23 +693,21 @@ def stack_up(directory: str, project: str, wait_timeout: int, services: tuple[st
     if up_to_date and not uneven:
         host.noop("the stack is up to date and every service runs its tasks, spread as declared")
         return
-    if up_to_date:
-        yield commands.respread(project, {name: spread[name] for name in uneven}, wait_timeout)
-        return
-    for name, (running, desired) in lagging.items():
-        drift(f"service {name} runs {running} of {desired} tasks" if desired else f"service {name} is not on the swarm")
-    if state["digest"] != state["applied"]:
-        drift("the project changed since the stack was last deployed")
-    moved = [name for name in state["swarm_networks"] if name not in networks]
-    if moved and state["swarm_services"]:
-        logger.warning(f"{host.print_prefix}the stack moves from the network {', '.join(moved)} to "
-                       f"{', '.join(n for n in networks if n not in state['swarm_networks'])} "
-                       "(swarm_overlay_encryption): every service restarts on it, the api start-first, the others "
-                       "stopping first")
-    if state["services"]:  # the compose project's containers (commands.services_state)
-        logger.warning(f"{host.print_prefix}the compose project {project} stops here, then the swarm starts its "
-                       "services: everything is down meanwhile (its volumes stay, and the stack takes them over)")
-    yield commands.stack_up(directory, project, STACK_FILE, wait_timeout, service_secret_paths(), secret_versions,
-                            networks, reloaded_folders())
+    if not up_to_date:
+        for name, (running, desired) in lagging.items():
+            drift(f"service {name} runs {running} of {desired} tasks" if desired else f"service {name} is not on the swarm")
+        if state["digest"] != state["applied"]:
+            drift("the project changed since the stack was last deployed")
+        moved = [name for name in state["swarm_networks"] if name not in networks]
+        if moved and state["swarm_services"]:
+            logger.warning(f"{host.print_prefix}the stack moves from the network {', '.join(moved)} to "
+                           f"{', '.join(n for n in networks if n not in state['swarm_networks'])} "
+                           "(swarm_overlay_encryption): every service restarts on it, the api start-first, the others "
+                           "stopping first")
+        if state["services"]:  # the compose project's containers (commands.services_state)
+            logger.warning(f"{host.print_prefix}the compose project {project} stops here, then the swarm starts its "
+                           "services: everything is down meanwhile (its volumes stay, and the stack takes them over)")
+        yield commands.stack_up(directory, project, STACK_FILE, wait_timeout, service_secret_paths(), secret_versions,
+                                networks, reloaded_folders())
     if uneven:
         yield commands.respread(project, {name: spread[name] for name in uneven}, wait_timeout)
