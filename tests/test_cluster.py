@@ -644,8 +644,8 @@ def test_an_app_node_dies_under_load_the_service_stays_and_the_node_rejoins_by_i
     """Three managers: with one dead, the two left are a majority and the swarm still answers. h3, an
     app node, loses its power while clients load both edges: every GET is answered (a request its
     api replica took is passed by nginx to the other one), the swarm runs the lost replica elsewhere
-    within 60 s, status and drift name the dead node; powered on, it rejoins with no step of ours.
-    Then the db node dies: status names it and the services pinned to it, which run again once it is back."""
+    within 60 s, status and drift name the dead node; powered on, it rejoins with no step of ours,
+    and a deploy spreads the api's copies over both app nodes again. Then the db node dies: status names it and the services pinned to it, which run again once it is back."""
     h1, h2, h3 = cluster["hosts"]
     inventory, _ = three_managers(cluster)
     lab_tools.deploy(inventory, env=cluster["env"])  # converged already when the module ran in order
